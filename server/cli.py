@@ -1,0 +1,106 @@
+"""The ``streaming`` command: ``streaming serve`` (and ``streaming chat``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from streaming.errors import StreamingError
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_STORE = os.environ.get("STREAMING_STORE", "")
+
+
+def default_store_url(data_dir: str) -> str:
+    """The embedded default: sqlite in ``data_dir`` where that store exists, else memory."""
+    try:
+        import streaming.stores.sqlite  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "memory://"
+    os.makedirs(data_dir, exist_ok=True)
+    return f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'streaming.db'))}"
+
+
+def _pair(value: str) -> tuple[str, str]:
+    name, sep, spec = value.partition("=")
+    if not sep or not name or ":" not in spec:
+        raise argparse.ArgumentTypeError(f"expected NAME=module:attr, got {value!r}")
+    return name, spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streaming", description="Streaming generation runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP/SSE/WebSocket server")
+    serve.add_argument("--host", default=os.environ.get("STREAMING_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("STREAMING_PORT", "8000")))
+    serve.add_argument("--store", default=DEFAULT_STORE, help="memory://, sqlite:///path or redis://host:port/db")
+    serve.add_argument("--data-dir", default=os.environ.get("STREAMING_DATA_DIR", "./data"))
+    serve.add_argument(
+        "--generator", action="append", type=_pair, default=[], metavar="NAME=module:Class",
+        help="register a generator plugin (repeatable)",
+    )
+    serve.add_argument(
+        "--tool", action="append", type=_pair, default=[], metavar="NAME=module:function",
+        help="register a server-side tool (repeatable)",
+    )
+    serve.add_argument("--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeats")
+    serve.add_argument("--disconnect-grace", type=float, default=5.0)
+    serve.add_argument("--no-coalesce", action="store_true", help="one event per chunk, always")
+    serve.add_argument("--log-level", default="info")
+    chat = sub.add_parser("chat", help="chat with a server in the terminal")
+    chat.add_argument("url", nargs="?", default="http://127.0.0.1:8000")
+    chat.add_argument("--generator", default="echo")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import ServerSettings, create_app
+    from streaming.runtime import RuntimeSettings, _import
+    from streaming.tools import ToolRegistry
+
+    tools = ToolRegistry()
+    for name, spec in args.tool:
+        tools.register(_import(spec), name=name)
+    settings = ServerSettings(
+        store_url=args.store or default_store_url(args.data_dir),
+        generators=dict(args.generator),
+        heartbeat_s=args.heartbeat,
+        runtime=RuntimeSettings(disconnect_grace_s=args.disconnect_grace, coalesce=not args.no_coalesce),
+    )
+    app = create_app(settings, tools=tools)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    print(f"streaming: serving on http://{args.host}:{args.port} (store {settings.store_url})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "chat":
+            try:
+                from clients.chat import run_chat
+            except ImportError:
+                print("streaming chat: the terminal client is not installed", file=sys.stderr)
+                return 2
+            return run_chat(args.url, generator=args.generator)
+    except StreamingError as exc:
+        print(f"streaming: {exc.message}" + (f" ({exc.suggestion})" if exc.suggestion else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Exceptions to JSON errors: ``{"error": {"code", "message", "suggestion"}}``.
+
+Where the layers meet, lower libraries' errors are mapped into the runtime's tree
+(:mod:`streaming.errors`): pydantic's ``ValidationError`` to ``invalid_request`` (422), a
+body that is not JSON to ``malformed_request`` (400), Starlette's HTTP errors to their
+status. Anything unexpected is logged and answered as a JSON 500, never a trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from streaming.errors import InvalidRequestError, StreamingError
+
+__all__ = ["EXCEPTION_HANDLERS", "error_response", "validation_error"]
+
+logger = logging.getLogger("streaming.server")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "limit_exceeded",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, suggestion: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "suggestion": suggestion}
+    body.update(extra)
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def validation_error(exc: ValidationError) -> InvalidRequestError:
+    """A pydantic error as an ``invalid_request`` naming each bad field."""
+    problems = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        problems.append(f"{where}: {err['msg']}")
+    return InvalidRequestError(
+        "invalid request: " + "; ".join(problems),
+        suggestion="see the route's body in DESIGN section 5 or /openapi.json",
+    )
+
+
+async def _streaming_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StreamingError)
+    headers = {}
+    if exc.status == 429:
+        headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
+    resp = JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
+    return resp
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    return await _streaming_error(request, validation_error(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}"
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "suggestion": None}},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(
+        500, "internal_error", "the server hit an unexpected error", "retry; if it persists, report it"
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    StreamingError: _streaming_error,
+    ValidationError: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

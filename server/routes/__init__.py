@@ -1,0 +1,11 @@
+"""All HTTP routes of the server."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    from server.routes import blocks, files, generations, health
+
+    return [*generations.ROUTES, *blocks.ROUTES, *files.ROUTES, *health.ROUTES]

@@ -1,0 +1,63 @@
+"""``/blocks/{id}`` and its raw bytes, streamed until the block ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from server.app import runtime_of
+from streaming.model import StreamState
+
+__all__ = ["ROUTES"]
+
+
+async def read(request: Request) -> Response:
+    block = await runtime_of(request).get_block(request.path_params["id"])
+    return JSONResponse(block.model_dump(mode="json"))
+
+
+def _media_type(mime: str | None) -> str:
+    mime = mime or "application/octet-stream"
+    if mime.startswith("text/") or mime.endswith("json"):
+        return f"{mime}; charset=utf-8"
+    return mime
+
+
+async def raw(request: Request) -> Response:
+    runtime = runtime_of(request)
+    block = await runtime.get_block(request.path_params["id"])
+    if block.stream_state is not StreamState.STARTED or not block.request_id:
+        return Response(block.text.encode(), media_type=_media_type(block.mime_type))
+
+    async def body() -> AsyncIterator[bytes]:
+        assert block.request_id is not None
+        async with aclosing(runtime.subscribe(block.request_id, 0)) as batches:
+            async for batch in batches:
+                out = []
+                done = False
+                for ev in batch:
+                    if ev.data.get("block_id") != block.id:
+                        continue
+                    if ev.type == "block.delta":
+                        out.append(ev.data["text"])
+                    elif ev.type in ("block.completed", "block.aborted"):
+                        done = True
+                        break
+                if out:
+                    yield "".join(out).encode()
+                if done or batch[-1].terminal:
+                    return
+
+    return StreamingResponse(
+        body(), media_type=_media_type(block.mime_type), headers={"Cache-Control": "no-store"}
+    )
+
+
+ROUTES = [
+    Route("/blocks/{id}", read, methods=["GET"]),
+    Route("/blocks/{id}/raw", raw, methods=["GET"]),
+]

@@ -1,0 +1,106 @@
+"""``/generations``: start, read, stream (resumable), cancel, answer tool calls."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.app import read_json, runtime_of, settings_of
+from server.sse import EventStreamResponse
+from streaming.errors import InvalidRequestError
+from streaming.requests import GenerateRequest, ToolResultRequest
+
+__all__ = ["ROUTES"]
+
+
+def wants_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+def resume_cursor(request: Request) -> int:
+    """``?after=`` or ``Last-Event-ID``, whichever is later. Raises InvalidRequestError."""
+    cursor = 0
+    for raw, name in (
+        (request.query_params.get("after"), "after"),
+        (request.headers.get("last-event-id"), "Last-Event-ID"),
+    ):
+        if raw is None or raw == "":
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidRequestError(f"{name} must be an integer seq, got {raw!r}") from None
+        if value < 0:
+            raise InvalidRequestError(f"{name} must not be negative")
+        cursor = max(cursor, value)
+    return cursor
+
+
+async def create(request: Request) -> Response:
+    body: GenerateRequest = await read_json(request, GenerateRequest)
+    runtime = runtime_of(request)
+    stream = wants_stream(request)
+    generation = await runtime.start(body, subscribed=stream)
+    location = f"/generations/{generation.id}"
+    if stream:
+        return EventStreamResponse(  # type: ignore[return-value]
+            runtime.subscribe(generation.id, 0),
+            heartbeat_s=settings_of(request).heartbeat_s,
+            status=201,
+            headers=[(b"location", location.encode())],
+        )
+    blocks = await runtime.get_generation_blocks(generation)
+    return JSONResponse(
+        {
+            "generation": generation.model_dump(mode="json"),
+            "blocks": [b.model_dump(mode="json") for b in blocks],
+            "events_url": f"{location}/events",
+        },
+        status_code=201,
+        headers={"Location": location},
+    )
+
+
+async def read(request: Request) -> Response:
+    runtime = runtime_of(request)
+    generation = await runtime.get_generation(request.path_params["id"])
+    blocks = await runtime.get_generation_blocks(generation)
+    return JSONResponse(
+        {
+            "generation": generation.model_dump(mode="json"),
+            "blocks": [b.model_dump(mode="json") for b in blocks],
+            "events_url": f"/generations/{generation.id}/events",
+        }
+    )
+
+
+async def events(request: Request) -> Response:
+    runtime = runtime_of(request)
+    gen_id = request.path_params["id"]
+    after = resume_cursor(request)
+    await runtime.get_generation(gen_id)  # 404 before the stream starts
+    return EventStreamResponse(  # type: ignore[return-value]
+        runtime.subscribe(gen_id, after), heartbeat_s=settings_of(request).heartbeat_s
+    )
+
+
+async def cancel(request: Request) -> Response:
+    runtime = runtime_of(request)
+    generation = await runtime.cancel(request.path_params["id"])
+    return JSONResponse({"generation": generation.model_dump(mode="json")})
+
+
+async def tool_results(request: Request) -> Response:
+    body: ToolResultRequest = await read_json(request, ToolResultRequest)
+    await runtime_of(request).submit_tool_result(request.path_params["id"], body)
+    return JSONResponse({"accepted": True, "call_id": body.call_id}, status_code=202)
+
+
+ROUTES = [
+    Route("/generations", create, methods=["POST"]),
+    Route("/generations/{id}", read, methods=["GET"]),
+    Route("/generations/{id}/events", events, methods=["GET"]),
+    Route("/generations/{id}/cancel", cancel, methods=["POST"]),
+    Route("/generations/{id}/tool-results", tool_results, methods=["POST"]),
+]

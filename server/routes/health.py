@@ -1,0 +1,21 @@
+"""``/healthz``: liveness."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.app import runtime_of
+
+__all__ = ["ROUTES"]
+
+
+async def healthz(request: Request) -> Response:
+    runtime = runtime_of(request)
+    return JSONResponse(
+        {"status": "ok", "running": runtime.running_count, "store": runtime.store.url.split("@")[-1]}
+    )
+
+
+ROUTES = [Route("/healthz", healthz, methods=["GET"])]

@@ -1,0 +1,272 @@
+"""The data model: blocks, tags, files and generations (JSON is snake_case).
+
+A conversation is a :class:`File`; each message or output is a :class:`Block`; a
+:class:`Generation` is one streamed run of a generator plugin (Steamship's Task).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+__all__ = [
+    "Block",
+    "ChatTag",
+    "ErrorInfo",
+    "File",
+    "Generation",
+    "GenerationState",
+    "MimeTypes",
+    "OnDisconnect",
+    "RoleTag",
+    "StreamState",
+    "Tag",
+    "TagKind",
+    "TagValueKey",
+    "Usage",
+    "new_id",
+]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh, URL-safe identifier such as ``gen_3f2a…``."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class StreamState(StrEnum):
+    """The streaming state of a block; ``None`` on a block that was never streamed."""
+
+    STARTED = "started"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+
+
+class GenerationState(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            GenerationState.SUCCEEDED,
+            GenerationState.FAILED,
+            GenerationState.CANCELLED,
+        )
+
+
+class OnDisconnect(StrEnum):
+    CANCEL = "cancel"
+    CONTINUE = "continue"
+
+
+class MimeTypes:
+    """MIME types the runtime knows by name (those of the seed included)."""
+
+    TXT = "text/plain"
+    MKD = "text/markdown"
+    JSON = "application/json"
+    PNG = "image/png"
+    STEAMSHIP_BLOCK_JSON_V1 = "application/vnd.steamship-block.json.v1"
+    STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST = (
+        "application/vnd.steamship-block.plugin-capabilities-request+json"
+    )
+    STEAMSHIP_PLUGIN_CAPABILITIES_RESPONSE = (
+        "application/vnd.steamship-block.plugin-capabilities-response+json"
+    )
+    FUNCTION_CALL_INVOCATION = (
+        "application/vnd.steamship-block.function-calling-support-invocation+json"
+    )
+    FUNCTION_CALL_RESULT = "application/vnd.steamship-block.function-calling-support-result+json"
+
+
+class TagKind:
+    CHAT = "chat"
+    ROLE = "role"
+    FUNCTION_SELECTION = "function-selection"
+    GENERATION = "generation"
+    STATUS_MESSAGE = "status-message"
+
+
+class ChatTag:
+    """Names of tags of kind ``chat``."""
+
+    ROLE = "role"
+    MESSAGE = "message"
+    CHAT_ID = "chat-id"
+    MESSAGE_ID = "message-id"
+    REQUEST_COMPLETE = "request-complete"
+
+
+class RoleTag(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    AGENT = "agent"
+    FUNCTION = "function"
+    TOOL = "tool"
+    LLM = "llm"
+
+
+class TagValueKey:
+    STRING_VALUE = "string-value"
+    NUMBER_VALUE = "number-value"
+    BOOL_VALUE = "bool-value"
+    VECTOR_VALUE = "vector-value"
+    VALUE = "value"
+    SCORE = "score"
+    TIMESTAMP_VALUE = "timestamp-value"
+
+
+class Tag(BaseModel):
+    """A tag on a block or file; ``start_idx`` inclusive, ``end_idx`` exclusive."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str
+    name: str | None = None
+    value: dict[str, Any] | None = None
+    start_idx: int | None = None
+    end_idx: int | None = None
+
+    @classmethod
+    def chat_role(cls, role: str) -> Tag:
+        return cls(kind=TagKind.CHAT, name=ChatTag.ROLE, value={TagValueKey.STRING_VALUE: role})
+
+
+class BlockWriter(Protocol):
+    """What a block bound to a running generation writes through (the runtime)."""
+
+    def append(self, block_id: str, text: str) -> None: ...
+
+    def complete(self, block_id: str) -> None: ...
+
+    def abort(self, block_id: str, reason: str) -> None: ...
+
+
+class Block(BaseModel):
+    """A unit of content in a file. Output blocks are streamed while ``started``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=lambda: new_id("blk"))
+    file_id: str | None = None
+    index: int | None = None
+    mime_type: str | None = MimeTypes.TXT
+    text: str = ""
+    tags: list[Tag] = Field(default_factory=list)
+    stream_state: StreamState | None = None
+    request_id: str | None = None
+    public_data: bool = False
+
+    _writer: BlockWriter | None = PrivateAttr(default=None)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Block:
+        # A copy is a snapshot: it never writes into the running generation.
+        writer, self._writer = self._writer, None
+        try:
+            return super().__deepcopy__(memo)
+        finally:
+            self._writer = writer
+
+    def __copy__(self) -> Block:
+        writer, self._writer = self._writer, None
+        try:
+            return super().__copy__()
+        finally:
+            self._writer = writer
+
+    @property
+    def chat_role(self) -> str | None:
+        """The value of this block's ``chat``/``role`` tag, if it has one."""
+        for tag in self.tags:
+            if tag.kind == TagKind.CHAT and tag.name == ChatTag.ROLE and tag.value:
+                role = tag.value.get(TagValueKey.STRING_VALUE)
+                return str(role) if role is not None else None
+            if tag.kind == TagKind.ROLE and tag.name:
+                return tag.name
+        return None
+
+    @property
+    def is_text(self) -> bool:
+        return (self.mime_type or MimeTypes.TXT).startswith("text/")
+
+    # -- streaming into a preallocated block (the seed's append_stream / finish_stream) --
+
+    def _bound(self) -> BlockWriter:
+        if self._writer is None:
+            from streaming.errors import ConflictError
+
+            raise ConflictError(
+                f"block {self.id} is not open for streaming",
+                suggestion="only blocks preallocated for a running generation can be streamed",
+            )
+        return self._writer
+
+    def append_stream(self, text: str) -> None:
+        """Append ``text`` to this started block.
+
+        Raises:
+            IllegalTransitionError: the block is no longer ``started``.
+            GenerationCancelledError: its generation was cancelled; stop writing.
+        """
+        self._bound().append(self.id, text)
+
+    def finish_stream(self) -> None:
+        """Mark this block ``complete``. Raises IllegalTransitionError if not started."""
+        self._bound().complete(self.id)
+
+    def abort_stream(self, reason: str = "aborted by plugin") -> None:
+        """Mark this block ``aborted``. Raises IllegalTransitionError if not started."""
+        self._bound().abort(self.id, reason)
+
+
+class File(BaseModel):
+    """A conversation: an ordered list of blocks."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=lambda: new_id("file"))
+    handle: str | None = None
+    mime_type: str | None = None
+    blocks: list[Block] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    """A usage report, as the seed's ``UsageReport``."""
+
+    operation_type: str = "run"
+    operation_unit: str = "characters"
+    operation_amount: float = 0
+    audit_id: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    suggestion: str | None = None
+
+
+class Generation(BaseModel):
+    """One streamed run of a generator (the seed's Task)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=lambda: new_id("gen"))
+    state: GenerationState = GenerationState.WAITING
+    file_id: str | None = None
+    generator: str
+    output_block_ids: list[str] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    usage: list[Usage] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    on_disconnect: OnDisconnect = OnDisconnect.CANCEL
+    last_seq: int = 0

@@ -1,0 +1,96 @@
+"""Bodies the runtime accepts: starting a generation, answering a tool call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streaming.capabilities import Tool
+from streaming.model import Block, MimeTypes, OnDisconnect, RoleTag, Tag
+
+__all__ = ["BlockInput", "GenerateRequest", "Message", "ToolResultRequest"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: RoleTag
+    content: str
+
+
+class BlockInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = ""
+    mime_type: str | None = MimeTypes.TXT
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class GenerateRequest(BaseModel):
+    """The body of ``POST /generations`` (and of a WebSocket ``generate`` frame).
+
+    Exactly one of ``prompt``, ``messages`` or ``blocks`` is the input. ``tools`` items are
+    tool declarations, or names of server-side tools.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str = Field(min_length=1, max_length=200)
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    blocks: list[BlockInput] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[Tool | str] = Field(default_factory=list)
+    file_id: str | None = None
+    on_disconnect: OnDisconnect = OnDisconnect.CANCEL
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateRequest:
+        given = [n for n in ("prompt", "messages", "blocks") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one input: 'prompt', 'messages' or 'blocks'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @field_validator("capabilities")
+    @classmethod
+    def _named(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for cap in v:
+            if not isinstance(cap.get("name"), str) or not cap["name"]:
+                raise ValueError("every capability needs a 'name'")
+        return v
+
+    def input_blocks(self) -> list[Block]:
+        """The input as blocks, each tagged with its chat role."""
+        if self.prompt is not None:
+            return [Block(text=self.prompt, tags=[Tag.chat_role(RoleTag.USER)])]
+        if self.messages is not None:
+            return [Block(text=m.content, tags=[Tag.chat_role(m.role)]) for m in self.messages]
+        assert self.blocks is not None
+        return [Block(text=b.text, mime_type=b.mime_type, tags=list(b.tags)) for b in self.blocks]
+
+
+class ToolResultRequest(BaseModel):
+    """A client-side tool's answer: ``result`` (a string or list of strings) or ``error``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(min_length=1)
+    result: list[str] | str | None = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ToolResultRequest:
+        if (self.result is None) == (self.error is None):
+            raise ValueError("give exactly one of 'result' or 'error'")
+        return self
+
+    def items(self) -> tuple[list[str], bool]:
+        if self.error is not None:
+            return [self.error], True
+        assert self.result is not None
+        return ([self.result] if isinstance(self.result, str) else list(self.result)), False

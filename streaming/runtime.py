@@ -1,0 +1,1051 @@
+"""The runtime: preallocate, run, fan out, abort, cancel, and run tool rounds.
+
+Data flows one way: plugin -> :class:`~streaming.lifecycle.GenerationMachine` ->
+:class:`~streaming.log.EventLog` -> subscribers. Each generation runs in its own task
+inside the runtime's task group; subscribers read the shared log by cursor, so any number
+of them cost one list of events, and a slow one falls behind and catches up from the log.
+A background flusher writes new events and changed blocks to the store in batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from streaming.capabilities import (
+    Capability,
+    CapabilityPluginRequest,
+    FunctionCallingSupport,
+    FunctionCallInvocation,
+    FunctionCallResult,
+    RequestLevel,
+    RequestedCapabilities,
+    Tool,
+)
+from streaming.errors import (
+    ConflictError,
+    GenerationCancelledError,
+    IllegalTransitionError,
+    InvalidRequestError,
+    LimitExceededError,
+    MaxToolRoundsError,
+    NotFoundError,
+    PluginError,
+    StreamingError,
+    ToolCallConflictError,
+    ToolTimeoutError,
+    UnknownGeneratorError,
+)
+from streaming.events import Event
+from streaming.lifecycle import GenerationMachine
+from streaming.log import EventLog
+from streaming.model import (
+    Block,
+    File,
+    Generation,
+    MimeTypes,
+    OnDisconnect,
+    RoleTag,
+    Tag,
+    TagKind,
+    Usage,
+    new_id,
+)
+from streaming.plugin.generator import Generator
+from streaming.plugin.inputs import (
+    RawBlockAndTagPluginInput,
+    RawBlockAndTagPluginInputWithPreallocatedBlocks,
+)
+from streaming.plugin.outputs import BlockTypePluginOutput, RawBlockAndTagPluginOutput
+from streaming.plugin.request import InvocableResponse, PluginRequest, PluginRequestContext, TaskState
+from streaming.plugin.service import PluginService
+from streaming.plugin.streaming_generator import StreamingGenerator
+from streaming.requests import GenerateRequest, ToolResultRequest
+from streaming.stores.base import Store
+from streaming.stores.memory import MemoryStore
+from streaming.tools import ToolArgumentsError, ToolRegistry, validate_json_schema
+
+__all__ = ["GeneratorRegistry", "Runtime", "RuntimeSettings"]
+
+logger = logging.getLogger("streaming.runtime")
+
+
+@dataclass
+class RuntimeSettings:
+    """Limits and timings of a runtime; every one is a keyword with a default."""
+
+    #: seconds a generation with ``on_disconnect=cancel`` may have no subscriber
+    disconnect_grace_s: float = 5.0
+    #: rounds of tool calls in one generation before it fails ``max_tool_rounds``
+    max_tool_rounds: int = 8
+    #: seconds to wait for a tool's result before failing ``tool_timeout``
+    tool_timeout_s: float = 120.0
+    #: merge unread deltas of the same block into one event
+    coalesce: bool = True
+    #: longest a plugin that never awaits runs before the runtime lets others run
+    time_slice_s: float = 0.002
+    #: how long new events wait to be written to the store together
+    persist_interval_s: float = 0.05
+    #: seconds running generations get to finish on shutdown before they are cancelled
+    shutdown_grace_s: float = 10.0
+    #: seconds a finished generation stays in memory for late subscribers
+    live_retention_s: float = 30.0
+    #: most events handed to a subscriber at once
+    read_batch: int = 4096
+    #: most generations running at once in this process
+    max_running: int = 10_000
+    #: seconds a generation may run in total
+    max_duration_s: float = 3600.0
+
+
+class GeneratorRegistry:
+    """Generator plugins by name; one instance each, shared by its generations."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, PluginService[Any, Any]] = {}
+
+    def register(
+        self,
+        name: str,
+        plugin: PluginService[Any, Any] | type[PluginService[Any, Any]] | str,
+        config: Mapping[str, Any] | None = None,
+    ) -> PluginService[Any, Any]:
+        """Register ``plugin`` (an instance, a class, or ``"module:Class"``) as ``name``.
+
+        Raises:
+            InvalidRequestError: ``plugin`` cannot be imported or is not a generator.
+        """
+        if isinstance(plugin, str):
+            plugin = _import(plugin)
+        if isinstance(plugin, type):
+            if not issubclass(plugin, (StreamingGenerator, Generator)):
+                raise InvalidRequestError(f"{plugin.__name__} is not a StreamingGenerator or Generator")
+            instance = plugin(
+                config=config, context=PluginRequestContext(plugin_handle=name, plugin_instance_handle=name)
+            )
+        else:
+            instance = plugin
+        self._plugins[name] = instance
+        return instance
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def __iter__(self) -> Any:
+        return iter(self._plugins)
+
+    def names(self) -> list[str]:
+        return list(self._plugins)
+
+    def get(self, name: str) -> PluginService[Any, Any]:
+        """Raises UnknownGeneratorError if no generator has that name."""
+        try:
+            return self._plugins[name]
+        except KeyError:
+            raise UnknownGeneratorError(
+                f"no generator named {name!r}",
+                suggestion="registered generators: " + ", ".join(sorted(self._plugins)),
+            ) from None
+
+
+def _import(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidRequestError(f"{spec!r} is not of the form module:Class")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidRequestError(f"cannot load {spec!r}: {exc}") from exc
+
+
+@dataclass
+class _Call:
+    """One tool call of a round."""
+
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    block_id: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    resolved: bool = False
+
+
+class _Live:
+    """A generation running (or recently finished) in this process. Implements BlockWriter."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        machine: GenerationMachine,
+        plugin: PluginService[Any, Any],
+        request: GenerateRequest,
+        context_blocks: list[Block],
+        file: File,
+        tools: dict[str, Tool],
+    ) -> None:
+        self.runtime = runtime
+        self.machine = machine
+        self.log = machine.log
+        self.generation = machine.generation
+        self.plugin = plugin
+        self.request = request
+        self.context_blocks = context_blocks  # capability request block + history + inputs
+        self.file = file
+        self.tools = tools
+        self.scope: anyio.CancelScope | None = None
+        self.cancel_reason: str | None = None
+        self.done = anyio.Event()
+        self.subscribers = 0
+        self.idle_token = 0
+        self.calls: dict[str, _Call] = {}
+        self.round_calls: list[_Call] = []
+        self.round_blocks: list[str] = []
+        self.persisted_seq = 0
+        self.flush_lock = anyio.Lock()
+        self.loop_thread = threading.get_ident()
+        self.tool_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def id(self) -> str:
+        return self.generation.id
+
+    # -- BlockWriter: what plugins' blocks write through --
+
+    def _check_writable(self) -> None:
+        if self.cancel_reason is not None:
+            raise GenerationCancelledError(f"generation {self.id} was cancelled: {self.cancel_reason}")
+
+    def _in_loop(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def append(self, block_id: str, text: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.append, block_id, text)
+            return
+        self._check_writable()
+        self.machine.append(block_id, text)
+
+    def complete(self, block_id: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.complete, block_id)
+            return
+        self._check_writable()
+        self.machine.complete_block(block_id)
+        self.runtime._on_block_closed(self, block_id)
+
+    def abort(self, block_id: str, reason: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.abort, block_id, reason)
+            return
+        self.machine.abort_block(block_id, reason)
+
+
+class Runtime:
+    """Hosts generator plugins and streams their generations.
+
+    Use as an async context manager (it owns a task group)::
+
+        async with Runtime(generators=registry) as runtime:
+            gen = await runtime.start(GenerateRequest(generator="echo", prompt="hi"))
+            async for event in runtime.events(gen.id):
+                ...
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        generators: GeneratorRegistry | None = None,
+        tools: ToolRegistry | None = None,
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        self.store = store or MemoryStore()
+        self.generators = generators or GeneratorRegistry()
+        self.tools = tools or ToolRegistry()
+        self.settings = settings or RuntimeSettings()
+        self._live: dict[str, _Live] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._dirty: set[_Live] = set()
+        self._flush_wanted = anyio.Event()
+        self._accepting = False
+        self.counters: dict[str, int] = {
+            "started": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "tool_calls": 0,
+            "tool_errors": 0,
+        }
+        self.listeners: list[Callable[[str, Generation], None]] = []
+
+    # -- lifecycle of the runtime itself --
+
+    async def __aenter__(self) -> Runtime:
+        await self.store.open()
+        await self.store.recover_interrupted()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._flusher)
+        self._accepting = True
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        await self.shutdown()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        result = await self._tg.__aexit__(*exc_info)
+        self._tg = None
+        await self.store.close()
+        return result
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting; give running generations ``grace_s`` to finish, then cancel them."""
+        self._accepting = False
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        running = [live for live in self._live.values() if not live.done.is_set()]
+        with anyio.move_on_after(grace):
+            for live in running:
+                await live.done.wait()
+        for live in running:
+            if not live.done.is_set():
+                self._request_cancel(live, "server shutdown")
+        with anyio.move_on_after(5):
+            for live in running:
+                await live.done.wait()
+
+    @property
+    def running_count(self) -> int:
+        return sum(1 for live in self._live.values() if not live.done.is_set())
+
+    # -- starting --
+
+    async def start(self, request: GenerateRequest, *, subscribed: bool = False) -> Generation:
+        """Check, preallocate and start a generation; return it (state ``running``).
+
+        ``subscribed`` says the caller will subscribe at once (the disconnect grace period
+        then starts with its first disconnect rather than now).
+
+        Raises:
+            UnknownGeneratorError: no generator has the requested name.
+            UnsupportedCapabilityError: a capability is requested at a level not supported.
+            NotFoundError: ``file_id`` names no conversation.
+            LimitExceededError: too many generations are running.
+            PluginError: the plugin failed to say which blocks it will write.
+        """
+        if not self._accepting or self._tg is None:
+            raise LimitExceededError("the server is shutting down", suggestion="retry on another server")
+        if self.running_count >= self.settings.max_running:
+            raise LimitExceededError(
+                f"{self.settings.max_running} generations are already running",
+                suggestion="retry in a few seconds",
+            )
+        plugin = self.generators.get(request.generator)
+        tools = self._declared_tools(request)
+        cap_block = self._capability_block(request, tools)
+
+        # Capabilities are checked before any block exists or anything is billed.
+        requested = RequestedCapabilities(plugin.supported_capabilities)
+        cap_response = requested.extract_from_blocks([cap_block]) if cap_block else None
+
+        if request.file_id is not None:
+            file = await self.store.get_file(request.file_id)
+            if file is None:
+                raise NotFoundError(f"no conversation {request.file_id!r}")
+            live_owner = self._live_file_owner(request.file_id)
+            if live_owner is not None:
+                raise ConflictError(
+                    f"conversation {request.file_id} has a generation running ({live_owner})",
+                    suggestion="wait for it to finish or cancel it first",
+                )
+        else:
+            file = File()
+        inputs = request.input_blocks()
+        for block in inputs:
+            block.file_id = file.id
+            block.index = len(file.blocks)
+            file.blocks.append(block)
+
+        generation = Generation(
+            generator=request.generator,
+            file_id=file.id,
+            on_disconnect=request.on_disconnect,
+        )
+        context_blocks = ([cap_block] if cap_block else []) + [b.model_copy() for b in file.blocks]
+        output_types: list[str] = []
+        if isinstance(plugin, StreamingGenerator):
+            output_types = await self._output_types(plugin, context_blocks, request.options)
+        machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
+        live = _Live(self, machine, plugin, request, context_blocks, file, tools)
+        blocks = [self._new_output_block(live, mime) for mime in output_types]
+        machine.start(blocks, cap_response.model_dump(mode="json") if cap_response else None)
+        live.round_blocks = [b.id for b in blocks]
+        for block in blocks:
+            block._writer = live
+
+        await self.store.put_blocks(inputs)
+        await self.store.put_file(self._file_snapshot(live))
+        await self.store.put_generation(generation)
+        self._live[generation.id] = live
+        self.counters["started"] += 1
+        self._tg.start_soon(self._run, live, blocks, name=f"generation {generation.id}")
+        self._mark_dirty(live)
+        if not subscribed:
+            self._subscriber_left(live)
+        return generation.model_copy(deep=True)
+
+    def _live_file_owner(self, file_id: str) -> str | None:
+        for live in self._live.values():
+            if live.file.id == file_id and not live.done.is_set():
+                return live.id
+        return None
+
+    def _declared_tools(self, request: GenerateRequest) -> dict[str, Tool]:
+        tools: dict[str, Tool] = {}
+        for item in request.tools:
+            if isinstance(item, str):
+                if item not in self.tools:
+                    raise InvalidRequestError(
+                        f"no server-side tool named {item!r}",
+                        suggestion="declare it with a name, description and parameters",
+                    )
+                tools[item] = self.tools[item].tool
+            else:
+                tools[item.name] = item
+        return tools
+
+    def _capability_block(self, request: GenerateRequest, tools: dict[str, Tool]) -> Block | None:
+        caps: list[Capability] = []
+        has_fc = False
+        for raw in request.capabilities:
+            try:
+                cap = Capability.model_validate(raw)
+            except ValueError as exc:
+                raise InvalidRequestError(f"bad capability {raw.get('name')!r}: {exc}") from exc
+            if cap.name == FunctionCallingSupport.NAME:
+                has_fc = True
+                if tools:
+                    extra = dict(cap.model_extra or {})
+                    listed = [Tool.model_validate(t) for t in extra.get("functions", [])]
+                    names = {t.name for t in listed}
+                    listed += [t for t in tools.values() if t.name not in names]
+                    cap = FunctionCallingSupport(request_level=cap.request_level, functions=listed)
+            caps.append(cap)
+        if tools and not has_fc:
+            caps.append(
+                FunctionCallingSupport(
+                    request_level=RequestLevel.BEST_EFFORT, functions=list(tools.values())
+                )
+            )
+        if not caps:
+            return None
+        return CapabilityPluginRequest(requested_capabilities=caps).to_block()
+
+    async def _output_types(
+        self, plugin: StreamingGenerator, blocks: list[Block], options: dict[str, Any]
+    ) -> list[str]:
+        req = PluginRequest[RawBlockAndTagPluginInput](
+            data=RawBlockAndTagPluginInput(blocks=blocks, options=options), context=plugin.context
+        )
+        try:
+            response = plugin.determine_output_block_types(req)
+            if inspect.isawaitable(response):
+                response = await response
+        except StreamingError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"determine_output_block_types failed: {exc}") from exc
+        return _block_types(response)
+
+    def _new_output_block(self, live: _Live, mime: str) -> Block:
+        block = Block(
+            file_id=live.file.id,
+            index=len(live.file.blocks),
+            mime_type=mime,
+            tags=[Tag.chat_role(RoleTag.ASSISTANT)],
+        )
+        live.file.blocks.append(block)
+        return block
+
+    # -- running --
+
+    async def _run(self, live: _Live, first_blocks: list[Block]) -> None:
+        machine = live.machine
+        error: StreamingError | None = None
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self.settings.max_duration_s)
+        live.scope = scope
+        try:
+            with scope:
+                async with anyio.create_task_group() as tool_group:
+                    live.tool_group = tool_group
+                    if self.store.shared:
+                        tool_group.start_soon(self._control_listener, live)
+                    await self._rounds(live, first_blocks)
+                    tool_group.cancel_scope.cancel()
+        except Exception as exc:  # the plugin raised: its blocks are aborted below
+            inner = _unwrap(exc)
+            if isinstance(inner, StreamingError):
+                error = inner
+            else:
+                logger.warning("generation %s: plugin raised %r", live.id, inner)
+                error = PluginError(f"{type(inner).__name__}: {inner}")
+        if isinstance(error, GenerationCancelledError) or scope.cancel_called:
+            if live.cancel_reason is None:
+                live.cancel_reason = "max duration reached"
+                error = StreamingError("generation ran past max_duration_s", code="max_duration")
+            else:
+                error = None
+        try:
+            if error is not None:
+                machine.fail(error.code, error.message, error.suggestion)
+            elif live.cancel_reason is not None:
+                machine.cancel(live.cancel_reason)
+            else:
+                machine.succeed()
+        except IllegalTransitionError:  # already ended (a race with cancel is harmless)
+            pass
+        outcome = machine.generation.state.value
+        if outcome in self.counters:
+            self.counters[outcome] += 1
+        with anyio.CancelScope(shield=True):
+            await self._flush(live, final=True)
+        live.done.set()
+        for listener in self.listeners:
+            listener("finished", machine.generation)
+        if self._tg is not None:
+            self._tg.start_soon(self._forget, live)
+
+    async def _forget(self, live: _Live) -> None:
+        await anyio.sleep(self.settings.live_retention_s)
+        if self._live.get(live.id) is live:
+            del self._live[live.id]
+
+    async def _rounds(self, live: _Live, blocks: list[Block]) -> None:
+        rounds = 0
+        while True:
+            await self._run_plugin(live, blocks)
+            # The plugin returned: what it left open is complete.
+            for block_id in live.round_blocks:
+                if block_id in live.machine.open_block_ids:
+                    live.complete(block_id)
+            calls = live.round_calls
+            if not calls:
+                return
+            rounds += 1
+            await self._resolve_round(live, calls)
+            if rounds >= self.settings.max_tool_rounds:
+                raise MaxToolRoundsError(
+                    f"the generator asked for tools {rounds} rounds in a row",
+                    suggestion="raise max_tool_rounds or give the model fewer reasons to call tools",
+                )
+            live.round_calls = []
+            history = self._conversation(live)
+            live.context_blocks = history
+            if isinstance(live.plugin, StreamingGenerator):
+                types = await self._output_types(live.plugin, history, live.request.options)
+            else:
+                types = []
+            blocks = []
+            for mime in types:
+                block = self._new_output_block(live, mime)
+                live.machine.create_block(block)
+                block._writer = live
+                blocks.append(block)
+            live.round_blocks = [b.id for b in blocks]
+
+    def _conversation(self, live: _Live) -> list[Block]:
+        """Context plus every block this generation made so far, texts included."""
+        made = [live.machine.block_snapshot(bid) for bid in live.machine.order]
+        known = {b.id for b in live.context_blocks}
+        return live.context_blocks + [b for b in made if b.id not in known]
+
+    async def _run_plugin(self, live: _Live, blocks: list[Block]) -> None:
+        plugin = live.plugin
+        options = live.request.options
+        if isinstance(plugin, Generator):
+            req = PluginRequest[RawBlockAndTagPluginInput](
+                data=RawBlockAndTagPluginInput(blocks=live.context_blocks, options=options),
+                context=plugin.context,
+            )
+            result = await self._call(plugin.run, req)
+            self._apply_response(live, result)
+            return
+        req2 = PluginRequest[RawBlockAndTagPluginInputWithPreallocatedBlocks](
+            data=RawBlockAndTagPluginInputWithPreallocatedBlocks(
+                blocks=live.context_blocks, options=options, output_blocks=blocks
+            ),
+            context=plugin.context,
+        )
+        # model_validate copies the blocks; give the plugin the very blocks we bound.
+        assert req2.data is not None
+        req2.data.output_blocks = blocks
+        run = plugin.run
+        if inspect.isasyncgenfunction(run):
+            await self._drive_async(live, run(req2), blocks)
+        elif inspect.isgeneratorfunction(run):
+            await self._drive_sync(live, run(req2), blocks)
+        else:
+            result = await self._call(run, req2)
+            self._apply_response(live, result)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        result = await anyio.to_thread.run_sync(fn, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _drive_async(self, live: _Live, agen: Any, blocks: list[Block]) -> None:
+        slice_s = self.settings.time_slice_s
+        clock = time.monotonic
+        slice_end = clock() + slice_s
+        checkpoint = anyio.lowlevel.checkpoint
+        apply = self._apply
+        try:
+            async for item in agen:
+                apply(live, item, blocks)
+                if clock() >= slice_end:
+                    # A plugin that never awaits still lets subscribers and cancels run.
+                    await checkpoint()
+                    slice_end = clock() + slice_s
+        finally:
+            with anyio.CancelScope(shield=True):
+                await agen.aclose()
+
+    async def _drive_sync(self, live: _Live, gen: Any, blocks: list[Block]) -> None:
+        done = object()
+
+        def step() -> Any:
+            return next(gen, done)
+
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(step)
+                if item is done:
+                    return
+                self._apply(live, item, blocks)
+        finally:
+            gen.close()
+
+    def _apply(self, live: _Live, item: Any, blocks: list[Block]) -> None:
+        """Apply one chunk a plugin yielded."""
+        if live.cancel_reason is not None:
+            raise GenerationCancelledError(f"generation {live.id} was cancelled")
+        if type(item) is str:
+            target = self._first_open(live, blocks)
+            live.machine.append(target, item)
+        elif isinstance(item, tuple):
+            index, text = item
+            live.machine.append(blocks[index].id, text)
+        elif isinstance(item, FunctionCallInvocation):
+            self._add_invocation(live, item)
+        elif isinstance(item, Usage):
+            live.generation.usage.append(item)
+        elif isinstance(item, Block):
+            item.tags = item.tags or [Tag.chat_role(RoleTag.ASSISTANT)]
+            self._add_whole_block(live, item)
+        elif item is None:
+            return
+        else:
+            raise PluginError(f"the plugin yielded a {type(item).__name__}, not a chunk")
+
+    def _first_open(self, live: _Live, blocks: list[Block]) -> str:
+        open_ids = live.machine._open
+        for block in blocks:
+            if block.id in open_ids:
+                return block.id
+        raise PluginError("the plugin wrote text but has no open output block")
+
+    def _apply_response(self, live: _Live, result: Any) -> None:
+        if result is None:
+            return
+        if isinstance(result, InvocableResponse):
+            status = result.status
+            if status is not None and status.state == TaskState.FAILED:
+                raise PluginError(
+                    status.status_message or "the plugin failed",
+                    code=status.status_code or "plugin_error",
+                    suggestion=status.status_suggestion,
+                )
+            data = result.data
+        else:
+            data = result
+        usage = getattr(data, "usage", None) or []
+        live.generation.usage.extend(usage)
+        if isinstance(data, RawBlockAndTagPluginOutput):
+            for block in data.blocks:
+                if block.mime_type == MimeTypes.FUNCTION_CALL_INVOCATION:
+                    self._add_invocation(live, FunctionCallInvocation.from_block(block))
+                else:
+                    fresh = Block(
+                        text=block.text,
+                        mime_type=block.mime_type,
+                        tags=block.tags or [Tag.chat_role(RoleTag.ASSISTANT)],
+                        public_data=block.public_data,
+                    )
+                    self._add_whole_block(live, fresh)
+
+    def _add_whole_block(self, live: _Live, block: Block) -> None:
+        block.file_id = live.file.id
+        block.index = len(live.file.blocks)
+        live.file.blocks.append(block)
+        live.machine.add_block_text(block)
+
+    # -- tools --
+
+    def _add_invocation(self, live: _Live, invocation: FunctionCallInvocation) -> None:
+        call_id = invocation.call_id or new_id("call")
+        invocation = invocation.model_copy(update={"call_id": call_id})
+        block = invocation.to_block(
+            tags=[
+                Tag.chat_role(RoleTag.ASSISTANT),
+                Tag(kind=TagKind.FUNCTION_SELECTION, name=invocation.tool_name),
+            ]
+        )
+        block.file_id = live.file.id
+        block.index = len(live.file.blocks)
+        live.file.blocks.append(block)
+        live.machine.create_block(block)
+        live.machine.append(block.id, block.text)
+        live.complete(block.id)
+
+    def _on_block_closed(self, live: _Live, block_id: str) -> None:
+        block = live.machine.blocks[block_id]
+        if block.mime_type != MimeTypes.FUNCTION_CALL_INVOCATION:
+            return
+        try:
+            invocation = FunctionCallInvocation.from_block(block)
+        except InvalidRequestError as exc:
+            raise PluginError(
+                f"the generator wrote a tool call that is not valid JSON: {exc.message}",
+                code="invalid_tool_call",
+            ) from exc
+        call_id = invocation.call_id or new_id("call")
+        call = _Call(call_id, invocation.tool_name, invocation.args, block_id)
+        if call_id in live.calls:
+            raise PluginError(f"the generator reused tool call id {call_id}", code="invalid_tool_call")
+        live.calls[call_id] = call
+        live.round_calls.append(call)
+        live.machine.tool_call(call_id, block_id, invocation.tool_name, invocation.args)
+        self.counters["tool_calls"] += 1
+        declared = live.tools.get(call.tool_name)
+        if call.tool_name in self.tools and (declared is None or call.tool_name in live.tools):
+            if declared is None:
+                self._resolve(live, call, [f"tool {call.tool_name!r} was not offered"], True)
+                return
+            assert live.tool_group is not None
+            live.tool_group.start_soon(self._run_server_tool, live, call)
+            return
+        if declared is None:
+            self._resolve(live, call, [f"unknown tool {call.tool_name!r}"], True)
+            return
+        try:
+            validate_json_schema(call.args, declared.parameters)
+        except ToolArgumentsError as exc:
+            self._resolve(live, call, [f"invalid arguments: {exc}"], True)
+        # Otherwise a client-side call: it waits for the client's answer.
+
+    async def _run_server_tool(self, live: _Live, call: _Call) -> None:
+        tool = self.tools[call.tool_name]
+        try:
+            with anyio.fail_after(self.settings.tool_timeout_s):
+                result = await tool(call.args)
+        except ToolArgumentsError as exc:
+            self._resolve(live, call, [f"invalid arguments: {exc}"], True)
+        except TimeoutError:
+            self._resolve(live, call, [f"tool {call.tool_name} timed out"], True)
+        except Exception as exc:
+            self._resolve(live, call, [f"{type(exc).__name__}: {exc}"], True)
+        else:
+            self._resolve(live, call, result, False)
+
+    def _resolve(self, live: _Live, call: _Call, result: list[str], is_error: bool) -> None:
+        if call.resolved or live.machine.finished:
+            return
+        call.resolved = True
+        if is_error:
+            self.counters["tool_errors"] += 1
+        res = FunctionCallResult(tool_name=call.tool_name, result=result, call_id=call.call_id, is_error=is_error)
+        block = res.to_block(tags=[Tag.chat_role(RoleTag.TOOL)])
+        self._add_whole_block(live, block)
+        live.machine.tool_result(call.call_id, block.id, call.tool_name, result, is_error)
+        call.done.set()
+
+    async def _resolve_round(self, live: _Live, calls: list[_Call]) -> None:
+        with anyio.move_on_after(self.settings.tool_timeout_s):
+            for call in calls:
+                await call.done.wait()
+        late = [c for c in calls if not c.resolved]
+        if late:
+            raise ToolTimeoutError(
+                "no result for tool call(s) "
+                + ", ".join(f"{c.tool_name} ({c.call_id})" for c in late)
+                + f" within {self.settings.tool_timeout_s:g}s",
+                suggestion="answer client-side tools with POST /generations/{id}/tool-results",
+            )
+
+    async def submit_tool_result(self, generation_id: str, answer: ToolResultRequest) -> None:
+        """Answer a client-side tool call of a running generation.
+
+        Raises:
+            NotFoundError: no such generation.
+            ToolCallConflictError: no such pending call, or it was already answered.
+        """
+        result, is_error = answer.items()
+        live = self._live.get(generation_id)
+        if live is not None:
+            call = live.calls.get(answer.call_id)
+            if call is None or call.resolved or live.machine.finished:
+                raise ToolCallConflictError(
+                    f"no pending tool call {answer.call_id!r} in generation {generation_id}"
+                )
+            if not await self.store.claim_tool_result(generation_id, answer.call_id):
+                raise ToolCallConflictError(f"tool call {answer.call_id!r} was already answered")
+            self._resolve(live, call, result, is_error)
+            return
+        generation = await self.get_generation(generation_id)
+        if generation.state.finished:
+            raise ToolCallConflictError(f"generation {generation_id} has already ended")
+        events = await self.store.read_events(generation_id)
+        called = {e.data["call_id"] for e in events if e.type == "tool.call"}
+        answered = {e.data["call_id"] for e in events if e.type == "tool.result"}
+        if answer.call_id not in called or answer.call_id in answered:
+            raise ToolCallConflictError(f"no pending tool call {answer.call_id!r} in generation {generation_id}")
+        if not await self.store.claim_tool_result(generation_id, answer.call_id):
+            raise ToolCallConflictError(f"tool call {answer.call_id!r} was already answered")
+        await self.store.publish_control(
+            generation_id,
+            {"type": "tool.result", "call_id": answer.call_id, "result": result, "is_error": is_error},
+        )
+
+    async def _control_listener(self, live: _Live) -> None:
+        async with self.store.control(live.id) as messages:
+            async for msg in messages:
+                kind = msg.get("type")
+                if kind == "cancel":
+                    self._request_cancel(live, str(msg.get("reason") or "cancelled"))
+                elif kind == "tool.result":
+                    call = live.calls.get(str(msg.get("call_id")))
+                    if call is not None:
+                        self._resolve(live, call, list(msg.get("result") or []), bool(msg.get("is_error")))
+
+    # -- cancelling --
+
+    def _request_cancel(self, live: _Live, reason: str) -> None:
+        if live.done.is_set() or live.cancel_reason is not None:
+            return
+        live.cancel_reason = reason
+        if live.scope is not None:
+            live.scope.cancel()
+
+    async def cancel(self, generation_id: str, reason: str = "cancelled by client", *, wait_s: float = 2.0) -> Generation:
+        """Cancel a generation (idempotent); returns its state after the cancel took effect.
+
+        Raises:
+            NotFoundError: no such generation.
+        """
+        live = self._live.get(generation_id)
+        if live is not None:
+            self._request_cancel(live, reason)
+            with anyio.move_on_after(wait_s):
+                await live.done.wait()
+            return live.generation.model_copy(deep=True)
+        generation = await self.get_generation(generation_id)
+        if not generation.state.finished:
+            await self.store.publish_control(generation_id, {"type": "cancel", "reason": reason})
+            with anyio.move_on_after(wait_s):
+                while not generation.state.finished:
+                    await anyio.sleep(0.05)
+                    generation = await self.get_generation(generation_id)
+        return generation
+
+    # -- subscribers and disconnects --
+
+    def _subscriber_left(self, live: _Live) -> None:
+        if live.subscribers > 0 or live.generation.on_disconnect is not OnDisconnect.CANCEL:
+            return
+        if live.done.is_set() or self._tg is None:
+            return
+        live.idle_token += 1
+        self._tg.start_soon(self._disconnect_watch, live, live.idle_token)
+
+    async def _disconnect_watch(self, live: _Live, token: int) -> None:
+        await anyio.sleep(self.settings.disconnect_grace_s)
+        if live.subscribers == 0 and live.idle_token == token:
+            self._request_cancel(live, "client disconnected")
+
+    async def subscribe(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        """Batches of events after ``after``: replayed from the log, then live, until the end.
+
+        Raises:
+            NotFoundError: no such generation.
+        """
+        live = self._live.get(generation_id)
+        if live is None:
+            await self.get_generation(generation_id)  # raises NotFoundError
+            async for batch in self.store.follow(generation_id, after):
+                yield batch
+            return
+        live.subscribers += 1
+        log = live.log
+        limit = self.settings.read_batch
+        try:
+            while True:
+                events = log.read(after, limit)
+                if events:
+                    after = events[-1].seq
+                    yield events
+                    if events[-1].terminal:
+                        return
+                    continue
+                if log.closed:
+                    return
+                woken = anyio.Event()
+                log.wait(woken.set)
+                try:
+                    await woken.wait()
+                finally:
+                    log.cancel_wait(woken.set)
+        finally:
+            live.subscribers -= 1
+            self._subscriber_left(live)
+
+    async def events(self, generation_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Events one at a time (see :meth:`subscribe`)."""
+        async for batch in self.subscribe(generation_id, after):
+            for event in batch:
+                yield event
+
+    # -- reading --
+
+    async def get_generation(self, generation_id: str) -> Generation:
+        """Raises NotFoundError."""
+        live = self._live.get(generation_id)
+        if live is not None:
+            gen = live.generation.model_copy(deep=True)
+            gen.last_seq = live.log.last_seq
+            return gen
+        gen2 = await self.store.get_generation(generation_id)
+        if gen2 is None:
+            raise NotFoundError(f"no generation {generation_id!r}")
+        return gen2
+
+    async def get_generation_blocks(self, generation: Generation) -> list[Block]:
+        live = self._live.get(generation.id)
+        if live is not None:
+            return [live.machine.block_snapshot(b) for b in live.generation.output_block_ids]
+        blocks = []
+        for bid in generation.output_block_ids:
+            block = await self.store.get_block(bid)
+            if block is not None:
+                blocks.append(block)
+        return blocks
+
+    def live_block(self, block_id: str) -> tuple[Block, _Live] | None:
+        for live in self._live.values():
+            if block_id in live.machine.blocks:
+                return live.machine.block_snapshot(block_id), live
+        return None
+
+    async def get_block(self, block_id: str) -> Block:
+        """Raises NotFoundError."""
+        found = self.live_block(block_id)
+        if found is not None:
+            return found[0]
+        block = await self.store.get_block(block_id)
+        if block is None:
+            raise NotFoundError(f"no block {block_id!r}")
+        return block
+
+    async def get_file(self, file_id: str) -> File:
+        """Raises NotFoundError."""
+        for live in self._live.values():
+            if live.file.id == file_id and not live.done.is_set():
+                return self._file_snapshot(live)
+        file = await self.store.get_file(file_id)
+        if file is None:
+            raise NotFoundError(f"no conversation {file_id!r}")
+        return file
+
+    def _file_snapshot(self, live: _Live) -> File:
+        blocks = [
+            live.machine.block_snapshot(b.id) if b.id in live.machine.blocks else b.model_copy()
+            for b in live.file.blocks
+        ]
+        return live.file.model_copy(update={"blocks": blocks})
+
+    # -- persistence --
+
+    def _mark_dirty(self, live: _Live) -> None:
+        self._dirty.add(live)
+        if not self._flush_wanted.is_set():
+            self._flush_wanted.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            await anyio.sleep(self.settings.persist_interval_s)
+            dirty, self._dirty = self._dirty, set()
+            for live in dirty:
+                try:
+                    await self._flush(live)
+                except Exception:  # a store hiccup must not kill the flusher
+                    logger.exception("flushing generation %s failed", live.id)
+                    self._dirty.add(live)
+                    continue
+                if not live.log.closed:
+                    live.log.wait(lambda live=live: self._mark_dirty(live))  # type: ignore[misc]
+
+    async def _flush(self, live: _Live, *, final: bool = False) -> None:
+        async with live.flush_lock:
+            events = live.log.read(live.persisted_seq)
+            if events:
+                await self.store.append_events(live.id, events)
+                live.persisted_seq = events[-1].seq
+            machine = live.machine
+            gen = machine.generation.model_copy(deep=True)
+            gen.last_seq = live.persisted_seq
+            if final or events:
+                await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
+                await self.store.put_generation(gen)
+            if final:
+                await self.store.put_file(self._file_snapshot(live))
+
+
+def _block_types(response: Any) -> list[str]:
+    if isinstance(response, InvocableResponse):
+        status = response.status
+        if status is not None and status.state == TaskState.FAILED:
+            raise PluginError(
+                status.status_message or "the plugin refused the request",
+                code=status.status_code or "plugin_error",
+                suggestion=status.status_suggestion,
+            )
+        response = response.data
+    if isinstance(response, BlockTypePluginOutput):
+        return list(response.block_types_to_create)
+    if isinstance(response, list) and all(isinstance(m, str) for m in response):
+        return list(response)
+    raise PluginError("determine_output_block_types returned no block types")
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The first leaf of a (nested) exception group; task groups wrap what they raise."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

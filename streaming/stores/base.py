@@ -1,0 +1,90 @@
+"""The store interface every backend implements (memory, sqlite, redis).
+
+A store keeps four things: generations, blocks, files (a conversation and the order of its
+blocks) and each generation's event log; and it carries *control signals* (cancel, tool
+results) to whichever process runs a generation. The runtime writes events in batches
+(``append_events``) and reads them back by cursor (``read_events``, ``follow``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from streaming.events import Event
+from streaming.model import Block, File, Generation
+
+__all__ = ["Store"]
+
+
+class Store(ABC):
+    """Abstract store. Methods raise :class:`~streaming.errors.StoreError` on backend failure."""
+
+    url: str = ""
+    #: True if several processes can share this store (generations, logs and control).
+    shared: bool = False
+
+    async def open(self) -> None:
+        """Connect or create; called once before use."""
+
+    async def close(self) -> None:
+        """Flush and release resources."""
+
+    # -- records --
+
+    @abstractmethod
+    async def put_generation(self, generation: Generation) -> None: ...
+
+    @abstractmethod
+    async def get_generation(self, generation_id: str) -> Generation | None: ...
+
+    @abstractmethod
+    async def put_blocks(self, blocks: Sequence[Block]) -> None: ...
+
+    @abstractmethod
+    async def get_block(self, block_id: str) -> Block | None: ...
+
+    @abstractmethod
+    async def put_file(self, file: File) -> None:
+        """Store the file's metadata and the order of its blocks (and the blocks)."""
+
+    @abstractmethod
+    async def get_file(self, file_id: str) -> File | None:
+        """The file with its blocks, in order."""
+
+    # -- event logs --
+
+    @abstractmethod
+    async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
+        """Append events whose ``seq`` continue the stored log without a gap."""
+
+    @abstractmethod
+    async def read_events(
+        self, generation_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Event]: ...
+
+    @abstractmethod
+    def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        """Batches of events after ``after``, live, until the terminal event."""
+
+    # -- control --
+
+    @abstractmethod
+    async def publish_control(self, generation_id: str, message: dict[str, Any]) -> None:
+        """Send a control message to the process running ``generation_id``."""
+
+    @abstractmethod
+    def control(self, generation_id: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Subscribe to the control messages of ``generation_id``."""
+
+    @abstractmethod
+    async def claim_tool_result(self, generation_id: str, call_id: str) -> bool:
+        """Atomically mark a tool call answered; False if it already was."""
+
+    # -- recovery --
+
+    async def recover_interrupted(self) -> list[str]:
+        """Fail generations left running by a dead process; return their ids."""
+        return []

@@ -1,0 +1,123 @@
+"""``memory://``: everything in this process's memory (tests and a quick start)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from streaming.errors import StoreError
+from streaming.events import Event
+from streaming.model import Block, File, Generation
+from streaming.stores.base import Store
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """A store in memory; nothing survives the process."""
+
+    url = "memory://"
+
+    def __init__(self, *, control_buffer: int = 64) -> None:
+        self._generations: dict[str, Generation] = {}
+        self._blocks: dict[str, Block] = {}
+        self._files: dict[str, tuple[File, list[str]]] = {}
+        self._logs: dict[str, list[Event]] = defaultdict(list)
+        self._log_changed: dict[str, anyio.Event] = {}
+        self._control: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
+        self._claimed: set[tuple[str, str]] = set()
+        self._control_buffer = control_buffer
+
+    async def put_generation(self, generation: Generation) -> None:
+        self._generations[generation.id] = generation.model_copy(deep=True)
+
+    async def get_generation(self, generation_id: str) -> Generation | None:
+        gen = self._generations.get(generation_id)
+        return gen.model_copy(deep=True) if gen else None
+
+    async def put_blocks(self, blocks: Sequence[Block]) -> None:
+        for block in blocks:
+            self._blocks[block.id] = block.model_copy(deep=True)
+
+    async def get_block(self, block_id: str) -> Block | None:
+        block = self._blocks.get(block_id)
+        return block.model_copy(deep=True) if block else None
+
+    async def put_file(self, file: File) -> None:
+        await self.put_blocks(file.blocks)
+        meta = file.model_copy(update={"blocks": []}, deep=True)
+        self._files[file.id] = (meta, [b.id for b in file.blocks])
+
+    async def get_file(self, file_id: str) -> File | None:
+        found = self._files.get(file_id)
+        if found is None:
+            return None
+        meta, ids = found
+        blocks = [self._blocks[i].model_copy(deep=True) for i in ids if i in self._blocks]
+        return meta.model_copy(update={"blocks": blocks}, deep=True)
+
+    async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
+        log = self._logs[generation_id]
+        if events and events[0].seq != len(log) + 1:
+            raise StoreError(
+                f"event log of {generation_id} would have a gap: has {len(log)}, got seq {events[0].seq}"
+            )
+        log.extend(events)
+        changed = self._log_changed.pop(generation_id, None)
+        if changed is not None:
+            changed.set()
+
+    async def read_events(
+        self, generation_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        log = self._logs.get(generation_id, [])
+        after = max(after, 0)
+        return log[after:] if limit is None else log[after : after + limit]
+
+    async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        while True:
+            events = await self.read_events(generation_id, after)
+            if events:
+                for ev in events:
+                    ev.seal()
+                yield events
+                after = events[-1].seq
+                if events[-1].terminal:
+                    return
+                continue
+            changed = self._log_changed.get(generation_id)
+            if changed is None:
+                changed = self._log_changed[generation_id] = anyio.Event()
+            await changed.wait()
+
+    async def publish_control(self, generation_id: str, message: dict[str, Any]) -> None:
+        for stream in list(self._control.get(generation_id, [])):
+            try:
+                stream.send_nowait(message)
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    @asynccontextmanager
+    async def control(self, generation_id: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](self._control_buffer)
+        self._control[generation_id].append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._control[generation_id].remove(send)
+            if not self._control[generation_id]:
+                del self._control[generation_id]
+            send.close()
+
+    async def claim_tool_result(self, generation_id: str, call_id: str) -> bool:
+        key = (generation_id, call_id)
+        if key in self._claimed:
+            return False
+        self._claimed.add(key)
+        return True
