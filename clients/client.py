@@ -1,0 +1,454 @@
+"""The async Python client::
+
+    async with StreamingClient("http://127.0.0.1:8000") as client:
+        gen = await client.generate(generator="echo", prompt="hello")
+        async for block in gen.blocks():
+            async for text in block:
+                print(text, end="")
+
+Every event reaches the caller exactly once: when the connection drops mid-stream the
+client reconnects by itself with ``Last-Event-ID`` (bounded retries with backoff) and the
+server replays what was missed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+
+from clients.sse import SSEDecoder
+from streaming import errors as E
+from streaming.events import Event
+
+__all__ = ["BlockStream", "GenerationStream", "StreamingClient", "error_from_response"]
+
+_BY_CODE: dict[str, type[E.StreamingError]] = {
+    cls.code: cls
+    for cls in (
+        E.InvalidRequestError,
+        E.UnknownGeneratorError,
+        E.MalformedRequestError,
+        E.NotFoundError,
+        E.ConflictError,
+        E.ToolCallConflictError,
+        E.IllegalTransitionError,
+        E.PayloadTooLargeError,
+        E.LimitExceededError,
+        E.StoreError,
+    )
+}
+_BY_STATUS: dict[int, type[E.StreamingError]] = {
+    400: E.MalformedRequestError,
+    404: E.NotFoundError,
+    409: E.ConflictError,
+    413: E.PayloadTooLargeError,
+    422: E.InvalidRequestError,
+    429: E.LimitExceededError,
+}
+
+ToolHandler = Callable[[dict[str, Any]], Any]
+
+
+def error_from_response(response: httpx.Response) -> E.StreamingError:
+    """The server's JSON error as the matching exception of :mod:`streaming.errors`."""
+    try:
+        body = response.json()["error"]
+        code, message, suggestion = body["code"], body["message"], body.get("suggestion")
+    except (ValueError, KeyError, TypeError):
+        code, message, suggestion = "http_error", f"HTTP {response.status_code}", None
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, E.StreamingError)
+    return cls(message, suggestion=suggestion, code=code)
+
+
+class StreamingClient:
+    """Talks to a streaming server over HTTP and SSE.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        max_retries: reconnect attempts in a row before a stream gives up.
+        backoff_s: first retry delay; doubled each failed attempt (capped at 5 s).
+        headers: sent with every request (an ``Authorization`` header, say).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_retries: int = 8,
+        backoff_s: float = 0.1,
+        timeout_s: float = 30.0,
+        headers: dict[str, str] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, read=None),
+        )
+
+    async def __aenter__(self) -> StreamingClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, url, **kwargs)
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response.json()
+
+    async def generate(
+        self,
+        generator: str,
+        *,
+        prompt: str | None = None,
+        messages: list[dict[str, str]] | None = None,
+        blocks: list[dict[str, Any]] | None = None,
+        options: dict[str, Any] | None = None,
+        capabilities: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any] | str] | None = None,
+        file_id: str | None = None,
+        on_disconnect: str | None = None,
+        tool_handlers: dict[str, ToolHandler] | None = None,
+    ) -> GenerationStream:
+        """Start a generation and return its stream (not yet connected).
+
+        Raises:
+            StreamingError: the server refused it (see :mod:`streaming.errors`).
+        """
+        body: dict[str, Any] = {"generator": generator}
+        for key, value in (
+            ("prompt", prompt),
+            ("messages", messages),
+            ("blocks", blocks),
+            ("options", options),
+            ("capabilities", capabilities),
+            ("tools", tools),
+            ("file_id", file_id),
+            ("on_disconnect", on_disconnect),
+        ):
+            if value is not None:
+                body[key] = value
+        data = await self._json("POST", "/generations", json=body)
+        stream = GenerationStream(self, data["generation"], data.get("blocks", []))
+        for name, handler in (tool_handlers or {}).items():
+            stream.on_tool_call(name, handler)
+        return stream
+
+    async def attach(self, generation_id: str, after: int = 0) -> GenerationStream:
+        """A stream of an existing generation, from event ``after`` on."""
+        data = await self.get_generation(generation_id)
+        stream = GenerationStream(self, data["generation"], data.get("blocks", []))
+        stream.last_seq = after
+        return stream
+
+    async def get_generation(self, generation_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/generations/{generation_id}")
+        return result
+
+    async def get_block(self, block_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/blocks/{block_id}")
+        return result
+
+    async def get_file(self, file_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/files/{file_id}")
+        return result
+
+    async def cancel(self, generation_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("POST", f"/generations/{generation_id}/cancel")
+        return result["generation"]  # type: ignore[no-any-return]
+
+    async def submit_tool_result(
+        self,
+        generation_id: str,
+        call_id: str,
+        result: list[str] | str | None = None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"call_id": call_id}
+        if error is not None:
+            body["error"] = error
+        else:
+            body["result"] = result if result is not None else []
+        await self._json("POST", f"/generations/{generation_id}/tool-results", json=body)
+
+    async def iter_events(self, generation_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after ``after`` exactly once, reconnecting as needed.
+
+        Raises:
+            StreamingError: the server refused the stream (unknown id, …).
+            httpx.TransportError: the server stayed unreachable past ``max_retries``.
+        """
+        last = after
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last:
+                headers["Last-Event-ID"] = str(last)
+            progressed = False
+            try:
+                async with self.http.stream(
+                    "GET", f"/generations/{generation_id}/events", params={"after": last}, headers=headers
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise error_from_response(response)
+                    decoder = SSEDecoder()
+                    async for chunk in response.aiter_bytes():
+                        for sse in decoder.decode(chunk):
+                            if not sse.data:
+                                continue
+                            event = Event.from_json(sse.data)
+                            if event.seq <= last:
+                                continue  # already seen: never twice
+                            last = event.seq
+                            progressed = True
+                            yield event
+                            if event.terminal:
+                                return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                pass
+            # The stream ended without its terminal event: reconnect and resume.
+            failures = 0 if progressed else failures + 1
+            if failures > self.max_retries:
+                raise httpx.ReadError(
+                    f"gave up on generation {generation_id} after {self.max_retries} reconnects"
+                )
+            await anyio.sleep(min(5.0, self.backoff_s * (2 ** max(0, failures - 1))))
+
+
+class BlockStream:
+    """One block of a generation: iterate it for its text as it streams."""
+
+    def __init__(self, owner: GenerationStream, block: dict[str, Any]) -> None:
+        self._owner = owner
+        self.block = block
+        self.id: str = block["id"]
+        self.mime_type: str | None = block.get("mime_type")
+        self.state: str = block.get("stream_state") or "started"
+        self._parts: list[str] = []
+        self._pending: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("complete", "aborted")
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[str]:
+        while True:
+            if self._pending:
+                chunk = "".join(self._pending)
+                self._pending.clear()
+                yield chunk
+                continue
+            if self.done or self._owner.finished:
+                return
+            if not await self._owner._pump():
+                return
+
+
+class GenerationStream:
+    """A generation as the client sees it: events, blocks, text, cancel, tool handlers."""
+
+    def __init__(self, client: StreamingClient, generation: dict[str, Any], blocks: list[dict[str, Any]]):
+        self.client = client
+        self.generation = generation
+        self.id: str = generation["id"]
+        self.file_id: str | None = generation.get("file_id")
+        self.last_seq = 0
+        self.events: list[Event] = []
+        self.state: str = generation.get("state", "running")
+        self.error: dict[str, Any] | None = None
+        self._blocks: dict[str, BlockStream] = {}
+        self._order: list[str] = []
+        self._source: AsyncIterator[Event] | None = None
+        self._handlers: dict[str, ToolHandler] = {}
+        self._terminal: Event | None = None
+        for block in blocks:
+            self._add_block(block)
+
+    # -- tool handlers --
+
+    def on_tool_call(self, name: str, handler: ToolHandler) -> None:
+        """Answer client-side calls of tool ``name`` with ``handler(args)`` (sync or async).
+
+        The handler's return value (a string, a list of strings, or anything JSON) is the
+        result; an exception it raises is sent as the tool's error.
+        """
+        self._handlers[name] = handler
+
+    async def _answer(self, event: Event) -> None:
+        handler = self._handlers.get(event.data["tool_name"])
+        if handler is None:
+            return
+        call_id = event.data["call_id"]
+        try:
+            value = handler(event.data.get("args") or {})
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            await self.client.submit_tool_result(self.id, call_id, error=f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(value, str):
+            result: list[str] = [value]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            result = value
+        else:
+            result = [json.dumps(value)]
+        await self.client.submit_tool_result(self.id, call_id, result)
+
+    # -- events --
+
+    @property
+    def finished(self) -> bool:
+        return self._terminal is not None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iter_events()
+
+    async def _iter_events(self) -> AsyncIterator[Event]:
+        index = 0
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.finished:
+                return
+            if not await self._pump():
+                while index < len(self.events):
+                    yield self.events[index]
+                    index += 1
+                return
+
+    async def _pump(self) -> bool:
+        """Read one more event from the server; False at the end."""
+        if self.finished:
+            return False
+        if self._source is None:
+            self._source = self.client.iter_events(self.id, self.last_seq)
+        try:
+            event = await self._source.__anext__()
+        except StopAsyncIteration:
+            return False
+        self._apply(event)
+        if event.type == "tool.call":
+            await self._answer(event)
+        if event.terminal:
+            # Close the HTTP stream now, not when the generator is collected.
+            await self._source.aclose()  # type: ignore[attr-defined]
+        return True
+
+    def _add_block(self, block: dict[str, Any]) -> BlockStream:
+        stream = self._blocks.get(block["id"])
+        if stream is None:
+            stream = BlockStream(self, block)
+            self._blocks[stream.id] = stream
+            self._order.append(stream.id)
+            if block.get("text"):
+                stream._parts.append(block["text"])
+                stream._pending.append(block["text"])
+        return stream
+
+    def _apply(self, event: Event) -> None:
+        self.events.append(event)
+        self.last_seq = event.seq
+        data = event.data
+        kind = event.type
+        if kind == "generation.started":
+            self.generation = data["generation"]
+            for block in data["blocks"]:
+                self._add_block(block)
+        elif kind == "block.created":
+            self._add_block(data["block"])
+        elif kind == "block.delta":
+            stream = self._blocks[data["block_id"]]
+            stream._parts.append(data["text"])
+            stream._pending.append(data["text"])
+        elif kind == "block.completed":
+            self._blocks[data["block_id"]].state = "complete"
+        elif kind == "block.aborted":
+            self._blocks[data["block_id"]].state = "aborted"
+        elif event.terminal:
+            self._terminal = event
+            self.state = {
+                "generation.completed": "succeeded",
+                "generation.failed": "failed",
+                "generation.cancelled": "cancelled",
+            }[kind]
+            self.error = data.get("error")
+
+    async def blocks(self) -> AsyncIterator[BlockStream]:
+        """Each block (preallocated or created mid-stream) in creation order."""
+        index = 0
+        while True:
+            while index < len(self._order):
+                yield self._blocks[self._order[index]]
+                index += 1
+            if self.finished or not await self._pump():
+                while index < len(self._order):
+                    yield self._blocks[self._order[index]]
+                    index += 1
+                return
+
+    async def wait(self) -> GenerationStream:
+        """Read to the end (answering tool calls on the way)."""
+        while await self._pump():
+            pass
+        return self
+
+    async def text(self) -> str:
+        """The text of every ``text/*`` block, in order, once the generation has ended.
+
+        Raises:
+            GenerationFailedError: the generation failed (its code is the error's code).
+            GenerationCancelledError: it was cancelled.
+        """
+        await self.wait()
+        if self.state == "failed":
+            err = self.error or {}
+            raise E.GenerationFailedError(
+                err.get("message", "generation failed"),
+                code=err.get("code", "generation_failed"),
+                suggestion=err.get("suggestion"),
+            )
+        if self.state == "cancelled":
+            raise E.GenerationCancelledError(f"generation {self.id} was cancelled")
+        return "".join(
+            b.text for b in (self._blocks[i] for i in self._order) if (b.mime_type or "").startswith("text/")
+        )
+
+    def block_streams(self) -> list[BlockStream]:
+        return [self._blocks[i] for i in self._order]
+
+    async def cancel(self) -> dict[str, Any]:
+        return await self.client.cancel(self.id)
+
+    async def submit_tool_result(self, call_id: str, result: Any = None, *, error: str | None = None) -> None:
+        await self.client.submit_tool_result(self.id, call_id, result, error=error)
+
+    async def aclose(self) -> None:
+        if self._source is not None:
+            await self._source.aclose()  # type: ignore[attr-defined]
+
