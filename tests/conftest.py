@@ -1,0 +1,83 @@
+"""Shared fixtures: a real uvicorn server on a free loopback port, and the anyio backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from server.app import ServerSettings, create_app
+from streaming.runtime import RuntimeSettings
+from streaming.tools import ToolRegistry
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class LiveServer:
+    """A real uvicorn serving our app in a background thread, bound to 127.0.0.1:0."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
+        self.app = app
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        sock = self.server.servers[0].sockets[0]
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., LiveServer]]:
+    """``make_server(**runtime_settings)`` -> a started LiveServer (memory store)."""
+    servers: list[LiveServer] = []
+
+    def make(
+        *,
+        store_url: str = "memory://",
+        tools: ToolRegistry | None = None,
+        generators: dict[str, str] | None = None,
+        heartbeat_s: float = 15.0,
+        **runtime: Any,
+    ) -> LiveServer:
+        settings = ServerSettings(
+            store_url=store_url,
+            generators=generators or {},
+            heartbeat_s=heartbeat_s,
+            runtime=RuntimeSettings(**runtime),
+        )
+        live = LiveServer(create_app(settings, tools=tools)).start()
+        servers.append(live)
+        return live
+
+    yield make
+    for live in servers:
+        live.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server()
