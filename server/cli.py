@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ImportError:
                 print("streaming chat: the terminal client is not installed", file=sys.stderr)
                 return 2
-            return run_chat(args.url, generator=args.generator)
+            return int(run_chat(args.url, generator=args.generator))
     except StreamingError as exc:
         print(f"streaming: {exc.message}" + (f" ({exc.suggestion})" if exc.suggestion else ""), file=sys.stderr)
         return 2

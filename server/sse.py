@@ -7,8 +7,9 @@ every subscriber) and a backlog goes out in one write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+
 import anyio
 from starlette.types import Receive, Scope, Send
 
@@ -36,7 +37,7 @@ class EventStreamResponse:
 
     def __init__(
         self,
-        batches: AsyncIterator[list[Event]],
+        batches: AsyncGenerator[list[Event], None],
         *,
         heartbeat_s: float = 15.0,
         status: int = 200,
@@ -77,7 +78,7 @@ class EventStreamResponse:
                 pass
 
     async def _pump(self, send: Send, lock: anyio.Lock) -> None:
-        async with aclosing(self.batches) as batches:  # type: ignore[type-var]
+        async with aclosing(self.batches) as batches:
             async for batch in batches:
                 body = b"".join([ev.to_sse() for ev in batch]) if len(batch) > 1 else batch[0].to_sse()
                 async with lock:

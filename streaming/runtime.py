@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,8 @@ from streaming.capabilities import (
     FunctionCallingSupport,
     FunctionCallInvocation,
     FunctionCallResult,
-    RequestLevel,
     RequestedCapabilities,
+    RequestLevel,
     Tool,
 )
 from streaming.errors import (
@@ -68,7 +68,12 @@ from streaming.plugin.inputs import (
     RawBlockAndTagPluginInputWithPreallocatedBlocks,
 )
 from streaming.plugin.outputs import BlockTypePluginOutput, RawBlockAndTagPluginOutput
-from streaming.plugin.request import InvocableResponse, PluginRequest, PluginRequestContext, TaskState
+from streaming.plugin.request import (
+    InvocableResponse,
+    PluginRequest,
+    PluginRequestContext,
+    TaskState,
+)
 from streaming.plugin.service import PluginService
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
@@ -126,16 +131,15 @@ class GeneratorRegistry:
         Raises:
             InvalidRequestError: ``plugin`` cannot be imported or is not a generator.
         """
-        if isinstance(plugin, str):
-            plugin = _import(plugin)
-        if isinstance(plugin, type):
-            if not issubclass(plugin, (StreamingGenerator, Generator)):
-                raise InvalidRequestError(f"{plugin.__name__} is not a StreamingGenerator or Generator")
-            instance = plugin(
+        target: Any = _import(plugin) if isinstance(plugin, str) else plugin
+        if isinstance(target, type) and issubclass(target, (StreamingGenerator, Generator)):
+            instance: PluginService[Any, Any] = target(
                 config=config, context=PluginRequestContext(plugin_handle=name, plugin_instance_handle=name)
             )
+        elif isinstance(target, (StreamingGenerator, Generator)):
+            instance = target
         else:
-            instance = plugin
+            raise InvalidRequestError(f"{target!r} is not a StreamingGenerator or Generator")
         self._plugins[name] = instance
         return instance
 
@@ -888,7 +892,7 @@ class Runtime:
         if live.subscribers == 0 and live.idle_token == token:
             self._request_cancel(live, "client disconnected")
 
-    async def subscribe(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+    async def subscribe(self, generation_id: str, after: int = 0) -> AsyncGenerator[list[Event], None]:
         """Batches of events after ``after``: replayed from the log, then live, until the end.
 
         Raises:
@@ -924,7 +928,7 @@ class Runtime:
             live.subscribers -= 1
             self._subscriber_left(live)
 
-    async def events(self, generation_id: str, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, generation_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """Events one at a time (see :meth:`subscribe`)."""
         async for batch in self.subscribe(generation_id, after):
             for event in batch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from streaming.model import Block, File
 
@@ -40,7 +40,11 @@ class FileImportPluginInput(_Input):
     value: str | None = None
     data: str | None = None
     url: str | None = None
-    mime_type: str | None = Field(default=None, alias="mimeType")
+    mime_type: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("mime_type", "mimeType"),
+        serialization_alias="mimeType",
+    )
 
 
 class TrainPluginInput(_Input):

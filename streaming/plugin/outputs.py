@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from streaming.model import Block, File, Tag, Usage
 
@@ -27,7 +27,10 @@ class _Output(BaseModel):
 class BlockTypePluginOutput(_Output):
     """MIME types of the blocks a streaming plugin will write, one block each."""
 
-    block_types_to_create: list[str] = Field(alias="blockTypesToCreate")
+    block_types_to_create: list[str] = Field(
+        validation_alias=AliasChoices("block_types_to_create", "blockTypesToCreate"),
+        serialization_alias="blockTypesToCreate",
+    )
 
 
 class StreamCompletePluginOutput(_Output):
@@ -51,7 +54,11 @@ class EmbeddedItemsPluginOutput(_Output):
 
 class RawDataPluginOutput(_Output):
     data: str | None = None  # base64
-    mime_type: str | None = Field(default=None, alias="mimeType")
+    mime_type: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("mime_type", "mimeType"),
+        serialization_alias="mimeType",
+    )
     tags: list[Tag] = Field(default_factory=list)
 
 

@@ -26,10 +26,10 @@ class Store(ABC):
     #: True if several processes can share this store (generations, logs and control).
     shared: bool = False
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or create; called once before use."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources."""
 
     # -- records --
