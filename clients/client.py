@@ -240,7 +240,7 @@ class BlockStream:
         self.block = block
         self.id: str = block["id"]
         self.mime_type: str | None = block.get("mime_type")
-        self.state: str = block.get("stream_state") or "started"
+        self.state: str = "started"
         self._parts: list[str] = []
         self._pending: list[str] = []
 
@@ -366,9 +366,7 @@ class GenerationStream:
             stream = BlockStream(self, block)
             self._blocks[stream.id] = stream
             self._order.append(stream.id)
-            if block.get("text"):
-                stream._parts.append(block["text"])
-                stream._pending.append(block["text"])
+        # Text comes only from deltas, so it always matches the event cursor.
         return stream
 
     def _apply(self, event: Event) -> None:
