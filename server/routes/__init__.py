@@ -6,6 +6,14 @@ from starlette.routing import BaseRoute
 
 
 def routes() -> list[BaseRoute]:
-    from server.routes import blocks, files, generations, health
+    from server import ws
+    from server.routes import blocks, files, generations, health, static
 
-    return [*generations.ROUTES, *blocks.ROUTES, *files.ROUTES, *health.ROUTES]
+    return [
+        *generations.ROUTES,
+        *blocks.ROUTES,
+        *files.ROUTES,
+        *health.ROUTES,
+        *ws.ROUTES,
+        *static.ROUTES,
+    ]

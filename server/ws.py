@@ -1,0 +1,336 @@
+"""``WS /ws``: the JSON frame protocol of DESIGN section 4.
+
+Client to server (every frame may carry a ``ref``, echoed in the answer to that frame)::
+
+    {"type": "generate", ...the body of POST /generations...}
+    {"type": "subscribe", "generation_id", "after"}
+    {"type": "unsubscribe", "generation_id"}
+    {"type": "cancel", "generation_id"}
+    {"type": "tool.result", "generation_id", "call_id", "result" | "error"}
+    {"type": "ping"}
+
+Server to client: every event of the generations the connection watches, as its JSON
+(``Event.to_json()``, one event per frame), plus
+
+- ``{"type": "ack", "op", "ref"?, "generation_id", ...}`` when a frame was accepted (the
+  ``generate`` ack carries ``generation`` and ``blocks`` like the 201 of POST /generations
+  and is sent before the generation's first event; the ``cancel`` ack carries
+  ``generation``);
+- ``{"type": "error", "error": {code, message, suggestion}, "ref"?, "generation_id"?}`` for a
+  bad frame (not JSON, unknown type, missing field, wrong type, oversized) or a refused
+  command; the connection stays open;
+- ``{"type": "pong", "ref"?}`` for a ``ping`` frame (uvicorn also pings at the protocol level).
+
+One task group per connection: the frame reader, and one task per subscription. A
+connection that closes ends every subscription, so the runtime sees those subscribers
+leave and applies each generation's ``on_disconnect`` policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+from pydantic import ValidationError
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.errors import validation_error
+from streaming.errors import (
+    InvalidRequestError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    StreamingError,
+)
+from streaming.events import encode_json
+from streaming.requests import GenerateRequest, ToolResultRequest
+from streaming.runtime import Runtime
+
+__all__ = ["ROUTES", "WebSocketSession", "ws_endpoint"]
+
+logger = logging.getLogger("streaming.server.ws")
+
+#: frame types a client may send
+CLIENT_FRAMES = ("generate", "subscribe", "unsubscribe", "cancel", "tool.result", "ping")
+
+
+class _Closed(Exception):
+    """The peer went away while we were sending."""
+
+
+@dataclass
+class _Subscription:
+    generation_id: str
+    scope: anyio.CancelScope
+
+
+class WebSocketSession:
+    """One WebSocket connection: reads frames, runs subscriptions, writes events.
+
+    Args:
+        websocket: the accepted Starlette WebSocket.
+        runtime: the runtime to drive (through its public API only).
+        max_frame_bytes: a frame over this size is answered with ``payload_too_large``.
+    """
+
+    def __init__(self, websocket: WebSocket, runtime: Runtime, *, max_frame_bytes: int = 1 << 20) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.max_frame_bytes = max_frame_bytes
+        self._send_lock = anyio.Lock()
+        self._subs: dict[str, _Subscription] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._read_frames()
+                tg.cancel_scope.cancel()
+        except* _Closed:
+            pass
+        except* WebSocketDisconnect:
+            pass
+        finally:
+            self._closed = True
+
+    # -- sending --
+
+    async def _send_text(self, text: str) -> None:
+        if self._closed:
+            raise _Closed
+        try:
+            async with self._send_lock:
+                await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            # Starlette raises RuntimeError once the socket is closed; either way the
+            # peer is gone and the whole session ends.
+            self._closed = True
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+            raise _Closed from exc
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self._send_text(encode_json(frame))
+
+    async def _error(
+        self, exc: StreamingError, *, ref: Any = None, generation_id: str | None = None
+    ) -> None:
+        frame: dict[str, Any] = {"type": "error", "error": exc.to_dict()}
+        if ref is not None:
+            frame["ref"] = ref
+        if generation_id is not None:
+            frame["generation_id"] = generation_id
+        await self._send(frame)
+
+    async def _ack(self, op: str, ref: Any, generation_id: str, **extra: Any) -> None:
+        frame: dict[str, Any] = {"type": "ack", "op": op, "generation_id": generation_id}
+        if ref is not None:
+            frame["ref"] = ref
+        frame.update(extra)
+        await self._send(frame)
+
+    # -- reading --
+
+    async def _read_frames(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            text = message.get("text")
+            raw = message.get("bytes")
+            ref: Any = None
+            frame: dict[str, Any] | None = None
+            try:
+                frame = self._parse(text, raw)
+                ref = frame.get("ref")
+                await self._dispatch(frame)
+            except StreamingError as exc:
+                gen_id = frame.get("generation_id") if frame is not None else None
+                await self._error(exc, ref=ref, generation_id=gen_id if isinstance(gen_id, str) else None)
+            except ValidationError as exc:
+                await self._error(validation_error(exc), ref=ref)
+            except (_Closed, WebSocketDisconnect):
+                raise
+            except Exception:
+                logger.exception("unexpected error handling a WebSocket frame")
+                await self._error(
+                    StreamingError(
+                        "the server hit an unexpected error", suggestion="retry; if it persists, report it"
+                    ),
+                    ref=ref,
+                )
+
+    def _parse(self, text: str | None, raw: bytes | None) -> dict[str, Any]:
+        """A frame as a JSON object. Raises PayloadTooLargeError, MalformedRequestError."""
+        if raw is not None:
+            size = len(raw)
+        else:
+            size = len(text or "")
+            if size <= self.max_frame_bytes < size * 4:  # only count bytes when it matters
+                size = len((text or "").encode("utf-8", "surrogatepass"))
+        if size > self.max_frame_bytes:
+            raise PayloadTooLargeError(
+                f"the frame is {size} bytes, over the limit of {self.max_frame_bytes}",
+                suggestion="send smaller frames",
+            )
+        if text is None:
+            try:
+                text = (raw or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedRequestError(
+                    "a binary frame must be UTF-8 JSON", suggestion="send JSON text frames"
+                ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MalformedRequestError(
+                f"the frame is not valid JSON: {exc}", suggestion="send one JSON object per frame"
+            ) from None
+        if not isinstance(data, dict):
+            raise MalformedRequestError(
+                "a frame must be a JSON object", suggestion='send {"type": ..., ...}'
+            )
+        return data
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind is None:
+            raise InvalidRequestError(
+                "the frame has no 'type'", suggestion="one of: " + ", ".join(CLIENT_FRAMES)
+            )
+        if not isinstance(kind, str):
+            raise InvalidRequestError("'type' must be a string")
+        ref = frame.get("ref")
+        if ref is not None and not isinstance(ref, (str, int)):
+            raise InvalidRequestError("'ref' must be a string or an integer")
+        if kind == "generate":
+            await self._generate(frame, ref)
+        elif kind == "subscribe":
+            gen_id = _str_field(frame, "generation_id")
+            after = frame.get("after", 0)
+            if after is None:
+                after = 0
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+                raise InvalidRequestError("'after' must be a non-negative integer seq")
+            await self.runtime.get_generation(gen_id)  # NotFoundError before subscribing
+            await self._ack("subscribe", ref, gen_id, after=after)
+            self._subscribe(gen_id, after)
+        elif kind == "unsubscribe":
+            gen_id = _str_field(frame, "generation_id")
+            sub = self._subs.pop(gen_id, None)
+            if sub is not None:
+                sub.scope.cancel()
+            await self._ack("unsubscribe", ref, gen_id)
+        elif kind == "cancel":
+            gen_id = _str_field(frame, "generation_id")
+            reason = frame.get("reason", "cancelled by client")
+            if not isinstance(reason, str):
+                raise InvalidRequestError("'reason' must be a string")
+            await self.runtime.get_generation(gen_id)
+            # Waiting for the cancel to take effect must not stop us reading frames.
+            assert self._tg is not None
+            self._tg.start_soon(self._cancel, gen_id, reason, ref)
+        elif kind == "tool.result":
+            gen_id = _str_field(frame, "generation_id")
+            body = {k: v for k, v in frame.items() if k not in ("type", "ref", "generation_id")}
+            answer = ToolResultRequest.model_validate(body)
+            await self.runtime.submit_tool_result(gen_id, answer)
+            await self._ack("tool.result", ref, gen_id, call_id=answer.call_id)
+        elif kind == "ping":
+            pong: dict[str, Any] = {"type": "pong"}
+            if ref is not None:
+                pong["ref"] = ref
+            await self._send(pong)
+        else:
+            raise InvalidRequestError(
+                f"unknown frame type {kind!r}", suggestion="one of: " + ", ".join(CLIENT_FRAMES)
+            )
+
+    async def _generate(self, frame: dict[str, Any], ref: Any) -> None:
+        body = {k: v for k, v in frame.items() if k not in ("type", "ref")}
+        request = GenerateRequest.model_validate(body)
+        generation = await self.runtime.start(request, subscribed=True)
+        try:
+            blocks = await self.runtime.get_generation_blocks(generation)
+            # The ack goes out before the first event, so a client can route by ref.
+            await self._ack(
+                "generate",
+                ref,
+                generation.id,
+                generation=generation.model_dump(mode="json"),
+                blocks=[b.model_dump(mode="json") for b in blocks],
+                events_url=f"/generations/{generation.id}/events",
+            )
+        finally:
+            # Subscribed even if the ack failed: then the session ends, the subscription
+            # with it, and the runtime's on_disconnect policy takes over.
+            self._subscribe(generation.id, 0)
+
+    async def _cancel(self, generation_id: str, reason: str, ref: Any) -> None:
+        try:
+            generation = await self.runtime.cancel(generation_id, reason)
+        except StreamingError as exc:
+            await self._error(exc, ref=ref, generation_id=generation_id)
+            return
+        await self._ack("cancel", ref, generation_id, generation=generation.model_dump(mode="json"))
+
+    # -- subscriptions --
+
+    def _subscribe(self, generation_id: str, after: int) -> None:
+        old = self._subs.pop(generation_id, None)
+        if old is not None:
+            old.scope.cancel()
+        if self._tg is None or self._closed:
+            return
+        sub = _Subscription(generation_id, anyio.CancelScope())
+        self._subs[generation_id] = sub
+        self._tg.start_soon(self._pump, sub, after)
+
+    async def _pump(self, sub: _Subscription, after: int) -> None:
+        with sub.scope:
+            try:
+                async with aclosing(self.runtime.subscribe(sub.generation_id, after)) as batches:
+                    async for batch in batches:
+                        for event in batch:
+                            await self._send_text(event.to_json())
+            except StreamingError as exc:
+                await self._error(exc, generation_id=sub.generation_id)
+            finally:
+                if self._subs.get(sub.generation_id) is sub:
+                    del self._subs[sub.generation_id]
+
+
+def _str_field(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if value is None:
+        raise InvalidRequestError(f"the frame has no {name!r}", suggestion=f"add {name!r}")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{name!r} must be a non-empty string")
+    return value
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    app = websocket.app
+    runtime: Runtime = app.state.runtime
+    settings = app.state.settings
+    limit = getattr(settings, "ws_max_frame_bytes", None) or settings.max_body_bytes
+    await websocket.accept()
+    session = WebSocketSession(websocket, runtime, max_frame_bytes=int(limit))
+    await session.run()
+    if websocket.application_state.name == "CONNECTED" and websocket.client_state.name == "CONNECTED":
+        try:
+            await websocket.close()
+        except (RuntimeError, OSError):
+            pass
+
+
+ROUTES = [WebSocketRoute("/ws", ws_endpoint)]
