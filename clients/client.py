@@ -25,7 +25,13 @@ from clients.sse import SSEDecoder
 from streaming import errors as E
 from streaming.events import Event
 
-__all__ = ["BlockStream", "GenerationStream", "StreamingClient", "error_from_response"]
+__all__ = [
+    "BlockStream",
+    "GenerationStream",
+    "StreamingClient",
+    "error_from_dict",
+    "error_from_response",
+]
 
 _BY_CODE: dict[str, type[E.StreamingError]] = {
     cls.code: cls
@@ -63,6 +69,14 @@ def error_from_response(response: httpx.Response) -> E.StreamingError:
         code, message, suggestion = "http_error", f"HTTP {response.status_code}", None
     cls = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, E.StreamingError)
     return cls(message, suggestion=suggestion, code=code)
+
+
+def error_from_dict(error: dict[str, Any]) -> E.StreamingError:
+    """A wire error object ``{code, message, suggestion}`` (a WebSocket ``error`` frame's
+    ``error``) as the matching exception of :mod:`streaming.errors`."""
+    code = str(error.get("code") or "internal_error")
+    cls = _BY_CODE.get(code, E.StreamingError)
+    return cls(str(error.get("message") or code), suggestion=error.get("suggestion"), code=code)
 
 
 class StreamingClient:
@@ -301,7 +315,7 @@ class GenerationStream:
 
     async def _answer(self, event: Event) -> None:
         handler = self._handlers.get(event.data["tool_name"])
-        if handler is None:
+        if handler is None or not event.data.get("client_side", True):
             return
         call_id = event.data["call_id"]
         try:
@@ -309,7 +323,10 @@ class GenerationStream:
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
-            await self.client.submit_tool_result(self.id, call_id, error=f"{type(exc).__name__}: {exc}")
+            try:
+                await self.client.submit_tool_result(self.id, call_id, error=f"{type(exc).__name__}: {exc}")
+            except E.ConflictError:
+                pass
             return
         if isinstance(value, str):
             result: list[str] = [value]
@@ -317,7 +334,10 @@ class GenerationStream:
             result = value
         else:
             result = [json.dumps(value)]
-        await self.client.submit_tool_result(self.id, call_id, result)
+        try:
+            await self.client.submit_tool_result(self.id, call_id, result)
+        except E.ConflictError:
+            pass  # answered elsewhere (another tab, a cancel): the stream says what happened
 
     # -- events --
 

@@ -205,11 +205,26 @@ class GenerationMachine:
 
     # -- tools --
 
-    def tool_call(self, call_id: str, block_id: str, tool_name: str, args: dict[str, Any]) -> Event:
+    def tool_call(
+        self,
+        call_id: str,
+        block_id: str,
+        tool_name: str,
+        args: dict[str, Any],
+        *,
+        client_side: bool = False,
+    ) -> Event:
+        """``client_side``: the runtime waits for the client to answer this call."""
         self._require_running()
         return self.log.append(
             EventType.TOOL_CALL,
-            {"call_id": call_id, "block_id": block_id, "tool_name": tool_name, "args": args},
+            {
+                "call_id": call_id,
+                "block_id": block_id,
+                "tool_name": tool_name,
+                "args": args,
+                "client_side": client_side,
+            },
         )
 
     def tool_result(

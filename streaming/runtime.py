@@ -186,6 +186,7 @@ class _Call:
     block_id: str
     done: anyio.Event = field(default_factory=anyio.Event)
     resolved: bool = False
+    result_block_id: str | None = None
 
 
 class _Live:
@@ -208,6 +209,10 @@ class _Live:
         self.plugin = plugin
         self.request = request
         self.context_blocks = context_blocks  # capability request block + history + inputs
+        # What the plugin sees: the context, then each finished round's blocks in a
+        # stable order (outputs, invocations, results in call order).
+        self.conversation = context_blocks
+        self.history_ids: list[str] = []
         self.file = file
         self.tools = tools
         self.scope: anyio.CancelScope | None = None
@@ -556,8 +561,11 @@ class Runtime:
                     suggestion="raise max_tool_rounds or give the model fewer reasons to call tools",
                 )
             live.round_calls = []
+            results = [c.result_block_id for c in calls if c.result_block_id]
+            seen = set(live.history_ids) | set(results)
+            live.history_ids += [b for b in live.machine.order if b not in seen] + results
             history = self._conversation(live)
-            live.context_blocks = history
+            live.conversation = history
             if isinstance(live.plugin, StreamingGenerator):
                 types = await self._output_types(live.plugin, history, live.request.options)
             else:
@@ -571,17 +579,15 @@ class Runtime:
             live.round_blocks = [b.id for b in blocks]
 
     def _conversation(self, live: _Live) -> list[Block]:
-        """Context plus every block this generation made so far, texts included."""
-        made = [live.machine.block_snapshot(bid) for bid in live.machine.order]
-        known = {b.id for b in live.context_blocks}
-        return live.context_blocks + [b for b in made if b.id not in known]
+        """Context plus the blocks of every finished round, texts included."""
+        return live.context_blocks + [live.machine.block_snapshot(b) for b in live.history_ids]
 
     async def _run_plugin(self, live: _Live, blocks: list[Block]) -> None:
         plugin = live.plugin
         options = live.request.options
         if isinstance(plugin, Generator):
             req = PluginRequest[RawBlockAndTagPluginInput](
-                data=RawBlockAndTagPluginInput(blocks=live.context_blocks, options=options),
+                data=RawBlockAndTagPluginInput(blocks=live.conversation, options=options),
                 context=plugin.context,
             )
             result = await self._call(plugin.run, req)
@@ -589,7 +595,7 @@ class Runtime:
             return
         req2 = PluginRequest[RawBlockAndTagPluginInputWithPreallocatedBlocks](
             data=RawBlockAndTagPluginInputWithPreallocatedBlocks(
-                blocks=live.context_blocks, options=options, output_blocks=blocks
+                blocks=live.conversation, options=options, output_blocks=blocks
             ),
             context=plugin.context,
         )
@@ -723,8 +729,9 @@ class Runtime:
         block.file_id = live.file.id
         block.index = len(live.file.blocks)
         live.file.blocks.append(block)
+        text = block.text
         live.machine.create_block(block)
-        live.machine.append(block.id, block.text)
+        live.machine.append(block.id, text)
         live.complete(block.id)
 
     def _on_block_closed(self, live: _Live, block_id: str) -> None:
@@ -744,23 +751,28 @@ class Runtime:
             raise PluginError(f"the generator reused tool call id {call_id}", code="invalid_tool_call")
         live.calls[call_id] = call
         live.round_calls.append(call)
-        live.machine.tool_call(call_id, block_id, invocation.tool_name, invocation.args)
         self.counters["tool_calls"] += 1
+        # Decide who answers before publishing, so `tool.call` can tell the client
+        # whether it is expected to answer (`client_side`).
         declared = live.tools.get(call.tool_name)
-        if call.tool_name in self.tools and (declared is None or call.tool_name in live.tools):
-            if declared is None:
-                self._resolve(live, call, [f"tool {call.tool_name!r} was not offered"], True)
-                return
+        problem: str | None = None
+        server_side = call.tool_name in self.tools
+        if declared is None:
+            problem = (
+                f"tool {call.tool_name!r} was not offered" if server_side else f"unknown tool {call.tool_name!r}"
+            )
+        elif not server_side:
+            try:
+                validate_json_schema(call.args, declared.parameters)
+            except ToolArgumentsError as exc:
+                problem = f"invalid arguments: {exc}"
+        client_side = problem is None and not server_side
+        live.machine.tool_call(call_id, block_id, invocation.tool_name, invocation.args, client_side=client_side)
+        if problem is not None:
+            self._resolve(live, call, [problem], True)
+        elif server_side:
             assert live.tool_group is not None
             live.tool_group.start_soon(self._run_server_tool, live, call)
-            return
-        if declared is None:
-            self._resolve(live, call, [f"unknown tool {call.tool_name!r}"], True)
-            return
-        try:
-            validate_json_schema(call.args, declared.parameters)
-        except ToolArgumentsError as exc:
-            self._resolve(live, call, [f"invalid arguments: {exc}"], True)
         # Otherwise a client-side call: it waits for the client's answer.
 
     async def _run_server_tool(self, live: _Live, call: _Call) -> None:
@@ -786,6 +798,7 @@ class Runtime:
         res = FunctionCallResult(tool_name=call.tool_name, result=result, call_id=call.call_id, is_error=is_error)
         block = res.to_block(tags=[Tag.chat_role(RoleTag.TOOL)])
         self._add_whole_block(live, block)
+        call.result_block_id = block.id
         live.machine.tool_result(call.call_id, block.id, call.tool_name, result, is_error)
         call.done.set()
 

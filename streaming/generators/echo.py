@@ -8,8 +8,14 @@ from typing import Any
 
 import anyio
 
-from streaming.capabilities import ConversationSupport, SupportLevel, SystemPromptSupport
+from streaming.capabilities import (
+    ConversationSupport,
+    RequestLevel,
+    SupportLevel,
+    SystemPromptSupport,
+)
 from streaming.model import MimeTypes, RoleTag
+from streaming.plugin.conversation import fold_system_prompt
 from streaming.plugin.inputs import (
     RawBlockAndTagPluginInput,
     RawBlockAndTagPluginInputWithPreallocatedBlocks,
@@ -48,8 +54,14 @@ class EchoGenerator(StreamingGenerator):
         options = request.data.options
         repeat = int(options.get("repeat", 1))
         delay = float(options.get("delay_ms", 0)) / 1000.0
+        blocks = request.data.blocks
+        requested = self.requested_capabilities(blocks)
+        system = requested.get(SystemPromptSupport)
+        if system is not None and system.request_level is not RequestLevel.DISABLE:
+            # BEST_EFFORT: the system prompt is folded into the user's message.
+            blocks = fold_system_prompt(blocks)
         text = ""
-        for block in reversed(request.data.blocks):
+        for block in reversed(blocks):
             if block.is_text and block.chat_role in (RoleTag.USER, None):
                 text = block.text
                 break

@@ -1,5 +1,6 @@
 """The plugin package: request envelopes, inputs, outputs and plugin base classes."""
 
+from streaming.plugin.conversation import chat_messages, fold_system_prompt
 from streaming.plugin.generator import Generator
 from streaming.plugin.inputs import (
     BlockAndTagPluginInput,
@@ -52,4 +53,6 @@ __all__ = [
     "TrainPluginInput",
     "TrainPluginOutput",
     "TrainingParameterPluginOutput",
+    "chat_messages",
+    "fold_system_prompt",
 ]
