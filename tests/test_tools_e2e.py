@@ -6,7 +6,6 @@ import json
 import threading
 from typing import Literal
 
-import anyio
 import httpx
 import pytest
 
@@ -327,4 +326,3 @@ async def test_tool_call_args_stream_as_json(srv) -> None:
         assert completed_seq < call_ev.seq
         result_ev = next(e for e in gen.events if e.type == "tool.result")
         assert result_ev.data["result"] == ["5"]
-        await anyio.sleep(0)
