@@ -34,7 +34,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,16 +239,27 @@ def _chat_formatter(llm: Any) -> Any:
     return formatter
 
 
+def _signature(tool: Tool) -> str:
+    props = tool.parameters.get("properties") or {}
+    params = ", ".join(
+        f"{name}: {spec.get('type', 'any') if isinstance(spec, dict) else 'any'}"
+        for name, spec in props.items()
+    )
+    return f"{tool.name}({params}): {tool.description or 'no description'}"
+
+
 def _tool_prompt(tools: list[Tool], choice: str) -> str:
-    lines = ["You can call these tools:"]
-    for tool in tools:
-        lines.append(
-            f"- {tool.name}: {tool.description or 'no description'} "
-            f"Arguments (JSON Schema): {json.dumps(tool.parameters)}"
-        )
-    lines.append('To call a tool, reply with {"tool": <name>, "arguments": {...}}.')
+    # Small models follow compact signatures far better than raw JSON Schemas (the
+    # grammar enforces the schema anyway).
+    lines = ["You are a helpful assistant with tools:"]
+    lines += [f"- {_signature(t)}" for t in tools]
     if choice == "auto":
-        lines.append('To answer without a tool, reply with {"answer": "<your answer>"}.')
+        lines.append(
+            'If a tool helps, reply {"tool": "<name>", "arguments": {...}}. '
+            'Otherwise reply {"answer": "..."}.'
+        )
+    else:
+        lines.append('Reply {"tool": "<name>", "arguments": {...}}.')
     return "\n".join(lines)
 
 
@@ -325,7 +336,7 @@ def stream_tokens(
     grammar: Any = None,
     stop: list[str] | None = None,
     pool: ModelPool | None = None,
-) -> Iterator[_Decoded]:
+) -> Generator[_Decoded, None, None]:
     """Decode one token per step (blocking): yields the text each token adds.
 
     Stops at an end-of-generation token, at ``max_tokens``, at a ``stop`` string (not
@@ -422,7 +433,7 @@ class LlamaGenerator(StreamingGenerator):
 
     def _sampling(self, options: dict[str, Any]) -> dict[str, Any]:
         try:
-            out = {
+            out: dict[str, Any] = {
                 "max_tokens": int(self._option(options, "max_tokens")),
                 "temperature": float(self._option(options, "temperature")),
                 "top_p": float(self._option(options, "top_p")),
@@ -477,9 +488,10 @@ class LlamaGenerator(StreamingGenerator):
                     _grammar, _tool_schema(tools, allow_answer=choice == "auto")
                 )
                 text = ""
-                # A tool call is short, but must not be cut: it gets at least 256 tokens.
+                # A tool call is short but must not be cut (at least 256 tokens), and JSON
+                # repeats itself by nature (no repeat penalty).
                 limit = min(max(sampling["max_tokens"], 256), pool.n_ctx - len(prompt_tokens))
-                tool_sampling = dict(sampling, max_tokens=limit, stop=None)
+                tool_sampling = dict(sampling, max_tokens=limit, stop=None, repeat_penalty=1.0)
                 steps = stream_tokens(llm, prompt_tokens, grammar=grammar, pool=pool, **tool_sampling)
                 async with aclosing(_drive(steps)) as decoded:
                     async for step in decoded:
@@ -494,6 +506,7 @@ class LlamaGenerator(StreamingGenerator):
                     yield _invocation(text, tools)
                     return
                 prompt_tokens = _prompt_tokens(llm, chat_messages(blocks), pool.n_ctx)
+                yield Usage(operation_unit="prompt tokens", operation_amount=len(prompt_tokens))
             sampling["max_tokens"] = min(sampling["max_tokens"], pool.n_ctx - len(prompt_tokens))
             count = 0
             steps = stream_tokens(llm, prompt_tokens, pool=pool, **sampling)
@@ -532,7 +545,7 @@ def _tool_choice(raw: Any, tools: list[Tool]) -> str:
 
 
 def _grammar(schema: dict[str, Any]) -> Any:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     try:
         return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
@@ -557,7 +570,7 @@ def _invocation(text: str, tools: list[Tool]) -> FunctionCallInvocation:
     return FunctionCallInvocation(tool_name=name, args=args)
 
 
-async def _drive(steps: Iterator[_Decoded]) -> AsyncIterator[_Decoded]:
+async def _drive(steps: Generator[_Decoded, None, None]) -> AsyncGenerator[_Decoded, None]:
     """Step a blocking decoder in a worker thread, one token per hop.
 
     A cancel waits for the token being computed, then lands here: the decoder is closed
