@@ -78,7 +78,9 @@ class WebSocketSession:
         max_frame_bytes: a frame over this size is answered with ``payload_too_large``.
     """
 
-    def __init__(self, websocket: WebSocket, runtime: Runtime, *, max_frame_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, websocket: WebSocket, runtime: Runtime, *, max_frame_bytes: int = 1 << 20
+    ) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.max_frame_bytes = max_frame_bytes
@@ -155,7 +157,9 @@ class WebSocketSession:
                 await self._dispatch(frame)
             except StreamingError as exc:
                 gen_id = frame.get("generation_id") if frame is not None else None
-                await self._error(exc, ref=ref, generation_id=gen_id if isinstance(gen_id, str) else None)
+                await self._error(
+                    exc, ref=ref, generation_id=gen_id if isinstance(gen_id, str) else None
+                )
             except ValidationError as exc:
                 await self._error(validation_error(exc), ref=ref)
             except (_Closed, WebSocketDisconnect):
@@ -164,7 +168,8 @@ class WebSocketSession:
                 logger.exception("unexpected error handling a WebSocket frame")
                 await self._error(
                     StreamingError(
-                        "the server hit an unexpected error", suggestion="retry; if it persists, report it"
+                        "the server hit an unexpected error",
+                        suggestion="retry; if it persists, report it",
                     ),
                     ref=ref,
                 )
@@ -326,7 +331,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     session = WebSocketSession(websocket, runtime, max_frame_bytes=int(limit))
     await session.run()
-    if websocket.application_state.name == "CONNECTED" and websocket.client_state.name == "CONNECTED":
+    if (
+        websocket.application_state.name == "CONNECTED"
+        and websocket.client_state.name == "CONNECTED"
+    ):
         try:
             await websocket.close()
         except (RuntimeError, OSError):
