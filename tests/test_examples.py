@@ -1,0 +1,32 @@
+"""The numbered examples run, each as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "01_echo_client.py": ["Streaming, one word at a time. Streaming, one word at a time.", "second answer: And again."],
+    "02_write_a_plugin.py": ["5... 4... 3... 2... 1... liftoff!", '{"counted": 5}', "generation.failed"],
+    "03_tools.py": [
+        "-> get_location({}) on the client",
+        "-> get_weather({'city': 'Lisbon', 'unit': 'c'}) on the server",
+        "Here is what I found: [get_location result: Lisbon][get_weather result: Sunny, 21°C in Lisbon]",
+        "succeeded",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for needle in EXPECTED[name]:
+        assert needle in proc.stdout, (needle, proc.stdout)
