@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute
 
 def routes() -> list[BaseRoute]:
     from server import ws
-    from server.routes import blocks, files, generations, health, static
+    from server.routes import blocks, files, generations, health, openai, static
 
     return [
         *generations.ROUTES,
@@ -16,4 +16,5 @@ def routes() -> list[BaseRoute]:
         *health.ROUTES,
         *ws.ROUTES,
         *static.ROUTES,
+        *openai.ROUTES,
     ]
