@@ -1,0 +1,159 @@
+"""The ``smollm2`` generator with the real SmolLM2-135M model (the ``local`` extra)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from clients.client import StreamingClient
+from streaming.events import Event
+from streaming.generators import BUILTIN
+from streaming.generators.llama import LlamaGenerator, load_model
+from streaming.requests import GenerateRequest
+from streaming.runtime import GeneratorRegistry, Runtime
+from streaming.tools import ToolRegistry
+from tests.invariants import check_invariants
+
+pytestmark = pytest.mark.anyio
+
+GREEDY = {"temperature": 0, "seed": 1}
+
+
+def get_weather(city: str) -> str:
+    """Current weather of a city."""
+    return f"Sunny, 21 C in {city}"
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    registry = GeneratorRegistry()
+    registry.register("smollm2", LlamaGenerator)
+    tools = ToolRegistry()
+    tools.register(get_weather)
+    async with Runtime(generators=registry, tools=tools) as rt:
+        yield rt
+
+
+async def collect(rt: Runtime, gen_id: str) -> list[Event]:
+    return [ev async for ev in rt.events(gen_id)]
+
+
+def usage(events: list[Event], unit: str) -> float:
+    final = events[-1].to_dict()
+    return sum(u["operation_amount"] for u in final.get("usage", []) if u["operation_unit"] == unit)
+
+
+def test_registered_when_the_extra_is_installed() -> None:
+    assert BUILTIN["smollm2"] == "streaming.generators.llama:LlamaGenerator"
+
+
+async def test_streams_real_tokens_over_the_server(make_server: Any) -> None:
+    server = make_server()
+    async with StreamingClient(server.url) as client:
+        gen = await client.generate(
+            "smollm2", prompt="Tell me about the ocean.", options={**GREEDY, "max_tokens": 40}
+        )
+        chunks = [text async for block in gen.blocks() async for text in block]
+        assert gen.state == "succeeded"
+        stored = await client.get_generation(gen.id)
+    final = {b["id"]: b["text"] for b in stored["blocks"]}
+    check_invariants(gen.events, final_blocks=final)
+    assert "".join(chunks) == next(iter(final.values()))
+    assert len(chunks) >= 5 and "ocean" in "".join(chunks).lower()
+    units = {u["operation_unit"]: u["operation_amount"] for u in stored["generation"]["usage"]}
+    assert units["sampled tokens"] >= 20 and units["prompt tokens"] > 10
+
+
+async def test_cancel_stops_token_generation(runtime: Runtime) -> None:
+    pool = load_model()
+    start = pool.tokens_sampled
+    gen = await runtime.start(
+        GenerateRequest(generator="smollm2", prompt="Write a long story about a dragon.",
+                        options={**GREEDY, "max_tokens": 1000}),
+        subscribed=True,
+    )
+    events: list[Event] = []
+    at_cancel = -1
+    async for ev in runtime.events(gen.id):
+        events.append(ev)
+        if at_cancel < 0 and pool.tokens_sampled - start >= 5:
+            at_cancel = pool.tokens_sampled
+            await runtime.cancel(gen.id, "enough")
+    assert events[-1].type == "generation.cancelled"
+    check_invariants(events)
+    # At most the token being computed when the cancel came, and the context is free.
+    stopped = pool.tokens_sampled
+    assert stopped - at_cancel <= 1
+    assert pool.busy == 0
+    await anyio.sleep(0.3)
+    assert pool.tokens_sampled == stopped
+    assert [e.type for e in events].count("block.aborted") == 1
+
+
+async def test_two_generations_make_progress_together(runtime: Runtime) -> None:
+    prompts = ["Describe the moon.", "Describe a forest."]
+    gens = [
+        await runtime.start(
+            GenerateRequest(generator="smollm2", prompt=p, options={**GREEDY, "max_tokens": 48}),
+            subscribed=True,
+        )
+        for p in prompts
+    ]
+    arrivals: list[tuple[int, str]] = []
+    logs: dict[int, list[Event]] = {0: [], 1: []}
+
+    async def follow(i: int) -> None:
+        async for ev in runtime.events(gens[i].id):
+            logs[i].append(ev)
+            arrivals.append((i, ev.type))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow, 0)
+        tg.start_soon(follow, 1)
+    for i in (0, 1):
+        assert logs[i][-1].type == "generation.completed"
+        check_invariants(logs[i])
+    # Each got text while the other was still running: they interleave, not queue.
+    end = {i: arrivals.index((i, "generation.completed")) for i in (0, 1)}
+    first = {i: arrivals.index((i, "block.delta")) for i in (0, 1)}
+    assert first[1] < end[0] and first[0] < end[1]
+
+
+async def test_tool_round_trip_with_the_real_model(runtime: Runtime) -> None:
+    gen = await runtime.start(
+        GenerateRequest(
+            generator="smollm2",
+            prompt="What is the weather in Paris?",
+            tools=["get_weather"],
+            options={**GREEDY, "max_tokens": 40},
+        ),
+        subscribed=True,
+    )
+    events = await collect(runtime, gen.id)
+    check_invariants(events)
+    assert events[-1].type == "generation.completed"
+    calls = [e.to_dict() for e in events if e.type == "tool.call"]
+    results = [e.to_dict() for e in events if e.type == "tool.result"]
+    assert [c["tool_name"] for c in calls] == ["get_weather"]
+    assert calls[0]["args"] == {"city": "Paris"}
+    assert results[0]["result"] == ["Sunny, 21 C in Paris"] and not results[0]["is_error"]
+    # The last round's text answers from the result.
+    created = [e.to_dict()["block"] for e in events if e.type == "block.created"]
+    answer_id = [b["id"] for b in created if b["mime_type"] == "text/plain"][-1]
+    answer = "".join(e.to_dict()["text"] for e in events if e.type == "block.delta" and e.to_dict()["block_id"] == answer_id)
+    assert "21" in answer
+    assert usage(events, "prompt tokens") > 0 and usage(events, "sampled tokens") > 0
+
+
+async def test_a_missing_model_file_fails_with_a_code(runtime: Runtime) -> None:
+    gen = await runtime.start(
+        GenerateRequest(generator="smollm2", prompt="hi", options={"model_path": "/nonexistent/model.gguf"}),
+        subscribed=True,
+    )
+    events = await collect(runtime, gen.id)
+    check_invariants(events)
+    assert events[-1].type == "generation.failed"
+    assert events[-1].to_dict()["error"]["code"] == "model_unavailable"
