@@ -143,16 +143,17 @@ class WebSocketClient(StreamingClient):
 
     async def __aenter__(self) -> WebSocketClient:
         """Connect. Raises OSError / websockets errors if the server is unreachable."""
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
         try:
-            await self._tg.start(self._run)
-        except BaseException as exc:
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
-            self._tg = None
+            ws = await self._connect()
+        except BaseException:
             await super().aclose()
             raise
+        self._ws = ws
+        self._ws_gone = anyio.Event()
+        self._connected.set()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run, ws)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -183,17 +184,13 @@ class WebSocketClient(StreamingClient):
             open_timeout=self.timeout_s,
         )
 
-    async def _run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def _run(self, first_ws: ClientConnection) -> None:
         first = True
         failures = 0
         while not self._closing:
             try:
-                ws = await self._connect()
+                ws = first_ws if first else await self._connect()
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                if first:
-                    raise
                 failures += 1
                 if failures > self.max_retries:
                     self._give_up(exc)
@@ -201,8 +198,10 @@ class WebSocketClient(StreamingClient):
                 await anyio.sleep(min(5.0, self.backoff_s * (2 ** (failures - 1))))
                 continue
             failures = 0
-            self._ws = ws
-            gone = self._ws_gone = anyio.Event()
+            if not first:
+                self._ws = ws
+                self._ws_gone = anyio.Event()
+            gone = self._ws_gone
             if not first:
                 self.reconnects += 1
             try:
@@ -218,9 +217,7 @@ class WebSocketClient(StreamingClient):
                         )
                     )
                 self._connected.set()
-                if first:
-                    first = False
-                    task_status.started()
+                first = False
                 async for message in ws:
                     self._on_frame(message)
             except ConnectionClosed:
