@@ -43,7 +43,7 @@ async def collect(rt: Runtime, gen_id: str) -> list[Event]:
 
 def usage(events: list[Event], unit: str) -> float:
     final = events[-1].to_dict()
-    return sum(u["operation_amount"] for u in final.get("usage", []) if u["operation_unit"] == unit)
+    return float(sum(u["operation_amount"] for u in final.get("usage", []) if u["operation_unit"] == unit))
 
 
 def test_registered_when_the_extra_is_installed() -> None:

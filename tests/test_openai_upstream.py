@@ -30,7 +30,8 @@ from streaming.errors import InvalidRequestError
 from streaming.events import Event
 from streaming.generators.llama import default_model_path
 from streaming.generators.openai import OpenAIGenerator
-from streaming.requests import GenerateRequest
+from streaming.model import RoleTag
+from streaming.requests import GenerateRequest, Message
 from streaming.runtime import GeneratorRegistry, Runtime
 from streaming.tools import ToolRegistry
 from tests.conftest import LiveServer
@@ -219,8 +220,8 @@ def texts(events: list[Event]) -> str:
 async def test_streams_from_llama_cpp_server(runtime: Runtime) -> None:
     events = await run(runtime, GenerateRequest(
         generator="llama",
-        messages=[{"role": "system", "content": "You are terse."},
-                  {"role": "user", "content": "Name a color."}],
+        messages=[Message(role=RoleTag.SYSTEM, content="You are terse."),
+                  Message(role=RoleTag.USER, content="Name a color.")],
         options={"max_tokens": 16, "temperature": 0},
     ))
     assert events[-1].type == "generation.completed"
