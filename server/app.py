@@ -6,6 +6,7 @@ requests and events between sockets and the runtime; they never reach into its i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -14,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
@@ -36,7 +39,11 @@ class ServerSettings:
     generators: dict[str, str] = field(default_factory=dict)
     generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     heartbeat_s: float = 15.0
+    #: a client that takes longer than this to accept one write is dropped
+    send_timeout_s: float = 30.0
     max_body_bytes: int = 1 << 20
+    #: origins allowed by CORS (empty: CORS off)
+    cors_origins: list[str] = field(default_factory=list)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 
@@ -109,12 +116,28 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with runtime:
+            # The CLI's signal handler drains through this loop (see server.cli).
+            app.state.loop = asyncio.get_running_loop()
             yield
 
+    from server import metrics
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
+                expose_headers=["Location"],
+            )
+        )
     app = Starlette(
-        routes=routes() + list(extra_routes or []),
+        routes=routes() + metrics.ROUTES + list(extra_routes or []),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+        middleware=middleware,
     )
     app.state.runtime = runtime
     app.state.settings = settings

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from streaming.errors import StreamingError
 
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeats")
     serve.add_argument("--disconnect-grace", type=float, default=5.0)
     serve.add_argument("--no-coalesce", action="store_true", help="one event per chunk, always")
+    serve.add_argument(
+        "--shutdown-grace", type=float, default=float(os.environ.get("STREAMING_SHUTDOWN_GRACE", "10")),
+        help="seconds running generations get to finish on SIGTERM before they are ended",
+    )
+    serve.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (repeatable)"
+    )
     serve.add_argument("--log-level", default="info")
     chat = sub.add_parser("chat", help="chat with a server in the terminal")
     chat.add_argument("url", nargs="?", default="http://127.0.0.1:8000")
@@ -72,13 +80,42 @@ def _serve(args: argparse.Namespace) -> int:
         store_url=args.store or default_store_url(args.data_dir),
         generators=dict(args.generator),
         heartbeat_s=args.heartbeat,
-        runtime=RuntimeSettings(disconnect_grace_s=args.disconnect_grace, coalesce=not args.no_coalesce),
+        cors_origins=list(args.cors_origin),
+        runtime=RuntimeSettings(
+            disconnect_grace_s=args.disconnect_grace,
+            coalesce=not args.no_coalesce,
+            shutdown_grace_s=args.shutdown_grace,
+        ),
     )
     app = create_app(settings, tools=tools)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     print(f"streaming: serving on http://{args.host}:{args.port} (store {settings.store_url})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=15)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # Open streams end by themselves once the runtime has drained (below).
+        timeout_graceful_shutdown=args.shutdown_grace + 10,
+    )
+    _draining_server(config, app).run()
     return 0
+
+
+def _draining_server(config: Any, app: Any) -> Any:
+    """uvicorn, plus: on SIGTERM/SIGINT the runtime starts draining at once, so running
+    generations finish (or end with a terminal event that says so) while their clients
+    are still connected, instead of being cut when uvicorn's own timeout hits."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            loop = getattr(app.state, "loop", None)
+            if loop is not None:
+                loop.call_soon_threadsafe(app.state.runtime.begin_shutdown)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,8 @@ from contextlib import aclosing
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from streaming.events import Event
+from streaming.errors import StreamingError
+from streaming.events import Event, encode_json
 
 __all__ = ["SSE_HEADERS", "EventStreamResponse"]
 
@@ -31,6 +32,8 @@ class EventStreamResponse:
     Args:
         batches: async iterator of event batches (``Runtime.subscribe``).
         heartbeat_s: send a comment line after this long without an event.
+        send_timeout_s: a client that takes longer than this to accept one write is
+            dropped (the generation goes on; the client can resume from the log).
         status: HTTP status (201 when the POST that created the generation streams).
         headers: extra response headers.
     """
@@ -40,14 +43,17 @@ class EventStreamResponse:
         batches: AsyncGenerator[list[Event], None],
         *,
         heartbeat_s: float = 15.0,
+        send_timeout_s: float = 30.0,
         status: int = 200,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.batches = batches
         self.heartbeat_s = heartbeat_s
+        self.send_timeout_s = send_timeout_s
         self.status = status
         self.headers = SSE_HEADERS + list(headers or [])
         self._sent_at = 0.0
+        self.timed_out = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
@@ -58,7 +64,22 @@ class EventStreamResponse:
             async def pump() -> None:
                 try:
                     await self._pump(send, lock)
+                except TimeoutError:
+                    self.timed_out = True
+                except StreamingError as exc:
+                    # Refused after the headers went out (a race on a limit): end the
+                    # stream with an SSE error event rather than a broken connection.
+                    frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
+                    with anyio.move_on_after(self.send_timeout_s):
+                        await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
                 finally:
+                    tg.cancel_scope.cancel()
+
+            async def heartbeat() -> None:
+                try:
+                    await self._heartbeat(send, lock)
+                except TimeoutError:
+                    self.timed_out = True
                     tg.cancel_scope.cancel()
 
             async def listen() -> None:
@@ -70,7 +91,9 @@ class EventStreamResponse:
 
             tg.start_soon(pump)
             tg.start_soon(listen)
-            tg.start_soon(self._heartbeat, send, lock)
+            tg.start_soon(heartbeat)
+        if self.timed_out:
+            return  # the transport is stuck; do not wait on it again
         with anyio.CancelScope(shield=True):
             try:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -82,15 +105,20 @@ class EventStreamResponse:
             async for batch in batches:
                 body = b"".join([ev.to_sse() for ev in batch]) if len(batch) > 1 else batch[0].to_sse()
                 async with lock:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                    self._sent_at = anyio.current_time()
+                    await self._send(send, body)
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        # A consumer that stopped reading blocks only its own writes; past the timeout
+        # it is dropped rather than holding anything else up.
+        with anyio.fail_after(self.send_timeout_s):
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        self._sent_at = anyio.current_time()
 
     async def _heartbeat(self, send: Send, lock: anyio.Lock) -> None:
         while True:
             await anyio.sleep(max(0.0, self._sent_at + self.heartbeat_s - anyio.current_time()))
             if anyio.current_time() - self._sent_at >= self.heartbeat_s:
                 async with lock:
-                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                    self._sent_at = anyio.current_time()
+                    await self._send(send, b": ping\n\n")
 
 

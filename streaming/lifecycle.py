@@ -125,7 +125,7 @@ class GenerationMachine:
         return self.log.append(
             EventType.GENERATION_STARTED,
             {
-                "generation": self.generation.model_dump(mode="json"),
+                "generation": self.generation.public(),
                 "blocks": [b.model_dump(mode="json") for b in blocks],
                 "capabilities": capabilities,
             },

@@ -270,3 +270,9 @@ class Generation(BaseModel):
     finished_at: float | None = None
     on_disconnect: OnDisconnect = OnDisconnect.CANCEL
     last_seq: int = 0
+    #: who created it (a digest of the API key, never the key); kept out of public()
+    owner: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The JSON clients see (no owner)."""
+        return self.model_dump(mode="json", exclude={"owner"})

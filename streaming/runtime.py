@@ -50,6 +50,7 @@ from streaming.errors import (
 from streaming.events import Event
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
+from streaming.metrics import RuntimeMetrics
 from streaming.model import (
     Block,
     File,
@@ -112,6 +113,12 @@ class RuntimeSettings:
     max_running: int = 10_000
     #: seconds a generation may run in total
     max_duration_s: float = 3600.0
+    #: most subscribers of one generation in this process
+    max_subscribers_per_generation: int = 1000
+    #: most events in one generation's log (it fails ``max_events`` past that)
+    max_events_per_generation: int = 2_000_000
+    #: most generations running at once for one owner (API key)
+    max_running_per_owner: int = 1000
 
 
 class GeneratorRegistry:
@@ -227,6 +234,11 @@ class _Live:
         self.flush_lock = anyio.Lock()
         self.loop_thread = threading.get_ident()
         self.tool_group: anyio.abc.TaskGroup | None = None
+        self.stop_error: StreamingError | None = None
+        self.owner: str | None = None
+        self.chunks = 0
+        self.started_at = time.monotonic()
+        self.first_delta_at: float | None = None
 
     @property
     def id(self) -> str:
@@ -300,6 +312,10 @@ class Runtime:
             "tool_errors": 0,
         }
         self.listeners: list[Callable[[str, Generation], None]] = []
+        self.metrics = RuntimeMetrics()
+        self._draining = False
+        self._grace_s = self.settings.shutdown_grace_s
+        self._shutdown_requested: anyio.Event | None = None
 
     # -- lifecycle of the runtime itself --
 
@@ -309,6 +325,8 @@ class Runtime:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._flusher)
+        self._shutdown_requested = anyio.Event()
+        self._tg.start_soon(self._shutdown_watcher)
         self._accepting = True
         return self
 
@@ -321,20 +339,53 @@ class Runtime:
         await self.store.close()
         return result
 
-    async def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop accepting; give running generations ``grace_s`` to finish, then cancel them."""
+    def begin_shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting generations now; in the background, give the running ones
+        ``grace_s`` to finish, then end each with ``generation.failed`` (code
+        ``shutdown``) so that its subscribers are told. Idempotent; safe to call from a
+        plain loop callback (a signal handler), as it only sets an event."""
         self._accepting = False
-        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if grace_s is not None:
+            self._grace_s = grace_s
+        if self._shutdown_requested is not None:
+            self._shutdown_requested.set()
+
+    async def _shutdown_watcher(self) -> None:
+        assert self._shutdown_requested is not None
+        await self._shutdown_requested.wait()
+        self._draining = True
+        await self._drain(self._grace_s)
+
+    async def _drain(self, grace: float) -> None:
         running = [live for live in self._live.values() if not live.done.is_set()]
         with anyio.move_on_after(grace):
             for live in running:
                 await live.done.wait()
         for live in running:
             if not live.done.is_set():
-                self._request_cancel(live, "server shutdown")
+                self._request_stop(
+                    live,
+                    StreamingError(
+                        "the server shut down before the generation finished",
+                        code="shutdown",
+                        suggestion="start it again",
+                    ),
+                )
         with anyio.move_on_after(5):
             for live in running:
                 await live.done.wait()
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting; let running generations finish within ``grace_s``, then end
+        them with a terminal event that says so; return once every one has ended."""
+        self.begin_shutdown(grace_s)
+        with anyio.move_on_after((self.settings.shutdown_grace_s if grace_s is None else grace_s) + 6):
+            for live in list(self._live.values()):
+                await live.done.wait()
+
+    @property
+    def draining(self) -> bool:
+        return not self._accepting
 
     @property
     def running_count(self) -> int:
@@ -342,7 +393,9 @@ class Runtime:
 
     # -- starting --
 
-    async def start(self, request: GenerateRequest, *, subscribed: bool = False) -> Generation:
+    async def start(
+        self, request: GenerateRequest, *, subscribed: bool = False, owner: str | None = None
+    ) -> Generation:
         """Check, preallocate and start a generation; return it (state ``running``).
 
         ``subscribed`` says the caller will subscribe at once (the disconnect grace period
@@ -362,6 +415,13 @@ class Runtime:
                 f"{self.settings.max_running} generations are already running",
                 suggestion="retry in a few seconds",
             )
+        if owner is not None:
+            mine = sum(1 for lv in self._live.values() if lv.owner == owner and not lv.done.is_set())
+            if mine >= self.settings.max_running_per_owner:
+                raise LimitExceededError(
+                    f"this key already has {mine} generations running",
+                    suggestion="wait for one to finish or cancel one",
+                )
         plugin = self.generators.get(request.generator)
         tools = self._declared_tools(request)
         cap_block = self._capability_block(request, tools)
@@ -392,6 +452,7 @@ class Runtime:
             generator=request.generator,
             file_id=file.id,
             on_disconnect=request.on_disconnect,
+            owner=owner,
         )
         context_blocks = ([cap_block] if cap_block else []) + [b.model_copy() for b in file.blocks]
         output_types: list[str] = []
@@ -399,6 +460,7 @@ class Runtime:
             output_types = await self._output_types(plugin, context_blocks, request.options)
         machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
         live = _Live(self, machine, plugin, request, context_blocks, file, tools)
+        live.owner = owner
         blocks = [self._new_output_block(live, mime) for mime in output_types]
         machine.start(blocks, cap_response.model_dump(mode="json") if cap_response else None)
         live.round_blocks = [b.id for b in blocks]
@@ -511,7 +573,9 @@ class Runtime:
             else:
                 logger.warning("generation %s: plugin raised %r", live.id, inner)
                 error = PluginError(f"{type(inner).__name__}: {inner}")
-        if isinstance(error, GenerationCancelledError) or scope.cancel_called:
+        if live.stop_error is not None:
+            error = live.stop_error
+        elif isinstance(error, GenerationCancelledError) or scope.cancel_called:
             if live.cancel_reason is None:
                 live.cancel_reason = "max duration reached"
                 error = StreamingError("generation ran past max_duration_s", code="max_duration")
@@ -529,6 +593,11 @@ class Runtime:
         outcome = machine.generation.state.value
         if outcome in self.counters:
             self.counters[outcome] += 1
+        metrics = self.metrics
+        metrics.generations[outcome] += 1
+        metrics.events += live.log.last_seq
+        metrics.chunks += live.chunks
+        metrics.duration.observe(time.monotonic() - live.started_at)
         with anyio.CancelScope(shield=True):
             await self._flush(live, final=True)
         live.done.set()
@@ -655,6 +724,15 @@ class Runtime:
         """Apply one chunk a plugin yielded."""
         if live.cancel_reason is not None:
             raise GenerationCancelledError(f"generation {live.id} was cancelled")
+        if len(live.log.events) >= self.settings.max_events_per_generation:
+            raise LimitExceededError(
+                f"the generation reached {self.settings.max_events_per_generation} events",
+                code="max_events",
+            )
+        live.chunks += 1
+        if live.first_delta_at is None:
+            live.first_delta_at = now = time.monotonic()
+            self.metrics.time_to_first_delta.observe(now - live.started_at)
         if type(item) is str:
             target = self._first_open(live, blocks)
             live.machine.append(target, item)
@@ -862,6 +940,15 @@ class Runtime:
 
     # -- cancelling --
 
+    def _request_stop(self, live: _Live, error: StreamingError) -> None:
+        """End a running generation with ``generation.failed`` carrying ``error``."""
+        if live.done.is_set() or live.cancel_reason is not None or live.stop_error is not None:
+            return
+        live.stop_error = error
+        live.cancel_reason = error.code
+        if live.scope is not None:
+            live.scope.cancel()
+
     def _request_cancel(self, live: _Live, reason: str) -> None:
         if live.done.is_set() or live.cancel_reason is not None:
             return
@@ -905,6 +992,22 @@ class Runtime:
         if live.subscribers == 0 and live.idle_token == token:
             self._request_cancel(live, "client disconnected")
 
+    async def check_subscribable(self, generation_id: str) -> None:
+        """Raise now what :meth:`subscribe` would raise at its first step.
+
+        Raises:
+            NotFoundError: no such generation.
+            LimitExceededError: it has as many subscribers as allowed.
+        """
+        live = self._live.get(generation_id)
+        if live is None:
+            await self.get_generation(generation_id)
+        elif live.subscribers >= self.settings.max_subscribers_per_generation:
+            raise LimitExceededError(
+                f"generation {generation_id} has {live.subscribers} subscribers already",
+                suggestion="share one subscription, or retry later",
+            )
+
     async def subscribe(self, generation_id: str, after: int = 0) -> AsyncGenerator[list[Event], None]:
         """Batches of events after ``after``: replayed from the log, then live, until the end.
 
@@ -917,6 +1020,11 @@ class Runtime:
             async for batch in self.store.follow(generation_id, after):
                 yield batch
             return
+        if live.subscribers >= self.settings.max_subscribers_per_generation:
+            raise LimitExceededError(
+                f"generation {generation_id} has {live.subscribers} subscribers already",
+                suggestion="share one subscription, or retry later",
+            )
         live.subscribers += 1
         log = live.log
         limit = self.settings.read_batch

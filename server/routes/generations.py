@@ -47,13 +47,14 @@ async def create(request: Request) -> Response:
         return EventStreamResponse(  # type: ignore[return-value]
             runtime.subscribe(generation.id, 0),
             heartbeat_s=settings_of(request).heartbeat_s,
+            send_timeout_s=settings_of(request).send_timeout_s,
             status=201,
             headers=[(b"location", location.encode())],
         )
     blocks = await runtime.get_generation_blocks(generation)
     return JSONResponse(
         {
-            "generation": generation.model_dump(mode="json"),
+            "generation": generation.public(),
             "blocks": [b.model_dump(mode="json") for b in blocks],
             "events_url": f"{location}/events",
         },
@@ -68,7 +69,7 @@ async def read(request: Request) -> Response:
     blocks = await runtime.get_generation_blocks(generation)
     return JSONResponse(
         {
-            "generation": generation.model_dump(mode="json"),
+            "generation": generation.public(),
             "blocks": [b.model_dump(mode="json") for b in blocks],
             "events_url": f"/generations/{generation.id}/events",
         }
@@ -79,16 +80,18 @@ async def events(request: Request) -> Response:
     runtime = runtime_of(request)
     gen_id = request.path_params["id"]
     after = resume_cursor(request)
-    await runtime.get_generation(gen_id)  # 404 before the stream starts
+    await runtime.check_subscribable(gen_id)  # 404 / 429 before the stream starts
     return EventStreamResponse(  # type: ignore[return-value]
-        runtime.subscribe(gen_id, after), heartbeat_s=settings_of(request).heartbeat_s
+        runtime.subscribe(gen_id, after),
+        heartbeat_s=settings_of(request).heartbeat_s,
+        send_timeout_s=settings_of(request).send_timeout_s,
     )
 
 
 async def cancel(request: Request) -> Response:
     runtime = runtime_of(request)
     generation = await runtime.cancel(request.path_params["id"])
-    return JSONResponse({"generation": generation.model_dump(mode="json")})
+    return JSONResponse({"generation": generation.public()})
 
 
 async def tool_results(request: Request) -> Response:

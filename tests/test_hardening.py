@@ -1,0 +1,168 @@
+"""Limits, slow consumers, graceful shutdown and metrics."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import anyio
+import httpx
+import pytest
+
+from clients.client import StreamingClient
+from tests.invariants import check_invariants
+from tests.procs import ServeProcess
+
+pytestmark = pytest.mark.anyio
+
+TEST_GENERATORS = {"counting": "tests.plugins:CountingGenerator"}
+
+
+async def test_sigterm_drains_running_generations_with_terminal_events() -> None:
+    server = ServeProcess(
+        "--store", "memory://", "--shutdown-grace", "1.5",
+        "--generator", "counting=tests.plugins:CountingGenerator",
+    )
+    try:
+        async with StreamingClient(server.url) as client:
+            short = await client.generate("counting", prompt="x", options={"key": "s1", "limit": 100, "delay_ms": 5})
+            endless = await client.generate("counting", prompt="x", options={"key": "s2", "delay_ms": 5})
+            results: dict[str, list] = {}
+
+            async def follow(name: str, gen) -> None:
+                results[name] = [ev async for ev in gen]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow, "short", short)
+                tg.start_soon(follow, "endless", endless)
+                await anyio.sleep(0.2)
+                sent_at = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+        # Both clients were told how their generation ended, over their open streams.
+        assert results["short"][-1].type == "generation.completed"
+        assert results["endless"][-1].type == "generation.failed"
+        assert results["endless"][-1].data["error"]["code"] == "shutdown"
+        for events in results.values():
+            check_invariants(events)
+        await anyio.to_thread.run_sync(server.proc.wait, 20)
+        # uvicorn re-raises the signal it handled once shutdown is complete.
+        assert server.proc.returncode in (0, -signal.SIGTERM)
+        assert time.monotonic() - sent_at < 1.5 + 10
+    finally:
+        server.stop()
+
+
+async def test_paused_consumer_does_not_delay_another(make_server) -> None:
+    srv = make_server(generators=TEST_GENERATORS, disconnect_grace_s=30)
+    async with StreamingClient(srv.url) as client:
+        text = "".join(f"word{i} " for i in range(3000))
+        gen = await client.generate("echo", prompt=text, options={"delay_ms": 0.5}, on_disconnect="continue")
+        # A raw subscriber that reads the headers and then stops reading for a while.
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /generations/{gen.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        first = sock.recv(256)
+        assert first.startswith(b"HTTP/1.1 200")
+        try:
+            # Meanwhile another consumer gets the whole stream.
+            fast = await client.attach(gen.id)
+            assert await fast.text() == text
+            assert srv.runtime.metrics.generations["succeeded"] >= 1
+            # The paused one can still read everything once it reads again.
+            sock.settimeout(10)
+            data = first
+            while b"event: generation.completed" not in data:
+                chunk = await anyio.to_thread.run_sync(sock.recv, 1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+            assert b"event: generation.completed" in data
+        finally:
+            sock.close()
+
+
+async def test_stuck_consumer_is_dropped_after_the_send_timeout(make_server) -> None:
+    from server.app import ServerSettings, create_app
+    from tests.conftest import LiveServer
+    from streaming.runtime import RuntimeSettings
+
+    app = create_app(ServerSettings(send_timeout_s=0.3, runtime=RuntimeSettings(disconnect_grace_s=30)))
+    srv = LiveServer(app).start()
+    try:
+        async with StreamingClient(srv.url) as client:
+            text = "x" * 200 + " "
+            gen = await client.generate("echo", prompt=text, options={"repeat": 20000}, on_disconnect="continue")
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET /generations/{gen.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            # Never read: the server drops this subscriber, and the generation goes on.
+            done = await client.attach(gen.id)
+            assert await done.text() == text * 20000
+            with anyio.fail_after(10):
+                while srv.runtime._live[gen.id].subscribers > 0:
+                    await anyio.sleep(0.05)
+            sock.close()
+    finally:
+        srv.stop()
+
+
+async def test_limits_answer_with_their_status(make_server) -> None:
+    srv = make_server(generators=TEST_GENERATORS, max_running=2, max_subscribers_per_generation=1,
+                      max_events_per_generation=50)
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        body = {"generator": "counting", "prompt": "x", "options": {"key": "lim", "delay_ms": 5},
+                "on_disconnect": "continue"}
+        a = (await http.post("/generations", json=body)).json()["generation"]["id"]
+        b = (await http.post("/generations", json=body)).json()["generation"]["id"]
+        r = await http.post("/generations", json=body)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "limit_exceeded"
+        assert int(r.headers["retry-after"]) >= 1
+        await http.post(f"/generations/{a}/cancel")
+        # One subscriber per generation: a second one is refused with 429.
+        async with http.stream("GET", f"/generations/{b}/events") as first:
+            assert first.status_code == 200
+            r = await http.get(f"/generations/{b}/events")
+            assert r.status_code == 429
+        await http.post(f"/generations/{b}/cancel")
+        # The event-log limit fails the generation with a code, blocks aborted.
+        r = await http.post("/generations", json={"generator": "echo", "prompt": "w " * 500,
+                                                   "options": {"delay_ms": 1}})
+        gen_id = r.json()["generation"]["id"]
+        async with StreamingClient(srv.url) as client:
+            events = [ev async for ev in await client.attach(gen_id)]
+        assert events[-1].data["error"]["code"] == "max_events"
+        check_invariants(events)
+
+
+async def test_metrics_in_prometheus_format(server) -> None:
+    async with StreamingClient(server.url) as client:
+        await (await client.generate("echo", prompt="a b c")).text()
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    body = r.text
+    assert 'streaming_generations_finished_total{outcome="succeeded"} 1.0' in body
+    assert "streaming_chunks_total 3.0" in body
+    assert "streaming_time_to_first_delta_seconds_count 1.0" in body
+    assert "streaming_generations_running 0.0" in body
+
+
+async def test_cors_is_off_by_default_and_configurable(make_server) -> None:
+    from server.app import ServerSettings, create_app
+    from tests.conftest import LiveServer
+
+    plain = make_server()
+    async with httpx.AsyncClient() as http:
+        r = await http.options(f"{plain.url}/generations", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in r.headers
+    srv = LiveServer(create_app(ServerSettings(cors_origins=["https://app.example"]))).start()
+    try:
+        async with httpx.AsyncClient() as http:
+            r = await http.options(f"{srv.url}/generations", headers={
+                "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+            assert r.headers["access-control-allow-origin"] == "https://app.example"
+    finally:
+        srv.stop()
