@@ -84,8 +84,8 @@ async def test_paused_consumer_does_not_delay_another(make_server) -> None:
 
 async def test_stuck_consumer_is_dropped_after_the_send_timeout(make_server) -> None:
     from server.app import ServerSettings, create_app
-    from tests.conftest import LiveServer
     from streaming.runtime import RuntimeSettings
+    from tests.conftest import LiveServer
 
     app = create_app(ServerSettings(send_timeout_s=0.3, runtime=RuntimeSettings(disconnect_grace_s=30)))
     srv = LiveServer(app).start()
