@@ -1,0 +1,382 @@
+// The demo chat page, built on the browser client. One conversation (a file on the server) at
+// a time; its id, the running generation's id and the last seq applied live in localStorage,
+// so a reload re-renders the conversation and resumes the running generation.
+import { MIME, StreamingClient } from "/static/streaming-client.js";
+
+const KEY = "streaming-demo";
+const $ = (id) => document.getElementById(id);
+
+const store = {
+  load() {
+    try {
+      return JSON.parse(localStorage.getItem(KEY) || "{}") || {};
+    } catch {
+      return {};
+    }
+  },
+  save(patch) {
+    localStorage.setItem(KEY, JSON.stringify({ ...this.load(), ...patch }));
+  },
+  clearConversation() {
+    const { generator, transport, options, tools } = this.load();
+    localStorage.setItem(KEY, JSON.stringify({ generator, transport, options, tools }));
+  },
+};
+
+/** Client-side tools this page answers (tests and users may add more). */
+const toolHandlers = {
+  get_time: () => new Date().toISOString(),
+};
+
+let client = null;
+let current = null; // the Generation streaming now
+let fileId = null;
+
+function makeClient() {
+  client?.close();
+  client = new StreamingClient("", { transport: $("transport").value });
+}
+
+function status(text) {
+  $("status").textContent = text || "";
+}
+
+function setBusy(busy) {
+  $("send").disabled = busy;
+  $("stop").disabled = !busy;
+}
+
+function scrollDown() {
+  const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 120;
+  if (nearBottom) window.scrollTo(0, document.body.scrollHeight);
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+function renderUser(text) {
+  const node = el("div", "msg user", text);
+  $("messages").append(node);
+  scrollDown();
+  return node;
+}
+
+/** One generation's answer: its blocks (text, tool cards) and its state line. */
+class TurnView {
+  constructor(generationId = null) {
+    this.node = el("section", "turn");
+    this.node.dataset.state = "running";
+    this.node.dataset.connection = "closed";
+    this.node.dataset.reconnects = "0";
+    this.blocks = el("div", "blocks");
+    this.state = el("div", "gen-state", "…");
+    this.node.append(this.blocks, this.state);
+    this.views = new Map();
+    if (generationId) this.setId(generationId);
+    $("messages").append(this.node);
+  }
+
+  setId(id) {
+    this.id = id;
+    this.node.dataset.generationId = id;
+  }
+
+  block(block) {
+    // `block` is a client Block or a block JSON from GET /files.
+    const id = block.id;
+    let view = this.views.get(id);
+    const mime = block.mimeType ?? block.mime_type ?? "";
+    if (!view) {
+      if (mime === MIME.INVOCATION) {
+        view = el("div", "card tool-call");
+        view.append(el("h3", null, "Tool call"), el("pre"));
+      } else if (mime === MIME.RESULT) {
+        view = el("div", "card tool-result");
+        view.append(el("h3", null, "Tool result"), el("pre"));
+      } else {
+        view = el("div", "msg block text");
+        view.append(el("span", "content"));
+      }
+      view.dataset.blockId = id;
+      this.views.set(id, view);
+      this.blocks.append(view);
+    }
+    this.update(block);
+    return view;
+  }
+
+  update(block) {
+    const view = this.views.get(block.id);
+    if (!view) return this.block(block);
+    const text = block.text ?? "";
+    const state = block.state ?? block.stream_state ?? "complete";
+    view.dataset.state = state;
+    if (view.classList.contains("tool-call")) {
+      const call = parseJson(text);
+      view.querySelector("h3").textContent = call ? `Tool call · ${call.tool_name}` : "Tool call";
+      view.querySelector("pre").textContent = call ? JSON.stringify(call.args ?? {}, null, 1) : text;
+      if (call) view.dataset.tool = call.tool_name;
+    } else if (view.classList.contains("tool-result")) {
+      const res = parseJson(text);
+      view.querySelector("h3").textContent = res
+        ? `Tool ${res.is_error ? "error" : "result"} · ${res.tool_name}`
+        : "Tool result";
+      view.querySelector("pre").textContent = res ? (res.result || []).join("\n") : text;
+      view.classList.toggle("error", Boolean(res?.is_error));
+      if (res) view.dataset.tool = res.tool_name;
+    } else {
+      view.querySelector(".content").textContent = text;
+    }
+    let badge = view.querySelector(".badge.aborted");
+    if (state === "aborted" && !badge) {
+      badge = el("span", "badge aborted", "aborted");
+      view.append(badge);
+    }
+    scrollDown();
+    return view;
+  }
+
+  connection(state, reconnects) {
+    this.node.dataset.connection = state;
+    this.node.dataset.reconnects = String(reconnects);
+    if (this.node.dataset.state === "running") {
+      this.state.textContent = state === "reconnecting" ? "reconnecting…" : "streaming…";
+    }
+  }
+
+  finish(state, error = null, reason = null) {
+    this.node.dataset.state = state;
+    if (state === "failed") {
+      const e = error || {};
+      this.state.textContent = `failed: ${e.code || "error"}${e.message ? ` — ${e.message}` : ""}`;
+    } else if (state === "cancelled") {
+      this.state.textContent = `cancelled${reason ? ` (${reason})` : ""}`;
+    } else if (state === "succeeded") {
+      this.state.textContent = "";
+    } else {
+      this.state.textContent = state;
+    }
+  }
+}
+
+function bind(gen, view) {
+  current = gen;
+  window.streamingDemo.current = gen;
+  view.setId(gen.id);
+  for (const b of gen.blockList()) view.block(b);
+  gen.on("block", (b) => view.block(b));
+  gen.on("delta", (b) => view.update(b));
+  gen.on("blockend", (b) => view.update(b));
+  gen.on("event", () => store.save({ lastSeq: gen.lastSeq }));
+  gen.on("connection", (state) => view.connection(state, gen.reconnects));
+  gen.on("error", (err) => status(`${err.code || "error"}: ${err.message}`));
+  const end = () => {
+    for (const b of gen.blockList()) view.update(b);
+    view.finish(gen.state, gen.error, gen.reason);
+    if (current === gen) {
+      current = null;
+      setBusy(false);
+    }
+    store.save({ generationId: null, lastSeq: 0 });
+  };
+  if (gen.finished) {
+    end();
+    return;
+  }
+  view.connection(gen.connection === "closed" ? "open" : gen.connection, gen.reconnects);
+  setBusy(true);
+  gen.on("end", end);
+}
+
+function readJsonField(id, kind) {
+  const raw = $(id).value.trim();
+  if (!raw) return undefined;
+  const value = parseJson(raw);
+  if (value === undefined || typeof value !== "object") throw new Error(`${id} must be a JSON ${kind}`);
+  return value;
+}
+
+async function send(text) {
+  let options;
+  let tools;
+  try {
+    options = readJsonField("options", "object");
+    tools = readJsonField("tools", "list");
+  } catch (err) {
+    status(err.message);
+    return;
+  }
+  status("");
+  const body = { generator: $("generator").value, prompt: text };
+  if (fileId) body.file_id = fileId;
+  if (options) body.options = options;
+  if (tools) body.tools = tools;
+  renderUser(text);
+  const view = new TurnView();
+  setBusy(true);
+  let gen;
+  try {
+    gen = await client.generate(body, { toolHandlers });
+  } catch (err) {
+    view.finish("failed", { code: err.code, message: err.message });
+    status(`${err.code || "error"}: ${err.message}${err.suggestion ? ` (${err.suggestion})` : ""}`);
+    setBusy(false);
+    return;
+  }
+  fileId = gen.fileId;
+  store.save({ fileId, generationId: gen.id, lastSeq: gen.lastSeq, generator: body.generator });
+  bind(gen, view);
+}
+
+/** Render a conversation from GET /files; returns the turn views by generation id. */
+function renderFile(blocks) {
+  const turns = new Map();
+  for (const block of blocks) {
+    const role = (block.tags || []).find((t) => t.kind === "chat" && t.name === "role")?.value?.["string-value"];
+    if (role === "user") {
+      renderUser(block.text);
+      continue;
+    }
+    const key = block.request_id || "none";
+    let view = turns.get(key);
+    if (!view) {
+      view = new TurnView(block.request_id || null);
+      turns.set(key, view);
+    }
+    view.block(block);
+  }
+  return turns;
+}
+
+async function restore() {
+  const saved = store.load();
+  if (!saved.fileId) return;
+  let running = null;
+  if (saved.generationId) {
+    try {
+      const data = await client.getGeneration(saved.generationId);
+      if (!["succeeded", "failed", "cancelled"].includes(data.generation.state)) running = data.generation;
+    } catch {
+      running = null;
+    }
+  }
+  let file;
+  try {
+    // Read after the generation: the blocks are then at least as far as its cursor.
+    file = await client.getFile(saved.fileId);
+  } catch {
+    store.clearConversation();
+    return;
+  }
+  fileId = saved.fileId;
+  const turns = renderFile(file.blocks);
+  for (const [id, view] of turns) {
+    if (running && id === running.id) continue;
+    if (id === "none") {
+      view.finish("succeeded");
+      continue;
+    }
+    client
+      .getGeneration(id)
+      .then((d) => view.finish(d.generation.state, d.generation.error, null))
+      .catch(() => view.finish("succeeded"));
+  }
+  if (running) {
+    const view = turns.get(running.id) || new TurnView(running.id);
+    const blocks = file.blocks.filter((b) => b.request_id === running.id);
+    const gen = await client.attach(running.id, { after: saved.lastSeq || 0, blocks, toolHandlers });
+    bind(gen, view);
+  } else {
+    store.save({ generationId: null, lastSeq: 0 });
+  }
+}
+
+async function loadGenerators() {
+  const saved = store.load();
+  const select = $("generator");
+  let names = [];
+  try {
+    names = await client.generators();
+  } catch (err) {
+    status(`cannot list generators: ${err.message}`);
+  }
+  select.replaceChildren(...names.map((n) => el("option", null, n)));
+  if (saved.generator && names.includes(saved.generator)) select.value = saved.generator;
+  else if (names.includes("echo")) select.value = "echo";
+}
+
+function wire() {
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("input").value;
+    if (!text.trim() || current) return;
+    $("input").value = "";
+    send(text);
+  });
+  $("input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("stop").addEventListener("click", async () => {
+    const gen = current;
+    if (!gen) return;
+    $("stop").disabled = true;
+    try {
+      await gen.cancel();
+    } catch (err) {
+      status(`cancel failed: ${err.message}`);
+    }
+  });
+  $("new-chat").addEventListener("click", () => {
+    current?.close();
+    current = null;
+    fileId = null;
+    store.clearConversation();
+    $("messages").replaceChildren();
+    setBusy(false);
+    status("");
+  });
+  $("generator").addEventListener("change", () => store.save({ generator: $("generator").value }));
+  $("transport").addEventListener("change", () => {
+    store.save({ transport: $("transport").value });
+    if (!current) makeClient();
+  });
+  for (const id of ["options", "tools"]) {
+    $(id).addEventListener("change", () => store.save({ [id]: $(id).value }));
+  }
+}
+
+async function main() {
+  const saved = store.load();
+  if (saved.transport) $("transport").value = saved.transport;
+  for (const id of ["options", "tools"]) if (saved[id]) $(id).value = saved[id];
+  makeClient();
+  wire();
+  setBusy(false);
+  await loadGenerators();
+  await restore();
+}
+
+window.streamingDemo = {
+  toolHandlers,
+  current: null,
+  get client() {
+    return client;
+  },
+  ready: null,
+};
+window.streamingDemo.ready = main().catch((err) => status(`error: ${err.message}`));
