@@ -66,6 +66,7 @@ __all__ = [
     "ModelPool",
     "ModelUnavailableError",
     "default_model_path",
+    "generate_direct",
     "load_model",
     "stream_tokens",
 ]
@@ -383,6 +384,37 @@ def stream_tokens(
             yield _Decoded(tail, count)
     finally:
         tokens.close()
+
+
+def generate_direct(
+    messages: list[dict[str, str]],
+    *,
+    pool: ModelPool | None = None,
+    max_tokens: int = 128,
+    temperature: float = 0.0,
+) -> tuple[str, int]:
+    """Decode an answer to ``messages`` without the runtime (blocking): ``(text, tokens)``.
+
+    The same chat template and decoding loop as the generator, so a benchmark can compare
+    tokens/s called directly with tokens/s through the runtime.
+
+    Raises:
+        ModelUnavailableError: the model cannot be loaded.
+    """
+    pool = pool or load_model()
+    llm = pool.acquire_sync()
+    try:
+        tokens = _prompt_tokens(llm, messages, pool.n_ctx)
+        text, count = [], 0
+        for step in stream_tokens(
+            llm, tokens, max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=40,
+            repeat_penalty=1.0, pool=pool,
+        ):
+            text.append(step.text)
+            count = step.tokens
+        return "".join(text), count
+    finally:
+        pool.release(llm)
 
 
 def _overlap(text: str, stop: str) -> int:
