@@ -44,6 +44,10 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
     #: origins allowed by CORS (empty: CORS off)
     cors_origins: list[str] = field(default_factory=list)
+    #: API keys; empty: no auth (see server/auth.py)
+    api_keys: list[str] = field(default_factory=list)
+    #: signs read tokens; default derived from the keys (same keys, same tokens everywhere)
+    token_secret: str | None = None
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 
@@ -121,7 +125,9 @@ def create_app(
             yield
 
     from server import metrics
+    from server.auth import AuthConfig, AuthMiddleware
 
+    auth = AuthConfig(settings.api_keys, settings.token_secret)
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -133,12 +139,14 @@ def create_app(
                 expose_headers=["Location"],
             )
         )
+    middleware.append(Middleware(AuthMiddleware, config=auth))
     app = Starlette(
         routes=routes() + metrics.ROUTES + list(extra_routes or []),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         middleware=middleware,
     )
+    app.state.auth = auth
     app.state.runtime = runtime
     app.state.settings = settings
     return app

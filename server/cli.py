@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running generations get to finish on SIGTERM before they are ended",
     )
     serve.add_argument(
+        "--api-key", action="append", default=[], metavar="KEY",
+        help="require this bearer key (repeatable; also STREAMING_API_KEYS, comma-separated)",
+    )
+    serve.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (repeatable)"
     )
     serve.add_argument("--log-level", default="info")
@@ -81,6 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
         generators=dict(args.generator),
         heartbeat_s=args.heartbeat,
         cors_origins=list(args.cors_origin),
+        api_keys=[*args.api_key, *[k for k in os.environ.get("STREAMING_API_KEYS", "").split(",") if k]],
+        token_secret=os.environ.get("STREAMING_TOKEN_SECRET") or None,
         runtime=RuntimeSettings(
             disconnect_grace_s=args.disconnect_grace,
             coalesce=not args.no_coalesce,

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.app import runtime_of
+from server.auth import require_key
 from streaming.metrics import Histogram
 from streaming.runtime import Runtime
 
@@ -74,6 +75,7 @@ def registry_for(runtime: Runtime) -> CollectorRegistry:
 
 
 async def metrics(request: Request) -> Response:
+    require_key(request)
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = request.app.state.metrics_registry = registry_for(runtime_of(request))

@@ -9,6 +9,8 @@ that the server maps it to, a human ``message`` and an optional ``suggestion``::
     │   ├── UnknownGeneratorError      422 unknown_generator
     │   └── UnsupportedCapabilityError 422 unsupported_capability  (streaming.capabilities)
     ├── MalformedRequestError          400 malformed_request  (not JSON at all)
+    ├── UnauthorizedError              401 unauthorized  (no or wrong credentials)
+    ├── ForbiddenError                 403 forbidden  (a read token used beyond its scope)
     ├── NotFoundError                  404 not_found
     ├── ConflictError                  409 conflict
     │   ├── IllegalTransitionError     409 illegal_transition (a lifecycle rule was broken)
@@ -33,6 +35,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ConflictError",
+    "ForbiddenError",
     "GenerationCancelledError",
     "GenerationFailedError",
     "IllegalTransitionError",
@@ -48,6 +51,7 @@ __all__ = [
     "StreamingError",
     "ToolCallConflictError",
     "ToolTimeoutError",
+    "UnauthorizedError",
     "UnknownGeneratorError",
 ]
 
@@ -97,6 +101,16 @@ class UnknownGeneratorError(InvalidRequestError):
 class MalformedRequestError(StreamingError):
     code = "malformed_request"
     status = 400
+
+
+class UnauthorizedError(StreamingError):
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(StreamingError):
+    code = "forbidden"
+    status = 403
 
 
 class NotFoundError(StreamingError):

@@ -237,6 +237,8 @@ class File(BaseModel):
     mime_type: str | None = None
     blocks: list[Block] = Field(default_factory=list)
     tags: list[Tag] = Field(default_factory=list)
+    #: who created it (a digest of the API key); kept out of what clients see
+    owner: str | None = None
 
 
 class Usage(BaseModel):

@@ -432,7 +432,7 @@ class Runtime:
 
         if request.file_id is not None:
             file = await self.store.get_file(request.file_id)
-            if file is None:
+            if file is None or file.owner != owner:
                 raise NotFoundError(f"no conversation {request.file_id!r}")
             live_owner = self._live_file_owner(request.file_id)
             if live_owner is not None:
@@ -441,7 +441,7 @@ class Runtime:
                     suggestion="wait for it to finish or cancel it first",
                 )
         else:
-            file = File()
+            file = File(owner=owner)
         inputs = request.input_blocks()
         for block in inputs:
             block.file_id = file.id
@@ -454,6 +454,8 @@ class Runtime:
             on_disconnect=request.on_disconnect,
             owner=owner,
         )
+        for block in inputs:
+            block.request_id = generation.id
         context_blocks = ([cap_block] if cap_block else []) + [b.model_copy() for b in file.blocks]
         output_types: list[str] = []
         if isinstance(plugin, StreamingGenerator):

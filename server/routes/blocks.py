@@ -10,13 +10,34 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from server.app import runtime_of
-from streaming.model import StreamState
+from server.auth import authorize_generation, principal
+from streaming.errors import NotFoundError
+from streaming.model import Block, StreamState
 
 __all__ = ["ROUTES"]
 
 
+async def visible_block(request: Request) -> Block:
+    """The block, if this request may see it (its generation's owner or read token).
+
+    Raises:
+        NotFoundError: no such block, or not this caller's.
+    """
+    runtime = runtime_of(request)
+    block_id = request.path_params["id"]
+    block = await runtime.get_block(block_id)
+    if principal(request) is not None:
+        if not block.request_id:
+            raise NotFoundError(f"no block {block_id!r}")
+        try:
+            await authorize_generation(request, runtime, block.request_id)
+        except NotFoundError:
+            raise NotFoundError(f"no block {block_id!r}") from None
+    return block
+
+
 async def read(request: Request) -> Response:
-    block = await runtime_of(request).get_block(request.path_params["id"])
+    block = await visible_block(request)
     return JSONResponse(block.model_dump(mode="json"))
 
 
@@ -29,7 +50,7 @@ def _media_type(mime: str | None) -> str:
 
 async def raw(request: Request) -> Response:
     runtime = runtime_of(request)
-    block = await runtime.get_block(request.path_params["id"])
+    block = await visible_block(request)
     if block.stream_state is not StreamState.STARTED or not block.request_id:
         return Response(block.text.encode(), media_type=_media_type(block.mime_type))
 

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.app import read_json, runtime_of, settings_of
+from server.auth import AuthConfig, authorize_generation, new_owner
 from server.sse import EventStreamResponse
 from streaming.errors import InvalidRequestError
 from streaming.requests import GenerateRequest, ToolResultRequest
@@ -38,34 +39,40 @@ def resume_cursor(request: Request) -> int:
 
 
 async def create(request: Request) -> Response:
+    owner = new_owner(request)
     body: GenerateRequest = await read_json(request, GenerateRequest)
     runtime = runtime_of(request)
     stream = wants_stream(request)
-    generation = await runtime.start(body, subscribed=stream)
+    generation = await runtime.start(body, subscribed=stream, owner=owner)
     location = f"/generations/{generation.id}"
+    auth: AuthConfig = request.app.state.auth
+    token = auth.read_token(generation.id) if auth.enabled else None
     if stream:
+        headers = [(b"location", location.encode())]
+        if token:
+            headers.append((b"x-read-token", token.encode()))
         return EventStreamResponse(  # type: ignore[return-value]
             runtime.subscribe(generation.id, 0),
             heartbeat_s=settings_of(request).heartbeat_s,
             send_timeout_s=settings_of(request).send_timeout_s,
             status=201,
-            headers=[(b"location", location.encode())],
+            headers=headers,
         )
     blocks = await runtime.get_generation_blocks(generation)
-    return JSONResponse(
-        {
-            "generation": generation.public(),
-            "blocks": [b.model_dump(mode="json") for b in blocks],
-            "events_url": f"{location}/events",
-        },
-        status_code=201,
-        headers={"Location": location},
-    )
+    out = {
+        "generation": generation.public(),
+        "blocks": [b.model_dump(mode="json") for b in blocks],
+        "events_url": f"{location}/events",
+    }
+    if token:
+        # Hand this to a browser: it reaches this one generation and nothing else.
+        out["read_token"] = token
+    return JSONResponse(out, status_code=201, headers={"Location": location})
 
 
 async def read(request: Request) -> Response:
     runtime = runtime_of(request)
-    generation = await runtime.get_generation(request.path_params["id"])
+    generation = await authorize_generation(request, runtime, request.path_params["id"])
     blocks = await runtime.get_generation_blocks(generation)
     return JSONResponse(
         {
@@ -80,6 +87,7 @@ async def events(request: Request) -> Response:
     runtime = runtime_of(request)
     gen_id = request.path_params["id"]
     after = resume_cursor(request)
+    await authorize_generation(request, runtime, gen_id)
     await runtime.check_subscribable(gen_id)  # 404 / 429 before the stream starts
     return EventStreamResponse(  # type: ignore[return-value]
         runtime.subscribe(gen_id, after),
@@ -90,13 +98,16 @@ async def events(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     runtime = runtime_of(request)
+    await authorize_generation(request, runtime, request.path_params["id"])
     generation = await runtime.cancel(request.path_params["id"])
     return JSONResponse({"generation": generation.public()})
 
 
 async def tool_results(request: Request) -> Response:
+    runtime = runtime_of(request)
+    await authorize_generation(request, runtime, request.path_params["id"])
     body: ToolResultRequest = await read_json(request, ToolResultRequest)
-    await runtime_of(request).submit_tool_result(request.path_params["id"], body)
+    await runtime.submit_tool_result(request.path_params["id"], body)
     return JSONResponse({"accepted": True, "call_id": body.call_id}, status_code=202)
 
 

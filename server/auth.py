@@ -1,0 +1,181 @@
+"""API keys and scoped read tokens.
+
+With keys configured, every route but ``/healthz`` (and the static demo assets, which hold
+no data) needs ``Authorization: Bearer <credential>`` or, where a browser cannot set
+headers (``EventSource``, WebSocket), ``?access_token=<credential>``. A credential is
+
+- an API key: may create generations; sees only the generations (and their blocks and
+  conversations) that it created. Another key's ids answer 404, so ids do not leak.
+- a read token (``rt_<generation id>.<mac>``, returned when a generation is created): may
+  read, stream, cancel and answer the tools of that one generation, nothing else.
+
+Keys are never stored: an owner is a digest of its key. Comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from streaming.errors import ForbiddenError, NotFoundError
+from streaming.model import Generation
+
+__all__ = ["AuthConfig", "AuthMiddleware", "Principal", "authorize_generation", "new_owner"]
+
+_PUBLIC_PATHS = ("/healthz",)
+_PUBLIC_PREFIXES = ("/static/",)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a key's owner digest, or a read token's generation."""
+
+    owner: str | None = None
+    generation_id: str | None = None
+
+
+class AuthConfig:
+    """The configured keys (as digests) and the secret read tokens are signed with.
+
+    Args:
+        api_keys: accepted keys; empty means auth is off.
+        token_secret: signs read tokens; defaults to one derived from the keys, so every
+            process with the same keys accepts the same tokens.
+    """
+
+    def __init__(self, api_keys: list[str], token_secret: str | None = None) -> None:
+        self.enabled = bool(api_keys)
+        self._owners = [_digest(k) for k in api_keys]
+        seed = token_secret or "\0".join(sorted(api_keys))
+        self._secret = hashlib.sha256(b"streaming-read-token\0" + seed.encode()).digest()
+
+    def read_token(self, generation_id: str) -> str:
+        mac = hmac.new(self._secret, generation_id.encode(), hashlib.sha256).hexdigest()[:40]
+        return f"rt_{generation_id}.{mac}"
+
+    def authenticate(self, credential: str) -> Principal | None:
+        if credential.startswith("rt_") and "." in credential:
+            gen_id, _, mac = credential[3:].rpartition(".")
+            expected = self.read_token(gen_id).rpartition(".")[2]
+            if gen_id and hmac.compare_digest(mac.encode(), expected.encode()):
+                return Principal(generation_id=gen_id)
+            return None
+        presented = _digest(credential)
+        found: str | None = None
+        for owner in self._owners:  # no early exit: same work whichever key matches
+            if hmac.compare_digest(presented, owner):
+                found = owner
+        return Principal(owner=found) if found else None
+
+
+def _credential(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            header: str = value.decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return ""
+    query: str = scope.get("query_string", b"").decode("latin-1")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "access_token" and value:
+            from urllib.parse import unquote
+
+            return str(unquote(value))
+    return None
+
+
+class AuthMiddleware:
+    """Authenticates HTTP and WebSocket requests; routes authorise by resource."""
+
+    def __init__(self, app: ASGIApp, config: AuthConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.config.enabled:
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        public = path in _PUBLIC_PATHS or path == "/" or path.startswith(_PUBLIC_PREFIXES)
+        credential = _credential(scope)
+        principal = self.config.authenticate(credential) if credential else None
+        if principal is None and not public:
+            await self._refuse(scope, receive, send, credential is not None)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, presented: bool) -> None:
+        from server.errors import error_response
+
+        message = "invalid credentials" if presented else "credentials required"
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4401, "reason": message})
+            return
+        response = error_response(
+            401, "unauthorized", message, "send Authorization: Bearer <api key or read token>"
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+
+def principal(conn: HTTPConnection | Any) -> Principal | None:
+    """The request's principal; None when auth is off."""
+    state = conn.scope.get("state") or {}
+    value = state.get("principal")
+    return value if isinstance(value, Principal) else None
+
+
+def new_owner(conn: HTTPConnection | Any) -> str | None:
+    """The owner of something this request creates.
+
+    Raises:
+        ForbiddenError: a read token cannot create anything.
+    """
+    who = principal(conn)
+    if who is None:
+        return None
+    if who.owner is None:
+        raise ForbiddenError("a read token cannot start generations", suggestion="use an API key")
+    return who.owner
+
+
+def require_key(conn: HTTPConnection | Any) -> None:
+    """Raises ForbiddenError for a read token (routes that are not about one generation)."""
+    who = principal(conn)
+    if who is not None and who.owner is None:
+        raise ForbiddenError("a read token only reaches its own generation")
+
+
+def can_see(conn: HTTPConnection | Any, generation: Generation) -> bool:
+    who = principal(conn)
+    if who is None:
+        return True
+    if who.generation_id is not None:
+        return hmac.compare_digest(who.generation_id.encode(), generation.id.encode())
+    return generation.owner is not None and hmac.compare_digest(who.owner or "", generation.owner)
+
+
+async def authorize_generation(conn: HTTPConnection | Any, runtime: Any, generation_id: str) -> Generation:
+    """The generation, if this request may reach it.
+
+    Raises:
+        NotFoundError: it does not exist, or belongs to someone else (the same answer,
+            so ids do not leak).
+    """
+    generation: Generation = await runtime.get_generation(generation_id)
+    if not can_see(conn, generation):
+        raise NotFoundError(f"no generation {generation_id!r}")
+    return generation

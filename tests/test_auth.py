@@ -1,0 +1,102 @@
+"""API keys and read tokens: who may see what."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from clients.client import StreamingClient
+from server.app import ServerSettings, create_app
+from server.auth import AuthConfig
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.anyio
+
+KEY_A, KEY_B = "key-alice-0123456789", "key-bob-9876543210"
+
+
+@pytest.fixture
+def srv():
+    live = LiveServer(create_app(ServerSettings(api_keys=[KEY_A, KEY_B]))).start()
+    yield live
+    live.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_credentials_required_everywhere_but_healthz(srv) -> None:
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        for method, path in [("POST", "/generations"), ("GET", "/generations/x"), ("GET", "/metrics"),
+                             ("GET", "/files/x"), ("GET", "/blocks/x")]:
+            r = await http.request(method, path)
+            assert r.status_code == 401, path
+            assert r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = await http.request(method, path, headers=bearer("wrong-key"))
+            assert r.status_code == 401
+            assert r.json()["error"]["message"] == "invalid credentials"
+        r = await http.post("/generations", json={"generator": "echo", "prompt": "hi"}, headers=bearer(KEY_A))
+        assert r.status_code == 201
+
+
+async def test_generations_belong_to_their_key(srv) -> None:
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.post("/generations", json={"generator": "echo", "prompt": "secret text"}, headers=bearer(KEY_A))
+        body = r.json()
+        gen_id, file_id = body["generation"]["id"], body["generation"]["file_id"]
+        block_id = body["blocks"][0]["id"]
+        assert "owner" not in body["generation"]
+        async with StreamingClient(srv.url, headers=bearer(KEY_A)) as alice:
+            assert await (await alice.attach(gen_id)).text() == "secret text"
+        # Bob gets 404 for every one of Alice's ids: the same as for ids that do not exist.
+        for path in (f"/generations/{gen_id}", f"/generations/{gen_id}/events", f"/blocks/{block_id}",
+                     f"/blocks/{block_id}/raw", f"/files/{file_id}"):
+            r = await http.get(path, headers=bearer(KEY_B))
+            assert r.status_code == 404, path
+            assert (await http.get(path, headers=bearer(KEY_A))).status_code == 200, path
+        r = await http.post(f"/generations/{gen_id}/cancel", headers=bearer(KEY_B))
+        assert r.status_code == 404
+        r = await http.post("/generations", headers=bearer(KEY_B),
+                            json={"generator": "echo", "prompt": "x", "file_id": file_id})
+        assert r.status_code == 404  # nor can Bob continue Alice's conversation
+        file = (await http.get(f"/files/{file_id}", headers=bearer(KEY_A))).json()
+        assert "owner" not in file
+
+
+async def test_read_token_reaches_its_generation_only(srv) -> None:
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        tools = [{"name": "ask", "description": "asks the user", "parameters": {"type": "object", "properties": {}}}]
+        script = {"rounds": [[{"tool_call": {"name": "ask", "args": {}}}], [{"echo_tool_results": True}]]}
+        r = await http.post("/generations", headers=bearer(KEY_A),
+                            json={"generator": "scripted", "prompt": "x", "tools": tools, "options": script})
+        gen_id = r.json()["generation"]["id"]
+        token = r.json()["read_token"]
+        other = (await http.post("/generations", json={"generator": "echo", "prompt": "other"},
+                                 headers=bearer(KEY_A))).json()["generation"]["id"]
+        # The browser's token streams and answers the tool of its generation, by header or query.
+        async with StreamingClient(srv.url, headers=bearer(token)) as browser:
+            gen = await browser.attach(gen_id)
+            gen.on_tool_call("ask", lambda args: "yes")
+            assert await gen.text() == "[ask result: yes]"
+        r = await http.get(f"/generations/{gen_id}/events", params={"access_token": token})
+        assert r.status_code == 200 and "generation.completed" in r.text
+        # ...and nothing else.
+        assert (await http.get(f"/generations/{other}", headers=bearer(token))).status_code == 404
+        r = await http.post("/generations", json={"generator": "echo", "prompt": "x"}, headers=bearer(token))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        assert (await http.get("/metrics", headers=bearer(token))).status_code == 403
+        forged = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
+        assert (await http.get(f"/generations/{gen_id}", headers=bearer(forged))).status_code == 401
+        swapped = AuthConfig([KEY_A, KEY_B]).read_token(other).replace(other, gen_id)
+        assert (await http.get(f"/generations/{gen_id}", headers=bearer(swapped))).status_code == 401
+
+
+def test_tokens_are_the_same_across_processes_with_the_same_keys() -> None:
+    a, b = AuthConfig([KEY_A, KEY_B]), AuthConfig([KEY_B, KEY_A])
+    assert a.read_token("gen_1") == b.read_token("gen_1")
+    assert AuthConfig([KEY_A]).read_token("gen_1") != a.read_token("gen_1")
+    assert a.authenticate(KEY_A) != a.authenticate(KEY_B)
+    assert a.authenticate("nope") is None
