@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -185,3 +186,49 @@ def test_the_local_model_through_the_sdk(client: openai.OpenAI) -> None:
         model="smollm2", messages=messages, tools=[WEATHER], temperature=0, max_tokens=40
     )
     assert answer.choices[0].finish_reason == "stop" and "21" in (answer.choices[0].message.content or "")
+
+
+def test_cancelled_under_generations_ends_the_openai_stream(client: openai.OpenAI, server: Any) -> None:
+    stream = client.chat.completions.create(
+        model="scripted",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_body=script([{"text": "first "}, {"sleep_ms": 30_000}, {"text": "never"}]),
+    )
+    chunks = iter(stream)
+    first = next(chunks)
+    gen_id = generation_id(first.id)
+    content = ""
+    with pytest.raises(openai.APIError) as cancelled:
+        for chunk in chunks:
+            content += chunk.choices[0].delta.content or ""
+            if content == "first ":
+                assert httpx.post(f"{server.url}/generations/{gen_id}/cancel").status_code == 200
+    assert "cancelled" in str(cancelled.value)
+    events = events_of(server, gen_id)
+    check_invariants(events)
+    assert events[-1]["type"] == "generation.cancelled"
+
+
+def test_a_client_that_goes_away_cancels_the_generation(make_server: Any) -> None:
+    server = make_server(disconnect_grace_s=0.05)
+    body = {
+        "model": "scripted",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "options": {"rounds": [[{"text": "first "}, {"sleep_ms": 30_000}]]},
+    }
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=30) as response:
+        gen_id = response.headers["x-generation-id"]
+        for line in response.iter_lines():
+            if "first" in line:
+                break
+    # Subscribing to its events would keep it alive: watch its state instead.
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.url}/generations/{gen_id}").json()["generation"]["state"] == "running":
+        assert time.monotonic() < deadline, "the generation outlived its client"
+        time.sleep(0.02)
+    events = events_of(server, gen_id)
+    check_invariants(events)
+    assert events[-1]["type"] == "generation.cancelled"
+    assert events[-1]["reason"] == "client disconnected"
