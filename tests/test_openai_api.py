@@ -172,6 +172,8 @@ def test_the_local_model_through_the_sdk(client: openai.OpenAI) -> None:
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert content.strip()
     assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 24
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons == ["length" if chunks[-1].usage.completion_tokens == 24 else "stop"]
     # A tool call with the real model, answered by the client.
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.chat.completions.create(

@@ -310,6 +310,7 @@ class _Translator:
         self.error: dict[str, Any] = {}
         self.cancel_reason = ""
         self.usage: list[dict[str, Any]] = []
+        self.max_tokens: int | None = None
 
     def _block(self, block: dict[str, Any]) -> None:
         mime = block.get("mime_type") or MimeTypes.TXT
@@ -366,7 +367,14 @@ class _Translator:
         return bool(self.pending) and not self.open_blocks and self.outcome is None
 
     def finish_reason(self) -> str:
-        return "tool_calls" if self.tool_calls else "stop"
+        if self.tool_calls:
+            return "tool_calls"
+        # The last round's sampled tokens reaching the limit means the answer was cut.
+        sampled = [u for u in self.usage if u.get("operation_unit") == "sampled tokens"]
+        limit = self.max_tokens
+        if limit and sampled and int(sampled[-1].get("operation_amount", 0)) >= limit:
+            return "length"
+        return "stop"
 
     def usage_dict(self) -> dict[str, int]:
         prompt = sum(int(u.get("operation_amount", 0)) for u in self.usage if u.get("operation_unit") == "prompt tokens")
@@ -418,6 +426,7 @@ async def chat_completions(request: Request) -> Response:
     gen_request = body.generate_request()
     generation = await runtime.start(gen_request, subscribed=True)
     translator = _Translator({t.name for t in runtime.tools.declarations()})
+    translator.max_tokens = body.max_completion_tokens or body.max_tokens
     completion_id = f"chatcmpl-{generation.id}"
     created = int(time.time())
     headers = {"x-generation-id": generation.id}
