@@ -508,7 +508,7 @@ class LlamaGenerator(StreamingGenerator):
         if not messages or messages[-1]["role"] == RoleTag.ASSISTANT:
             raise InvalidRequestError("the conversation has nothing for the model to answer")
 
-        pool = self.pool(options)
+        pool = await anyio.to_thread.run_sync(self.pool, options)  # the first load takes a while
         async with pool.context() as llm:
             if seed is not None:
                 llm.set_seed(int(seed))
