@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -36,15 +35,9 @@ from streaming.runtime import GeneratorRegistry, Runtime
 from streaming.tools import ToolRegistry
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
+from tests.procs import free_port
 
 pytestmark = pytest.mark.anyio
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LlamaServer:
