@@ -145,7 +145,8 @@ export class Block extends Emitter {
     this.role = roleOf(data);
     this.text = data.text || "";
     this.length = codePointLength(this.text);
-    this.state = data.stream_state || "started";
+    // null: a block that was never streamed (an input), complete as it is.
+    this.state = data.stream_state === null ? "complete" : data.stream_state || "started";
     this.reason = null;
     this._channels = [];
   }

@@ -138,6 +138,8 @@ class TurnView {
       if (res) view.dataset.tool = res.tool_name;
     } else {
       view.querySelector(".content").textContent = text;
+      // A round that only called tools leaves its text block empty: do not show a blank bubble.
+      view.hidden = state === "complete" && !text;
     }
     let badge = view.querySelector(".badge.aborted");
     if (state === "aborted" && !badge) {
@@ -240,12 +242,15 @@ async function send(text) {
   bind(gen, view);
 }
 
+function roleOf(block) {
+  return (block.tags || []).find((t) => t.kind === "chat" && t.name === "role")?.value?.["string-value"];
+}
+
 /** Render a conversation from GET /files; returns the turn views by generation id. */
 function renderFile(blocks) {
   const turns = new Map();
   for (const block of blocks) {
-    const role = (block.tags || []).find((t) => t.kind === "chat" && t.name === "role")?.value?.["string-value"];
-    if (role === "user") {
+    if (roleOf(block) === "user") {
       renderUser(block.text);
       continue;
     }
@@ -295,7 +300,8 @@ async function restore() {
   }
   if (running) {
     const view = turns.get(running.id) || new TurnView(running.id);
-    const blocks = file.blocks.filter((b) => b.request_id === running.id);
+    // The generation's own blocks (its input, the user's message, is not one of them).
+    const blocks = file.blocks.filter((b) => b.request_id === running.id && roleOf(b) !== "user");
     const gen = await client.attach(running.id, { after: saved.lastSeq || 0, blocks, toolHandlers });
     bind(gen, view);
   } else {
@@ -312,7 +318,13 @@ async function loadGenerators() {
   } catch (err) {
     status(`cannot list generators: ${err.message}`);
   }
-  select.replaceChildren(...names.map((n) => el("option", null, n)));
+  select.replaceChildren(
+    ...names.map((n) => {
+      const option = el("option", null, n);
+      option.value = n;
+      return option;
+    }),
+  );
   if (saved.generator && names.includes(saved.generator)) select.value = saved.generator;
   else if (names.includes("echo")) select.value = "echo";
 }
