@@ -1,0 +1,586 @@
+"""Run the benchmark: ``python -m benchmarks.run [--quick] [--only KEY ...] [--profile]``.
+
+Starts each server as a real process on a free loopback port, one at a time, drives it
+with the same lean client (:mod:`benchmarks.client`), prints one table with every figure
+side by side (value, ratio to the floor (a) and to LangServe (b), the issue's goal and
+whether it is met) and writes the results as JSON (``benchmarks/results.json``).
+
+Servers: (a) ``floor`` a bare sse-starlette endpoint; (b) ``langserve`` LangServe's
+``/stream`` over a RunnableGenerator, in its own virtualenv; (c) ``runtime`` this runtime
+on the memory store with its defaults (coalescing on) and ``runtime-nocoalesce``;
+(d) ``sqlite`` and (e) ``redis`` stores where they exist; (f) ``model`` the local model
+direct vs through the runtime, where that generator exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.client import Request, StreamResult, open_idle, run_streams
+from benchmarks.procs import (
+    HERE,
+    ServerProcess,
+    SetupError,
+    free_port,
+    langserve_python,
+    raise_nofile,
+    rss_kib,
+    start_redis,
+)
+
+__all__ = ["FULL", "QUICK", "Sizes", "main"]
+
+HOST = "127.0.0.1"
+IDLE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    single: int  # chunks in the one-stream run
+    ttfd: int  # sequential requests for time to first delta
+    ttfd_chunks: int
+    conc: tuple[tuple[int, int], ...]  # (streams, chunks each)
+    idle: int  # open idle streams
+    warmup: int = 3
+
+
+FULL = Sizes(single=100_000, ttfd=200, ttfd_chunks=8, conc=((100, 1000), (1000, 100)), idle=10_000)
+QUICK = Sizes(single=2_000, ttfd=10, ttfd_chunks=8, conc=((10, 100), (20, 50)), idle=100, warmup=1)
+
+
+# -- what is compared --------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One server configuration under test."""
+
+    key: str
+    label: str
+    argv: Callable[[int], list[str]]
+    stream: Callable[[int, int], Request]  # (port, chunks) -> request
+    idle: Callable[[int], Request]
+    phases: tuple[str, ...] = ("single", "ttfd", "conc", "idle")
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    setup: Callable[[], Any] | None = None  # returns a context manager (e.g. redis) or None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def floor_target() -> Target:
+    return Target(
+        key="floor",
+        label="(a) floor: sse-starlette",
+        argv=lambda port: [sys.executable, "-m", "benchmarks.servers.floor", "--port", str(port)],
+        stream=lambda port, n: Request(HOST, port, "GET", f"/stream?n={n}"),
+        idle=lambda port: Request(HOST, port, "GET", f"/stream?n=1&idle_s={IDLE_S:g}"),
+    )
+
+
+def langserve_target(install: bool) -> Target:
+    target = Target(
+        key="langserve",
+        label="(b) LangServe /stream",
+        argv=lambda port: [],
+        stream=lambda port, n: Request(HOST, port, "POST", "/stream", {"input": {"n": n}}),
+        idle=lambda port: Request(HOST, port, "POST", "/stream", {"input": {"n": 1, "idle_s": IDLE_S}}),
+    )
+    try:
+        python = langserve_python(install=install)
+    except SetupError as exc:
+        target.status, target.note = "skipped", f"LangServe unavailable: {exc}"
+        return target
+    script = str(HERE / "servers" / "langserve_app.py")
+    target.argv = lambda port: [python, script, "--port", str(port)]
+    return target
+
+
+def _runtime_body(n: int, delay_ms: float = 0) -> dict[str, Any]:
+    options: dict[str, Any] = {"repeat": n}
+    if delay_ms:
+        options["delay_ms"] = delay_ms
+    return {"generator": "echo", "prompt": "tok ", "options": options}
+
+
+def runtime_target(key: str, label: str, store: Callable[[], str], extra: list[str] | None = None) -> Target:
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "server.cli", "serve", "--store", store(), "--port", str(port),
+            "--log-level", "warning", *(extra or []),
+        ]
+
+    return Target(
+        key=key,
+        label=label,
+        argv=argv,
+        stream=lambda port, n: Request(HOST, port, "POST", "/generations", _runtime_body(n)),
+        idle=lambda port: Request(HOST, port, "POST", "/generations", _runtime_body(1, IDLE_S * 1000)),
+    )
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def store_targets(workdir: Path) -> list[Target]:
+    out: list[Target] = []
+    counter = iter(range(1_000_000))
+
+    def sqlite_url() -> str:  # a fresh file per server start
+        return f"sqlite:///{workdir / f'bench-{next(counter)}.db'}"
+
+    sqlite = runtime_target("sqlite", "(d) runtime, sqlite store", sqlite_url)
+    if not _has_module("streaming.stores.sqlite"):
+        sqlite.status, sqlite.note = "skipped", "streaming/stores/sqlite.py does not exist yet"
+    out.append(sqlite)
+
+    redis_url: dict[str, str] = {}
+    redis = runtime_target("redis", "(e) runtime, redis store", lambda: redis_url["url"])
+    if not _has_module("streaming.stores.redis"):
+        redis.status, redis.note = "skipped", "streaming/stores/redis.py does not exist yet"
+    else:
+
+        def setup() -> ServerProcess:
+            server = start_redis(workdir)
+            redis_url["url"] = f"redis://{HOST}:{server.port}/0"
+            return server
+
+        redis.setup = setup
+    out.append(redis)
+    return out
+
+
+def targets(args: argparse.Namespace, workdir: Path) -> list[Target]:
+    all_targets = [
+        floor_target(),
+        langserve_target(install=not args.no_install) if _wanted(args, "langserve") else None,
+        runtime_target("runtime", "(c) runtime, memory, defaults", lambda: "memory://"),
+        runtime_target("runtime-nocoalesce", "(c) runtime, memory, --no-coalesce", lambda: "memory://", ["--no-coalesce"]),
+        *store_targets(workdir),
+    ]
+    return [t for t in all_targets if t is not None and _wanted(args, t.key)]
+
+
+def _wanted(args: argparse.Namespace, key: str) -> bool:
+    return not args.only or key in args.only or key == "floor"
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``values``; 0.0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def _failures(results: list[StreamResult], expected: int | None) -> list[str]:
+    bad: list[str] = []
+    for r in results:
+        if r.error:
+            bad.append(r.error)
+        elif not 200 <= r.status < 300:
+            bad.append(f"HTTP {r.status}")
+        elif expected is not None and r.chunks != expected:
+            bad.append(f"{r.chunks} of {expected} chunks")
+    return bad
+
+
+class Measurer:
+    """Runs the phases against one started server and collects figures and notes."""
+
+    def __init__(self, target: Target, sizes: Sizes, port: int) -> None:
+        self.t = target
+        self.sizes = sizes
+        self.port = port
+        self.figures: dict[str, float] = {}
+        self.details: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def req(self, n: int) -> Request:
+        return self.t.stream(self.port, n)
+
+    def _check(self, phase: str, results: list[StreamResult], expected: int | None) -> bool:
+        bad = _failures(results, expected)
+        if bad:
+            self.notes.append(f"{phase}: {len(bad)} of {len(results)} streams failed ({bad[0]})")
+        return len(bad) < len(results)
+
+    async def warmup(self) -> None:
+        results = await run_streams([self.req(50) for _ in range(self.sizes.warmup)], timeout_s=60)
+        self._check("warm-up", results, 50)
+
+    async def single(self) -> None:
+        n = self.sizes.single
+        [r] = await run_streams([self.req(n)], timeout_s=300)
+        if not self._check("one stream", [r], n) or not r.chunks:
+            return
+        elapsed = r.last_chunk_at - r.sent_at
+        self.figures["single_chunks_per_s"] = r.chunks / elapsed
+        self.figures["single_events_per_s"] = r.events / elapsed
+        self.details["single"] = {"chunks": r.chunks, "events": r.events, "seconds": elapsed}
+
+    async def ttfd(self) -> None:
+        times: list[float] = []
+        results: list[StreamResult] = []
+        for _ in range(self.sizes.ttfd):
+            [r] = await run_streams([self.req(self.sizes.ttfd_chunks)], timeout_s=30)
+            results.append(r)
+            if r.ttfc is not None:
+                times.append(r.ttfc * 1000)
+        self._check("first delta", results, self.sizes.ttfd_chunks)
+        if times:
+            self.figures["ttfd_median_ms"] = statistics.median(times)
+            self.figures["ttfd_p99_ms"] = pct(times, 99)
+
+    async def conc(self) -> None:
+        for streams, chunks in self.sizes.conc:
+            results = await run_streams([self.req(chunks) for _ in range(streams)], timeout_s=300)
+            if not self._check(f"{streams} streams", results, chunks):
+                continue
+            ok = [r for r in results if r.chunks]
+            start = min(r.sent_at for r in ok)
+            end = max(r.last_chunk_at for r in ok)
+            total = sum(r.chunks for r in ok)
+            gaps = [g for r in ok for g in r.gaps]
+            firsts = [r.ttfc * 1000 for r in ok if r.ttfc is not None]
+            self.figures[f"conc{streams}_chunks_per_s"] = total / (end - start)
+            self.figures[f"conc{streams}_gap_p99_ms"] = pct(gaps, 99) * 1000
+            self.details[f"conc{streams}"] = {
+                "streams": streams, "chunks_each": chunks, "seconds": end - start,
+                "events": sum(r.events for r in ok), "gaps": len(gaps),
+                "gap_p50_ms": pct(gaps, 50) * 1000, "gap_max_ms": max(gaps, default=0.0) * 1000,
+                "first_delta_p50_ms": pct(firsts, 50), "first_delta_p99_ms": pct(firsts, 99),
+            }
+
+    async def idle(self, pid: int) -> None:
+        n = self.sizes.idle
+        await asyncio.sleep(0.3)
+        before = rss_kib(pid)
+        t0 = time.perf_counter()
+        transports, results = await open_idle([self.t.idle(self.port) for _ in range(n)], timeout_s=180)
+        opened_s = time.perf_counter() - t0
+        try:
+            await asyncio.sleep(1.0)  # let the server settle (its tasks reach their sleep)
+            after = rss_kib(pid)
+        finally:
+            for tr in transports:
+                tr.close()
+        bad = [r.error or f"HTTP {r.status}" for r in results if r.error or not 200 <= r.status < 300]
+        if bad:
+            self.notes.append(f"idle: {len(bad)} of {n} streams did not open ({bad[0]})")
+        opened = len(transports)
+        if opened:
+            self.figures["idle_kib_per_stream"] = (after - before) / opened
+        self.details["idle"] = {
+            "opened": opened, "rss_before_kib": before, "rss_after_kib": after, "open_seconds": opened_s,
+        }
+
+
+async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool) -> Measurer:
+    """All phases of one target; each server process is started fresh for the idle phase."""
+    port = free_port()
+    m = Measurer(target, sizes, port)
+    busy = [p for p in ("single", "ttfd", "conc") if p in target.phases]
+    if busy:
+        with ServerProcess(target.argv(port), port, name=target.key, log_dir=logdir, env=target.env) as server:
+            await m.warmup()
+            recorder = None
+            if profile:
+                from benchmarks.profile import Recorder
+
+                recorder = Recorder(server.pid, logdir.parent / "profiles" / f"{target.key}.raw")
+            for phase in busy:
+                await getattr(m, phase)()
+            if recorder is not None:
+                summary = recorder.stop() or ""
+                path = logdir.parent / "profiles" / f"{target.key}.txt"
+                path.write_text(summary + "\n")
+                m.details["profile"] = str(path)
+    if "idle" in target.phases and sizes.idle:
+        port = free_port()
+        m.port = port
+        with ServerProcess(target.argv(port), port, name=f"{target.key}-idle", log_dir=logdir, env=target.env) as server:
+            await m.warmup()
+            await m.idle(server.pid)
+    return m
+
+
+# -- the local model (f) -------------------------------------------------------------------
+
+
+def model_note() -> str:
+    """Why the local-model comparison (f) is not run (the smollm2 generator is optional)."""
+    for name in ("streaming.generators.smollm2", "streaming.generators.llama"):
+        if _has_module(name):
+            return f"{name} exists but this harness does not drive it yet"
+    return "no local-model generator (streaming/generators/smollm2.py) exists yet"
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+def figure_list(sizes: Sizes) -> list[Figure]:
+    figs = [
+        Figure("single_chunks_per_s", f"one stream of {sizes.single:,} chunks: chunks/s", "chunks/s", True),
+        Figure("single_events_per_s", f"one stream of {sizes.single:,} chunks: SSE events/s", "events/s", True),
+        Figure("ttfd_median_ms", "request to first delta, median", "ms", False),
+        Figure("ttfd_p99_ms", "request to first delta, p99", "ms", False),
+    ]
+    for streams, chunks in sizes.conc:
+        figs.append(Figure(f"conc{streams}_chunks_per_s", f"{streams:,} streams x {chunks:,} chunks: aggregate chunks/s", "chunks/s", True))
+        figs.append(Figure(f"conc{streams}_gap_p99_ms", f"{streams:,} streams: p99 gap between deltas", "ms", False))
+    figs.append(Figure("idle_kib_per_stream", f"{sizes.idle:,} idle open streams: RSS per stream", "KiB", False))
+    return figs
+
+
+@dataclass
+class Goal:
+    figure: str
+    server: str
+    text: str
+    met: bool | None  # None: cannot be judged (a reference is missing)
+    value: float | None = None
+
+
+def goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
+    def v(server: str, key: str) -> float | None:
+        return res.get(server, {}).get(key)
+
+    def judge(cond: Callable[[], bool], *needed: float | None) -> bool | None:
+        return None if any(x is None for x in needed) else cond()
+
+    out: list[Goal] = []
+    floor, ls = v("floor", "single_chunks_per_s"), v("langserve", "single_chunks_per_s")
+    nc = v("runtime-nocoalesce", "single_chunks_per_s")
+    out.append(Goal("single_chunks_per_s", "runtime-nocoalesce", ">= 0.8x (a)",
+                    judge(lambda: nc >= 0.8 * floor, nc, floor), nc))  # type: ignore[operator]
+    rt = v("runtime", "single_chunks_per_s")
+    out.append(Goal("single_chunks_per_s", "runtime", ">= 5x (a)", judge(lambda: rt >= 5 * floor, rt, floor), rt))  # type: ignore[operator]
+    out.append(Goal("single_chunks_per_s", "runtime", ">= 1.5x (b)", judge(lambda: rt >= 1.5 * ls, rt, ls), rt))  # type: ignore[operator]
+    big = max(s for s, _ in sizes.conc)
+    fa, ra = v("floor", f"conc{big}_chunks_per_s"), v("runtime", f"conc{big}_chunks_per_s")
+    out.append(Goal(f"conc{big}_chunks_per_s", "runtime", ">= 1x (a)", judge(lambda: ra >= fa, ra, fa), ra))  # type: ignore[operator]
+    gap = v("runtime", f"conc{big}_gap_p99_ms")
+    out.append(Goal(f"conc{big}_gap_p99_ms", "runtime", "< 250 ms", judge(lambda: gap < 250, gap), gap))  # type: ignore[operator]
+    kib = v("runtime", "idle_kib_per_stream")
+    out.append(Goal("idle_kib_per_stream", "runtime", "< 40 KiB", judge(lambda: kib < 40, kib), kib))  # type: ignore[operator]
+    ft, rtt = v("floor", "ttfd_median_ms"), v("runtime", "ttfd_median_ms")
+    out.append(Goal("ttfd_median_ms", "runtime", "<= (a) + 2 ms", judge(lambda: rtt <= ft + 2, rtt, ft), rtt))  # type: ignore[operator]
+    for store in ("sqlite", "redis"):
+        sv = v(store, "single_chunks_per_s")
+        out.append(Goal("single_chunks_per_s", store, ">= 0.5x memory (c)", judge(lambda sv=sv: sv >= 0.5 * rt, sv, rt), sv))  # type: ignore[misc,operator]
+    return out
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("ms",):
+        return f"{value:,.2f}"
+    if unit == "KiB":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def _ratio(value: float | None, ref: float | None) -> str:
+    if value is None or not ref:
+        return "-"
+    return f"{value / ref:.2f}x"
+
+
+def build_rows(
+    figs: list[Figure], res: dict[str, dict[str, float]], labels: dict[str, str], goal_list: list[Goal]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    by_cell: dict[tuple[str, str], list[Goal]] = {}
+    for g in goal_list:
+        by_cell.setdefault((g.figure, g.server), []).append(g)
+    for fig in figs:
+        for server, label in labels.items():
+            value = res.get(server, {}).get(fig.key)
+            cell_goals = by_cell.get((fig.key, server), [])
+            if value is None and not cell_goals:
+                continue
+            floor, ls = res.get("floor", {}).get(fig.key), res.get("langserve", {}).get(fig.key)
+            rows.append({
+                "figure": fig.key, "figure_label": fig.label, "unit": fig.unit,
+                "higher_is_better": fig.higher_is_better, "server": server, "server_label": label,
+                "value": value,
+                "vs_floor": None if value is None or not floor else value / floor,
+                "vs_langserve": None if value is None or not ls else value / ls,
+                "goals": [{"goal": g.text, "met": g.met} for g in cell_goals],
+            })
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    header = ["figure", "server", "value", "unit", "x (a)", "x (b)", "goal", "met"]
+    lines: list[list[str]] = []
+    last_fig = None
+    for row in rows:
+        goals_ = row["goals"] or [{"goal": "", "met": None}]
+        for i, g in enumerate(goals_):
+            first = i == 0
+            fig = row["figure_label"] if row["figure"] != last_fig and first else ""
+            met = "" if not g["goal"] else ("yes" if g["met"] else "n/a" if g["met"] is None else "NO")
+            value = row["value"]
+            lines.append([
+                fig,
+                row["server_label"] if first else "",
+                _fmt(value, row["unit"]) if first else "",
+                row["unit"] if first else "",
+                (f"{row['vs_floor']:.2f}x" if row["vs_floor"] else "-") if first else "",
+                (f"{row['vs_langserve']:.2f}x" if row["vs_langserve"] else "-") if first else "",
+                g["goal"],
+                met,
+            ])
+            if first:
+                last_fig = row["figure"]
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(header)]
+    right = {2, 4, 5}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = [fmt(header), fmt(["-" * w for w in widths])]
+    prev = None
+    for r in lines:
+        if r[0] and prev is not None:
+            out.append("")
+        out.append(fmt(r))
+        prev = r
+    return "\n".join(out)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = QUICK if args.quick else FULL
+    if args.idle is not None:
+        sizes = Sizes(**{**asdict(sizes), "idle": args.idle})
+    nofile = raise_nofile()
+    if nofile < sizes.idle * 2 + 100:
+        sizes = Sizes(**{**asdict(sizes), "idle": max(0, nofile // 2 - 100)})
+    logdir = HERE / "logs"
+    started = time.time()
+    results: dict[str, dict[str, float]] = {}
+    servers: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for target in targets(args, Path(tmp)):
+            entry: dict[str, Any] = {"label": target.label}
+            servers[target.key] = entry
+            if target.status == "ok":
+                print(f"-- {target.label} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                try:
+                    ctx = target.setup() if target.setup else None
+                    if ctx is not None:
+                        with ctx:
+                            m = await measure(target, sizes, logdir, args.profile and target.key.startswith("runtime"))
+                    else:
+                        m = await measure(target, sizes, logdir, args.profile and target.key.startswith("runtime"))
+                except SetupError as exc:
+                    target.status, target.note = "failed", f"could not start: {exc}"
+                else:
+                    results[target.key] = m.figures
+                    entry["figures"] = m.figures
+                    entry["details"] = m.details
+                    target.note = "; ".join(m.notes)
+                entry["seconds"] = round(time.perf_counter() - t0, 1)
+            entry["status"], entry["note"] = target.status, target.note
+    servers["model"] = {"label": "(f) local model: direct vs runtime", "status": "skipped", "note": model_note()}
+    labels = {k: v["label"] for k, v in servers.items() if v.get("figures")}
+    figs = figure_list(sizes)
+    goal_list = goals(results, sizes)
+    rows = build_rows(figs, results, labels, goal_list)
+    return {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "sizes": asdict(sizes),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "chunk": "tok ",
+        },
+        "servers": servers,
+        "rows": rows,
+        "goals": [asdict(g) for g in goal_list],
+    }
+
+
+def report(data: dict[str, Any]) -> str:
+    lines = [
+        f"Benchmark ({data['meta']['mode']}, {data['meta']['machine']}, Python {data['meta']['python']}, "
+        f"{data['meta']['seconds']:.0f} s); x (a) = ratio to the floor, x (b) = ratio to LangServe",
+        "",
+        render_table(data["rows"]),
+        "",
+    ]
+    for s in data["servers"].values():
+        if s["status"] != "ok" or s.get("note"):
+            lines.append(f"{s['label']}: {s['status']}{' - ' + s['note'] if s.get('note') else ''}")
+    judged = [g for g in data["goals"] if g["met"] is not None]
+    lines.append(f"goals met: {sum(1 for g in judged if g['met'])} of {len(judged)} judged ({len(data['goals']) - len(judged)} not judged)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the CI smoke test)")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY",
+                        help="only these servers (the floor always runs): langserve, runtime, runtime-nocoalesce, sqlite, redis")
+    parser.add_argument("--idle", type=int, default=None, help="open idle streams (default 10,000; quick 100)")
+    parser.add_argument("--no-install", action="store_true", help="do not create the LangServe virtualenv")
+    parser.add_argument("--profile", action="store_true", help="py-spy the runtime servers (benchmarks/profiles/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json)")
+    args = parser.parse_args(argv)
+    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    runner = _runner()
+    data = runner(run(args))
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(report(data))
+    print(f"\nresults: {out}")
+    return 0
+
+
+def _runner() -> Callable[[Any], Any]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return lambda coro: asyncio.Runner(loop_factory=uvloop.new_event_loop).run(coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
