@@ -124,7 +124,7 @@ def create_app(
             app.state.loop = asyncio.get_running_loop()
             yield
 
-    from server import metrics
+    from server import metrics, openapi
     from server.auth import AuthConfig, AuthMiddleware
 
     auth = AuthConfig(settings.api_keys, settings.token_secret)
@@ -141,7 +141,7 @@ def create_app(
         )
     middleware.append(Middleware(AuthMiddleware, config=auth))
     app = Starlette(
-        routes=routes() + metrics.ROUTES + list(extra_routes or []),
+        routes=routes() + metrics.ROUTES + openapi.ROUTES + list(extra_routes or []),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         middleware=middleware,

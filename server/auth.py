@@ -27,7 +27,7 @@ from streaming.model import Generation
 
 __all__ = ["AuthConfig", "AuthMiddleware", "Principal", "authorize_generation", "new_owner"]
 
-_PUBLIC_PATHS = ("/healthz",)
+_PUBLIC_PATHS = ("/healthz", "/openapi.json")
 _PUBLIC_PREFIXES = ("/static/",)
 
 

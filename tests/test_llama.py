@@ -148,12 +148,23 @@ async def test_tool_round_trip_with_the_real_model(runtime: Runtime) -> None:
     assert usage(events, "prompt tokens") > 0 and usage(events, "sampled tokens") > 0
 
 
-async def test_a_missing_model_file_fails_with_a_code(runtime: Runtime) -> None:
+async def test_a_missing_model_file_fails_with_a_code(runtime: Runtime, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STREAMING_MODEL_DIRS", str(tmp_path))
     gen = await runtime.start(
-        GenerateRequest(generator="smollm2", prompt="hi", options={"model_path": "/nonexistent/model.gguf"}),
+        GenerateRequest(generator="smollm2", prompt="hi", options={"model_path": str(tmp_path / "missing.gguf")}),
         subscribed=True,
     )
     events = await collect(runtime, gen.id)
     check_invariants(events)
     assert events[-1].type == "generation.failed"
     assert events[-1].to_dict()["error"]["code"] == "model_unavailable"
+
+
+async def test_model_path_outside_the_allowed_directories_is_refused(runtime: Runtime) -> None:
+    for path in ("/etc/passwd", "/tmp/../etc/model.gguf"):
+        gen = await runtime.start(
+            GenerateRequest(generator="smollm2", prompt="hi", options={"model_path": path}), subscribed=True
+        )
+        events = await collect(runtime, gen.id)
+        check_invariants(events)
+        assert events[-1].to_dict()["error"]["code"] == "invalid_request"

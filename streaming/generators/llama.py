@@ -448,15 +448,43 @@ class LlamaGenerator(StreamingGenerator):
     def pool(self, options: dict[str, Any] | None = None) -> ModelPool:
         """The shared pool this generator decodes with (loads the model on first use)."""
         options = options or {}
-        path = options.get("model_path") or self.config.get("model_path")
+        requested = options.get("model_path")
+        if requested is not None:
+            self._check_requested_path(requested)
+        path = requested or self.config.get("model_path")
         if path is not None and not isinstance(path, str):
-            raise InvalidRequestError("option 'model_path' must be a string")
+            raise InvalidRequestError("config 'model_path' must be a string")
         return load_model(
             path,
             n_ctx=int(self.config.get("n_ctx", 2048)),
             parallel=int(self.config.get("parallel", 2)),
             n_threads=self.config.get("n_threads"),
         )
+
+    def model_dirs(self) -> list[str]:
+        """Directories a request's ``model_path`` may point into: the generator's
+        ``model_dirs`` config, ``STREAMING_MODEL_DIRS`` (os.pathsep-separated) and the
+        bundled model's own directory. A client never makes the server open other files."""
+        dirs = list(self.config.get("model_dirs") or [])
+        dirs += [d for d in os.environ.get("STREAMING_MODEL_DIRS", "").split(os.pathsep) if d]
+        try:
+            dirs.append(os.path.dirname(default_model_path()))
+        except Exception:  # the bundled model is optional
+            pass
+        return [os.path.realpath(d) for d in dirs]
+
+    def _check_requested_path(self, requested: Any) -> None:
+        if not isinstance(requested, str) or not requested:
+            raise InvalidRequestError("option 'model_path' must be a non-empty string")
+        real = os.path.realpath(requested)
+        allowed = self.model_dirs()
+        inside = any(real.startswith(d + os.sep) for d in allowed)
+        if not inside or not real.endswith(".gguf"):
+            raise InvalidRequestError(
+                "option 'model_path' must name a .gguf file in an allowed model directory",
+                suggestion="the server's operator lists them in STREAMING_MODEL_DIRS or the "
+                "generator's model_dirs config",
+            )
 
     def determine_output_block_types(
         self, request: PluginRequest[RawBlockAndTagPluginInput]
