@@ -157,11 +157,19 @@ class StreamingClient:
         ):
             if value is not None:
                 body[key] = value
-        data = await self._json("POST", "/generations", json=body)
+        data = await self._start(body)
         stream = GenerationStream(self, data["generation"], data.get("blocks", []))
         for name, handler in (tool_handlers or {}).items():
             stream.on_tool_call(name, handler)
         return stream
+
+    async def _start(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send the body of ``POST /generations``; the answer (``generation``, ``blocks``).
+
+        The transport hook of :meth:`generate` (the WebSocket client sends a frame instead).
+        """
+        data: dict[str, Any] = await self._json("POST", "/generations", json=body)
+        return data
 
     async def attach(self, generation_id: str, after: int = 0) -> GenerationStream:
         """A stream of an existing generation, from event ``after`` on."""

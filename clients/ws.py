@@ -31,7 +31,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from clients.client import GenerationStream, StreamingClient, ToolHandler, error_from_dict
+from clients.client import StreamingClient, error_from_dict
 from streaming import errors as E
 from streaming.events import Event
 
@@ -349,44 +349,15 @@ class WebSocketClient(StreamingClient):
         """A ``ping`` frame, answered by ``pong``."""
         await self._request({"type": "ping"})
 
-    async def generate(
-        self,
-        generator: str,
-        *,
-        prompt: str | None = None,
-        messages: list[dict[str, str]] | None = None,
-        blocks: list[dict[str, Any]] | None = None,
-        options: dict[str, Any] | None = None,
-        capabilities: list[dict[str, Any]] | None = None,
-        tools: list[dict[str, Any] | str] | None = None,
-        file_id: str | None = None,
-        on_disconnect: str | None = None,
-        tool_handlers: dict[str, ToolHandler] | None = None,
-    ) -> GenerationStream:
-        """Start a generation with a ``generate`` frame; its stream (events already routed).
+    async def _start(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A ``generate`` frame; its ack (``generation``, ``blocks``), sent before any event.
 
         Raises:
             StreamingError: the server refused it.
-            ConnectionLostError: the socket dropped before the server answered.
+            ConnectionLostError: the socket dropped before the server answered (not resent:
+                the generation may have started).
         """
-        frame: dict[str, Any] = {"type": "generate", "generator": generator}
-        for key, value in (
-            ("prompt", prompt),
-            ("messages", messages),
-            ("blocks", blocks),
-            ("options", options),
-            ("capabilities", capabilities),
-            ("tools", tools),
-            ("file_id", file_id),
-            ("on_disconnect", on_disconnect),
-        ):
-            if value is not None:
-                frame[key] = value
-        ack = await self._request(frame, resend=False)
-        stream = GenerationStream(self, ack["generation"], ack.get("blocks", []))
-        for name, handler in (tool_handlers or {}).items():
-            stream.on_tool_call(name, handler)
-        return stream
+        return await self._request({"type": "generate", **body}, resend=False)
 
     async def cancel(self, generation_id: str) -> dict[str, Any]:
         ack = await self._request({"type": "cancel", "generation_id": generation_id})

@@ -168,6 +168,17 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(OUTPUT / name), full_page=True)
 
 
+def start_streaming(
+    context: BrowserContext, server: LiveServer, transport: str
+) -> tuple[Page, str]:
+    """A page streaming ``"tok " * 600`` (about 3 s), caught a few words in."""
+    page = open_page(context, server, transport=transport)
+    configure(page, "echo", options={"repeat": 600, "delay_ms": 5})
+    gen_id = send(page, "tok ")
+    wait_text_longer(page, gen_id, 40)
+    return page, gen_id
+
+
 # -- the tests --
 
 
@@ -277,10 +288,7 @@ def test_network_cut_mid_stream_completes_exactly_once(
     context: BrowserContext, resilient_server: LiveServer, transport: str
 ) -> None:
     server = resilient_server
-    page = open_page(context, server, transport=transport)
-    configure(page, "echo", options={"repeat": 600, "delay_ms": 5})
-    gen_id = send(page, "tok ")
-    wait_text_longer(page, gen_id, 40)
+    page, gen_id = start_streaming(context, server, transport)
 
     # The network goes away: live connections die and reconnects fail for a while.
     down = {"on": True}
@@ -326,10 +334,7 @@ def test_reload_mid_stream_resumes(
     context: BrowserContext, resilient_server: LiveServer, transport: str
 ) -> None:
     server = resilient_server
-    page = open_page(context, server, transport=transport)
-    configure(page, "echo", options={"repeat": 600, "delay_ms": 5})
-    gen_id = send(page, "tok ")
-    wait_text_longer(page, gen_id, 40)
+    page, gen_id = start_streaming(context, server, transport)
     page.reload()
     page.evaluate("window.streamingDemo.ready")
     # The conversation is back, and the running generation resumes where the page was.
