@@ -18,6 +18,8 @@ EXPECTED = {
         "Here is what I found: [get_location result: Lisbon][get_weather result: Sunny, 21°C in Lisbon]",
         "succeeded",
     ],
+    "04_local_model.py": ["tool call: get_weather({'city': 'Paris'})", "[cancelled]", "(succeeded;"],
+    "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': 'Paris'})", ": succeeded"],
 }
 
 
