@@ -42,6 +42,9 @@ class ServerSettings:
     #: a client that takes longer than this to accept one write is dropped
     send_timeout_s: float = 30.0
     max_body_bytes: int = 1 << 20
+    #: largest WebSocket frame accepted (None: ``max_body_bytes``); uvicorn's own
+    #: ``ws_max_size`` (16 MiB) closes the socket above that
+    ws_max_frame_bytes: int | None = None
     #: origins allowed by CORS (empty: CORS off)
     cors_origins: list[str] = field(default_factory=list)
     #: API keys; empty: no auth (see server/auth.py)

@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from server.app import ServerSettings
 from server.errors import validation_error
 from streaming.errors import (
     InvalidRequestError,
@@ -326,8 +327,8 @@ def _str_field(frame: dict[str, Any], name: str) -> str:
 async def ws_endpoint(websocket: WebSocket) -> None:
     app = websocket.app
     runtime: Runtime = app.state.runtime
-    settings = app.state.settings
-    limit = getattr(settings, "ws_max_frame_bytes", None) or settings.max_body_bytes
+    settings: ServerSettings = app.state.settings
+    limit = settings.ws_max_frame_bytes or settings.max_body_bytes
     await websocket.accept()
     session = WebSocketSession(websocket, runtime, max_frame_bytes=int(limit))
     await session.run()

@@ -306,7 +306,7 @@ BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
 
 @pytest.fixture
 def small_frames_server() -> Any:
-    settings = ServerSettings(max_body_bytes=4096, runtime=RuntimeSettings())
+    settings = ServerSettings(ws_max_frame_bytes=4096, runtime=RuntimeSettings())
     live = LiveServer(create_app(settings)).start()
     yield live
     live.stop()
