@@ -41,6 +41,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.app import ServerSettings
+from server.auth import AuthConfig, authorize_generation, new_owner
 from server.errors import validation_error
 from streaming.errors import (
     InvalidRequestError,
@@ -227,7 +228,7 @@ class WebSocketSession:
                 after = 0
             if isinstance(after, bool) or not isinstance(after, int) or after < 0:
                 raise InvalidRequestError("'after' must be a non-negative integer seq")
-            await self.runtime.get_generation(gen_id)  # NotFoundError before subscribing
+            await authorize_generation(self.websocket, self.runtime, gen_id)  # 404 first
             await self._ack("subscribe", ref, gen_id, after=after)
             self._subscribe(gen_id, after)
         elif kind == "unsubscribe":
@@ -241,7 +242,7 @@ class WebSocketSession:
             reason = frame.get("reason", "cancelled by client")
             if not isinstance(reason, str):
                 raise InvalidRequestError("'reason' must be a string")
-            await self.runtime.get_generation(gen_id)
+            await authorize_generation(self.websocket, self.runtime, gen_id)
             # Waiting for the cancel to take effect must not stop us reading frames.
             assert self._tg is not None
             self._tg.start_soon(self._cancel, gen_id, reason, ref)
@@ -249,6 +250,7 @@ class WebSocketSession:
             gen_id = _str_field(frame, "generation_id")
             body = {k: v for k, v in frame.items() if k not in ("type", "ref", "generation_id")}
             answer = ToolResultRequest.model_validate(body)
+            await authorize_generation(self.websocket, self.runtime, gen_id)
             await self.runtime.submit_tool_result(gen_id, answer)
             await self._ack("tool.result", ref, gen_id, call_id=answer.call_id)
         elif kind == "ping":
@@ -262,19 +264,25 @@ class WebSocketSession:
             )
 
     async def _generate(self, frame: dict[str, Any], ref: Any) -> None:
+        owner = new_owner(self.websocket)
         body = {k: v for k, v in frame.items() if k not in ("type", "ref")}
         request = GenerateRequest.model_validate(body)
-        generation = await self.runtime.start(request, subscribed=True)
+        generation = await self.runtime.start(request, subscribed=True, owner=owner)
         try:
             blocks = await self.runtime.get_generation_blocks(generation)
+            extra: dict[str, Any] = {}
+            auth: AuthConfig | None = getattr(self.websocket.app.state, "auth", None)
+            if auth is not None and auth.enabled:
+                extra["read_token"] = auth.read_token(generation.id)
             # The ack goes out before the first event, so a client can route by ref.
             await self._ack(
                 "generate",
                 ref,
                 generation.id,
-                generation=generation.model_dump(mode="json"),
+                generation=generation.public(),
                 blocks=[b.model_dump(mode="json") for b in blocks],
                 events_url=f"/generations/{generation.id}/events",
+                **extra,
             )
         finally:
             # Subscribed even if the ack failed: then the session ends, the subscription
@@ -287,7 +295,7 @@ class WebSocketSession:
         except StreamingError as exc:
             await self._error(exc, ref=ref, generation_id=generation_id)
             return
-        await self._ack("cancel", ref, generation_id, generation=generation.model_dump(mode="json"))
+        await self._ack("cancel", ref, generation_id, generation=generation.public())
 
     # -- subscriptions --
 

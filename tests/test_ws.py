@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from clients.client import StreamingClient
 from clients.ws import WebSocketClient, ws_url_of
@@ -512,3 +513,44 @@ async def test_client_attach_cancel_and_errors(server: LiveServer) -> None:
         assert [e.seq for e in watcher.events][0] == 3
         with pytest.raises(E.GenerationCancelledError):
             await watcher.text()
+
+
+@pytest.fixture
+def keyed_server() -> Any:
+    live = LiveServer(create_app(ServerSettings(api_keys=["key-one", "key-two"]))).start()
+    yield live
+    live.stop()
+
+
+async def test_auth_keys_and_read_tokens_over_the_socket(keyed_server: LiveServer) -> None:
+    url = ws_url_of(keyed_server.url)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    # Closed before the handshake completes: uvicorn answers the upgrade with 403.
+    assert refused.value.response.status_code == 403
+    async with connect(url, additional_headers={"Authorization": "Bearer key-one"}) as one:
+        ack = await generate(
+            one, "mine", generator="echo", prompt="secret", on_disconnect="continue"
+        )
+        gen_id, token = ack["generation_id"], ack["read_token"]
+        assert "owner" not in ack["generation"]
+        events: list[dict[str, Any]] = []
+        await until_terminal(one, gen_id, events)
+    # Another key cannot see it (the same answer as an unknown id).
+    async with connect(f"{url}?access_token=key-two") as two:
+        await two.send(json.dumps({"type": "subscribe", "generation_id": gen_id, "ref": 1}))
+        err = await recv(two)
+        assert err["ref"] == 1 and err["error"]["code"] == "not_found"
+    # The read token reaches that one generation, and cannot start another.
+    async with connect(f"{url}?access_token={token}") as reader:
+        await reader.send(json.dumps({"type": "subscribe", "generation_id": gen_id, "ref": 2}))
+        assert (await recv(reader))["type"] == "ack"
+        replay: list[dict[str, Any]] = []
+        await until_terminal(reader, gen_id, replay)
+        assert replay == events
+        await reader.send(
+            json.dumps({"type": "generate", "ref": 3, "generator": "echo", "prompt": "x"})
+        )
+        err = await recv(reader)
+        assert err["ref"] == 3 and err["error"]["code"] == "forbidden"
