@@ -65,6 +65,8 @@ class StreamResult:
     ended_at: float = 0.0
     gaps: list[float] = field(default_factory=list)
     error: str | None = None
+    #: the raw response body (chunked framing included), kept only when asked for
+    body: bytearray | None = None
 
     @property
     def ttfc(self) -> float | None:
@@ -75,10 +77,10 @@ class StreamResult:
 class _StreamProtocol(asyncio.Protocol):
     """One request, one response, counted as the bytes arrive."""
 
-    def __init__(self, request: bytes, *, record_gaps: bool) -> None:
+    def __init__(self, request: bytes, *, record_gaps: bool, keep_body: bool = False) -> None:
         self.request = request
         self.record_gaps = record_gaps
-        self.result = StreamResult()
+        self.result = StreamResult(body=bytearray() if keep_body else None)
         self.done: asyncio.Future[StreamResult] = asyncio.get_running_loop().create_future()
         self.headers_seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -112,6 +114,8 @@ class _StreamProtocol(asyncio.Protocol):
                 self.headers_seen.set_result(None)
             if not data:
                 return
+        if self.result.body is not None:
+            self.result.body += data
         buf = self._tail_chunk + data
         n = buf.count(CHUNK)
         self._tail_chunk = buf[-3:]
@@ -137,11 +141,13 @@ class _StreamProtocol(asyncio.Protocol):
             self.done.set_result(self.result)
 
 
-async def _open(request: Request, *, record_gaps: bool) -> _StreamProtocol:
+async def _open(request: Request, *, record_gaps: bool, keep_body: bool = False) -> _StreamProtocol:
     loop = asyncio.get_running_loop()
     raw = request.encode()
     _, proto = await loop.create_connection(
-        lambda: _StreamProtocol(raw, record_gaps=record_gaps), request.host, request.port
+        lambda: _StreamProtocol(raw, record_gaps=record_gaps, keep_body=keep_body),
+        request.host,
+        request.port,
     )
     return proto
 
@@ -150,6 +156,7 @@ async def run_streams(
     requests: list[Request],
     *,
     record_gaps: bool = True,
+    keep_body: bool = False,
     connect_concurrency: int = 256,
     timeout_s: float = 300.0,
 ) -> list[StreamResult]:
@@ -160,7 +167,7 @@ async def run_streams(
     async def one(req: Request) -> StreamResult:
         async with sem:
             try:
-                proto = await _open(req, record_gaps=record_gaps)
+                proto = await _open(req, record_gaps=record_gaps, keep_body=keep_body)
             except OSError as exc:
                 return StreamResult(error=f"connect: {exc}")
         return await proto.done

@@ -55,10 +55,15 @@ class Sizes:
     conc: tuple[tuple[int, int], ...]  # (streams, chunks each)
     idle: int  # open idle streams
     warmup: int = 3
+    model_tokens: int = 128  # max_tokens of each local-model run (f)
+    model_runs: int = 3
 
 
 FULL = Sizes(single=100_000, ttfd=200, ttfd_chunks=8, conc=((100, 1000), (1000, 100)), idle=10_000)
-QUICK = Sizes(single=2_000, ttfd=10, ttfd_chunks=8, conc=((10, 100), (20, 50)), idle=100, warmup=1)
+QUICK = Sizes(
+    single=2_000, ttfd=10, ttfd_chunks=8, conc=((10, 100), (20, 50)), idle=100, warmup=1,
+    model_tokens=16, model_runs=1,
+)
 
 
 # -- what is compared --------------------------------------------------------------------
@@ -325,17 +330,6 @@ async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool) -> 
     return m
 
 
-# -- the local model (f) -------------------------------------------------------------------
-
-
-def model_note() -> str:
-    """Why the local-model comparison (f) is not run (the smollm2 generator is optional)."""
-    for name in ("streaming.generators.smollm2", "streaming.generators.llama"):
-        if _has_module(name):
-            return f"{name} exists but this harness does not drive it yet"
-    return "no local-model generator (streaming/generators/smollm2.py) exists yet"
-
-
 # -- the table -----------------------------------------------------------------------------
 
 
@@ -358,6 +352,7 @@ def figure_list(sizes: Sizes) -> list[Figure]:
         figs.append(Figure(f"conc{streams}_chunks_per_s", f"{streams:,} streams x {chunks:,} chunks: aggregate chunks/s", "chunks/s", True))
         figs.append(Figure(f"conc{streams}_gap_p99_ms", f"{streams:,} streams: p99 gap between deltas", "ms", False))
     figs.append(Figure("idle_kib_per_stream", f"{sizes.idle:,} idle open streams: RSS per stream", "KiB", False))
+    figs.append(Figure("model_tokens_per_s", f"local model, {sizes.model_tokens} greedy tokens: tokens/s", "tokens/s", True))
     return figs
 
 
@@ -397,6 +392,8 @@ def goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
     for store in ("sqlite", "redis"):
         sv = v(store, "single_chunks_per_s")
         out.append(Goal("single_chunks_per_s", store, ">= 0.5x memory (c)", judge(lambda sv=sv: sv >= 0.5 * rt, sv, rt), sv))  # type: ignore[misc,operator]
+    md, mr = v("model-direct", "model_tokens_per_s"), v("model-runtime", "model_tokens_per_s")
+    out.append(Goal("model_tokens_per_s", "model-runtime", ">= 0.98x direct", judge(lambda: mr >= 0.98 * md, mr, md), mr))  # type: ignore[operator]
     return out
 
 
@@ -480,6 +477,38 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+async def run_model(
+    args: argparse.Namespace, sizes: Sizes, logdir: Path, servers: dict[str, Any], results: dict[str, dict[str, float]]
+) -> None:
+    """(f): the local model direct and through the runtime, or a note saying why not."""
+    from benchmarks.model import measure_model, model_available
+
+    direct = servers["model-direct"] = {"label": "(f) local model, direct"}
+    through = servers["model-runtime"] = {"label": "(f) local model, through the runtime"}
+    why = model_available()
+    if why is not None:
+        for entry in (direct, through):
+            entry["status"], entry["note"] = "skipped", why
+        return
+    print("-- (f) local model ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        out = await measure_model(sizes.model_tokens, sizes.model_runs, logdir)
+    except Exception as exc:  # the model is optional: its failure is a note, not a crash
+        for entry in (direct, through):
+            entry["status"], entry["note"] = "failed", f"{type(exc).__name__}: {exc}"
+        return
+    for key, entry in (("model-direct", direct), ("model-runtime", through)):
+        figures = out["figures"].get(key)
+        entry["status"] = "ok" if figures else "failed"
+        entry["note"] = "; ".join(out["notes"])
+        if figures:
+            entry["figures"] = figures
+            results[key] = figures
+    through["details"] = out["details"]
+    through["seconds"] = round(time.perf_counter() - t0, 1)
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -517,7 +546,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     target.note = "; ".join(m.notes)
                 entry["seconds"] = round(time.perf_counter() - t0, 1)
             entry["status"], entry["note"] = target.status, target.note
-    servers["model"] = {"label": "(f) local model: direct vs runtime", "status": "skipped", "note": model_note()}
+        if _wanted(args, "model"):
+            await run_model(args, sizes, logdir, servers, results)
     labels = {k: v["label"] for k, v in servers.items() if v.get("figures")}
     figs = figure_list(sizes)
     goal_list = goals(results, sizes)
@@ -558,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the CI smoke test)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY",
-                        help="only these servers (the floor always runs): langserve, runtime, runtime-nocoalesce, sqlite, redis")
+                        help="only these servers (the floor always runs): langserve, runtime, runtime-nocoalesce, sqlite, redis, model")
     parser.add_argument("--idle", type=int, default=None, help="open idle streams (default 10,000; quick 100)")
     parser.add_argument("--no-install", action="store_true", help="do not create the LangServe virtualenv")
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime servers (benchmarks/profiles/)")
