@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 from clients.sse import SSEDecoder
+from server.app import ServerSettings, create_app
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
 
@@ -355,3 +356,53 @@ def test_reload_mid_stream_resumes(
         == (server_generation(server, gen_id)["generation"]["file_id"])
     )
     screenshot(page, f"browser-reload-{transport}.png")
+
+
+MODULE_API = """
+async (transport) => {
+  const { StreamingClient } = await import("/static/streaming-client.js");
+  const client = new StreamingClient("", { transport });
+  const gen = await client.generate({ generator: "echo", prompt: "a ü 🌍 ", options: { repeat: 5, delay_ms: 2 } });
+  const deltas = [];
+  const seen = [];
+  gen.on("delta", (block, text) => deltas.push(text));
+  gen.on("event", (ev) => seen.push(ev.type));
+  const chunks = [];
+  for await (const block of gen.blocks()) {
+    for await (const text of block) chunks.push(text);
+  }
+  const text = await gen.text();
+  client.close();
+  return { chunks: chunks.join(""), deltas: deltas.join(""), text, state: gen.state,
+           seqs: gen.events.map((e) => e.seq), last: seen[seen.length - 1] };
+}
+"""
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_module_api_callbacks_and_async_iterators(
+    context: BrowserContext, server: LiveServer, transport: str
+) -> None:
+    page = open_page(context, server)
+    out = page.evaluate(MODULE_API, transport)
+    expected = "a ü 🌍 " * 5
+    assert out["chunks"] == out["deltas"] == out["text"] == expected
+    assert out["state"] == "succeeded" and out["last"] == "generation.completed"
+    assert out["seqs"] == list(range(1, len(out["seqs"]) + 1))
+
+
+def test_page_with_an_api_key(context: BrowserContext) -> None:
+    live = LiveServer(create_app(ServerSettings(api_keys=["browser-key"]))).start()
+    try:
+        page = context.new_page()
+        page.goto(live.url + "/?access_token=browser-key")
+        page.evaluate("window.streamingDemo.ready")
+        page.wait_for_selector("#generator option[value=echo]", state="attached")
+        for transport in ("sse", "ws"):
+            page.select_option("#transport", transport)
+            gen_id = send(page, f"over {transport}")
+            wait_state(page, gen_id, "succeeded")
+            assert shown_text(page, gen_id) == f"over {transport}"
+        assert httpx.get(f"{live.url}/generations/{gen_id}").status_code == 401
+    finally:
+        live.stop()

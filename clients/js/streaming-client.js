@@ -388,7 +388,9 @@ class SSETransport {
   }
   open() {
     if (this.closed || this.gen.finished) return;
-    const url = this.client.url(`/generations/${encodeURIComponent(this.gen.id)}/events?after=${this.gen.lastSeq}`);
+    const url = this.client._withToken(
+      this.client.url(`/generations/${encodeURIComponent(this.gen.id)}/events?after=${this.gen.lastSeq}`),
+    );
     const es = new EventSource(url);
     this.es = es;
     const onMessage = (msg) => {
@@ -550,15 +552,21 @@ class WSConnection {
  * Talks to a streaming server.
  * @param {string} baseUrl  "" for the page's own origin.
  * @param {{transport?: "sse"|"ws", reconnectDelayMs?: number, maxReconnectDelayMs?: number,
- *          headers?: Record<string,string>}} options
+ *          headers?: Record<string,string>, accessToken?: string}} options
+ *   `accessToken`: an API key or a read token, sent as `Authorization: Bearer` with fetch and
+ *   as `?access_token=` where a browser cannot set headers (EventSource, WebSocket).
  */
 export class StreamingClient {
-  constructor(baseUrl = "", { transport = "sse", reconnectDelayMs = 250, maxReconnectDelayMs = 5000, headers = {} } = {}) {
+  constructor(
+    baseUrl = "",
+    { transport = "sse", reconnectDelayMs = 250, maxReconnectDelayMs = 5000, headers = {}, accessToken = null } = {},
+  ) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     this.transport = transport;
     this.reconnectDelayMs = reconnectDelayMs;
     this.maxReconnectDelayMs = maxReconnectDelayMs;
-    this.headers = headers;
+    this.accessToken = accessToken;
+    this.headers = accessToken ? { Authorization: `Bearer ${accessToken}`, ...headers } : { ...headers };
     this._ws = null;
   }
 
@@ -566,11 +574,17 @@ export class StreamingClient {
     return this.baseUrl + path;
   }
 
+  /** `url` with `access_token` in its query, for EventSource and WebSocket. */
+  _withToken(url) {
+    if (!this.accessToken) return url;
+    return `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(this.accessToken)}`;
+  }
+
   wsUrl() {
     const base = new URL(this.baseUrl || "/", globalThis.location?.href);
     base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
     base.pathname = base.pathname.replace(/\/+$/, "") + "/ws";
-    return base.href;
+    return this._withToken(base.href);
   }
 
   _socket() {

@@ -34,7 +34,10 @@ let fileId = null;
 
 function makeClient() {
   client?.close();
-  client = new StreamingClient("", { transport: $("transport").value });
+  // With API keys on the server: open the page as /?access_token=<key> (kept for the session).
+  const token = new URLSearchParams(location.search).get("access_token") || sessionStorage.getItem(`${KEY}-token`);
+  if (token) sessionStorage.setItem(`${KEY}-token`, token);
+  client = new StreamingClient("", { transport: $("transport").value, accessToken: token });
 }
 
 function status(text) {
