@@ -124,9 +124,19 @@ class AuthMiddleware:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 4401, "reason": message})
             return
-        response = error_response(
-            401, "unauthorized", message, "send Authorization: Bearer <api key or read token>"
-        )
+        if scope.get("path", "").startswith("/v1/"):
+            # OpenAI's error shape, so every OpenAI SDK raises its AuthenticationError.
+            from starlette.responses import JSONResponse
+
+            response = JSONResponse(
+                {"error": {"message": message, "type": "invalid_request_error",
+                           "param": None, "code": "invalid_api_key"}},
+                status_code=401,
+            )
+        else:
+            response = error_response(
+                401, "unauthorized", message, "send Authorization: Bearer <api key or read token>"
+            )
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 

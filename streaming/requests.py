@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,6 +45,11 @@ class GenerateRequest(BaseModel):
     tools: list[Tool | str] = Field(default_factory=list)
     file_id: str | None = None
     on_disconnect: OnDisconnect = OnDisconnect.CANCEL
+    #: ``wait``: client-side tool calls are answered mid-stream (tool-results route or
+    #: WebSocket frame). ``return``: the generation ends (succeeded) once the model has
+    #: called client tools, and the client sends the results in its next request, as
+    #: OpenAI's API does.
+    client_tools: Literal["wait", "return"] = "wait"
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:

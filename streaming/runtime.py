@@ -194,6 +194,7 @@ class _Call:
     done: anyio.Event = field(default_factory=anyio.Event)
     resolved: bool = False
     result_block_id: str | None = None
+    client_side: bool = False
 
 
 class _Live:
@@ -624,6 +625,11 @@ class Runtime:
             calls = live.round_calls
             if not calls:
                 return
+            if live.request.client_tools == "return" and any(c.client_side for c in calls):
+                # The client answers in its next request: finish the server's own calls
+                # of this turn, then end the generation here.
+                await self._resolve_round(live, [c for c in calls if not c.client_side])
+                return
             rounds += 1
             await self._resolve_round(live, calls)
             if rounds >= self.settings.max_tool_rounds:
@@ -847,6 +853,7 @@ class Runtime:
             except ToolArgumentsError as exc:
                 problem = f"invalid arguments: {exc}"
         client_side = problem is None and not server_side
+        call.client_side = client_side
         live.machine.tool_call(call_id, block_id, invocation.tool_name, invocation.args, client_side=client_side)
         if problem is not None:
             self._resolve(live, call, [problem], True)

@@ -100,3 +100,19 @@ def test_tokens_are_the_same_across_processes_with_the_same_keys() -> None:
     assert AuthConfig([KEY_A]).read_token("gen_1") != a.read_token("gen_1")
     assert a.authenticate(KEY_A) != a.authenticate(KEY_B)
     assert a.authenticate("nope") is None
+
+
+def test_openai_sdk_sees_its_own_auth_error(srv) -> None:
+    import openai
+
+    bad = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        bad.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "invalid_api_key"
+    good = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=KEY_A, max_retries=0)
+    answer = good.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "hi"
+    gen_id = answer.id.removeprefix("chatcmpl-")
+    # The generation it made belongs to the key that made it.
+    assert httpx.get(f"{srv.url}/generations/{gen_id}", headers=bearer(KEY_A)).status_code == 200
+    assert httpx.get(f"{srv.url}/generations/{gen_id}", headers=bearer(KEY_B)).status_code == 404

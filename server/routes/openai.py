@@ -12,8 +12,8 @@ failure after the stream started is one ``data: {"error": ...}`` frame (the SDKs
 
 Tools follow OpenAI's semantics: tools the client declares are the client's to run. When
 the model calls them, the response ends with ``finish_reason: "tool_calls"`` and the
-generation is ended (``cancelled``, reason :data:`TOOL_TURN_REASON`) rather than left
-waiting. The follow-up request carries the assistant ``tool_calls`` message and the
+generation ends there (``succeeded``; it runs with ``client_tools="return"``) rather than
+waiting for results mid-stream. The follow-up request carries the assistant ``tool_calls`` message and the
 ``tool`` messages; they become invocation and result blocks of a new generation, and the
 model answers from them. A tool that is also registered on the server runs server-side
 inside the generation, as on ``/generations``.
@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from server.app import read_json, runtime_of
+from server.auth import new_owner
 from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, Tool
 from streaming.errors import InvalidRequestError, StreamingError
 from streaming.events import Event
@@ -42,9 +43,7 @@ from streaming.model import MimeTypes, RoleTag, Tag, TagKind
 from streaming.requests import BlockInput, GenerateRequest
 from streaming.runtime import Runtime
 
-__all__ = ["ROUTES", "TOOL_TURN_REASON", "ChatCompletionRequest", "openai_error"]
-
-TOOL_TURN_REASON = "tool_calls returned to the client"
+__all__ = ["ROUTES", "ChatCompletionRequest", "openai_error"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -177,7 +176,11 @@ class ChatCompletionRequest(BaseModel):
             if self.parallel_tool_calls is not None:
                 options["parallel_tool_calls"] = self.parallel_tool_calls
         return GenerateRequest(
-            generator=self.model, blocks=_blocks(self.messages), options=options, tools=tools
+            generator=self.model,
+            blocks=_blocks(self.messages),
+            options=options,
+            tools=tools,
+            client_tools="return",
         )
 
 
@@ -295,8 +298,7 @@ class _Translator:
     """Reads a generation's events; says what to tell an OpenAI client.
 
     Text deltas of the assistant's text blocks become ``content``; calls of tools that are
-    not the server's become ``tool_calls``. :attr:`tool_turn_over` turns true once the
-    model has called client tools and finished its round (no text block left open).
+    not the server's become ``tool_calls``.
     """
 
     def __init__(self, server_tools: set[str]) -> None:
@@ -362,10 +364,6 @@ class _Translator:
             self.cancel_reason = str(data.get("reason") or "")
         return out
 
-    @property
-    def tool_turn_over(self) -> bool:
-        return bool(self.pending) and not self.open_blocks and self.outcome is None
-
     def finish_reason(self) -> str:
         if self.tool_calls:
             return "tool_calls"
@@ -389,26 +387,21 @@ class _Translator:
             code = str(self.error.get("code") or "generation_failed")
             message = str(self.error.get("message") or "the generation failed")
             return _failure_status(code), _error_body(_failure_status(code), message, code)
-        if self.outcome == "cancelled" and self.cancel_reason != TOOL_TURN_REASON:
+        if self.outcome == "cancelled":
             message = f"the generation was cancelled: {self.cancel_reason}"
             return 409, _error_body(409, message, "cancelled")
         return None
 
 
 async def _follow(runtime: Runtime, generation_id: str, translator: _Translator, on_delta: Any) -> None:
-    """Feed the generation's events to ``translator`` until it ends (or its tool turn does)."""
+    """Feed the generation's events to ``translator`` until it ends. With
+    ``client_tools="return"`` a turn that calls client tools ends the generation
+    (succeeded), so nothing is left waiting for a result that comes in the next request."""
     async with aclosing(runtime.subscribe(generation_id, 0)) as batches:
         async for batch in batches:
             for event in batch:
                 for delta in translator.feed(event):
                     await on_delta(delta)
-            if translator.tool_turn_over:
-                await runtime.cancel(generation_id, TOOL_TURN_REASON)
-                generation = await runtime.get_generation(generation_id)
-                translator.usage = [u.model_dump(mode="json") for u in generation.usage]
-                translator.outcome = "cancelled"
-                translator.cancel_reason = TOOL_TURN_REASON
-                return
 
 
 # -- routes --
@@ -424,7 +417,7 @@ async def chat_completions(request: Request) -> Response:
             details={"param": "model"},
         )
     gen_request = body.generate_request()
-    generation = await runtime.start(gen_request, subscribed=True)
+    generation = await runtime.start(gen_request, subscribed=True, owner=new_owner(request))
     translator = _Translator({t.name for t in runtime.tools.declarations()})
     translator.max_tokens = body.max_completion_tokens or body.max_tokens
     completion_id = f"chatcmpl-{generation.id}"
