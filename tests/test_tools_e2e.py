@@ -326,3 +326,24 @@ async def test_tool_call_args_stream_as_json(srv) -> None:
         assert completed_seq < call_ev.seq
         result_ev = next(e for e in gen.events if e.type == "tool.result")
         assert result_ev.data["result"] == ["5"]
+
+
+async def test_client_tools_return_ends_the_turn(srv) -> None:
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.post("/generations", json={
+            "generator": "scripted", "prompt": "x", "tools": [CLIENT_TOOL, "add"], "client_tools": "return",
+            "options": {"rounds": [[call("add", a=1), call("get_time", tz="UTC")], ECHO]},
+        })
+        gen_id = r.json()["generation"]["id"]
+    async with StreamingClient(srv.url) as client:
+        gen = await client.attach(gen_id)
+        await run_text(gen)
+        assert gen.state == "succeeded"
+        calls = [e.data for e in gen.events if e.type == "tool.call"]
+        results = [e.data for e in gen.events if e.type == "tool.result"]
+        # The server's own call of the turn was answered; the client's is left for its next request.
+        assert [(c["tool_name"], c["client_side"]) for c in calls] == [("add", False), ("get_time", True)]
+        assert [r["tool_name"] for r in results] == ["add"]
+        with pytest.raises(Exception) as info:
+            await client.submit_tool_result(gen_id, calls[1]["call_id"], "late")
+        assert getattr(info.value, "status", None) == 409
