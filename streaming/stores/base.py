@@ -35,7 +35,8 @@ class Store(ABC):
     # -- records --
 
     @abstractmethod
-    async def put_generation(self, generation: Generation) -> None: ...
+    async def put_generation(self, generation: Generation) -> None:
+        """Store the record; one already finished is final and is not replaced."""
 
     @abstractmethod
     async def get_generation(self, generation_id: str) -> Generation | None: ...

@@ -34,6 +34,9 @@ class MemoryStore(Store):
         self._control_buffer = control_buffer
 
     async def put_generation(self, generation: Generation) -> None:
+        stored = self._generations.get(generation.id)
+        if stored is not None and stored.state.finished:
+            return  # a finished generation is final (a late write never reopens it)
         self._generations[generation.id] = generation.model_copy(deep=True)
 
     async def get_generation(self, generation_id: str) -> Generation | None:

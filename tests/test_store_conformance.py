@@ -1,0 +1,387 @@
+"""One conformance suite, run against every store: memory, sqlite, and a real redis-server.
+
+The memory store is the reference. Durable stores (sqlite, redis) also recover a generation
+whose process died; shared stores (redis) also carry control messages and leases between
+processes (here: between two store instances, each one "process").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from streaming.errors import StoreError
+from streaming.events import Event
+from streaming.lifecycle import GenerationMachine
+from streaming.log import EventLog
+from streaming.model import Block, File, Generation, GenerationState, StreamState
+from streaming.stores import open_store
+from streaming.stores.base import Store
+from streaming.stores.memory import MemoryStore
+from streaming.stores.redis import RedisStore
+from streaming.stores.sqlite import SqliteStore, parse_sqlite_url
+from tests.invariants import check_invariants
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+Factory = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_store(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Factory]:
+    """``await make_store()``: an open store; every call is another "process" on the same data."""
+    opened: list[Store] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    async def make() -> Store:
+        store: Store
+        if kind == "memory":
+            store = opened[0] if opened else MemoryStore()
+        elif kind == "sqlite":
+            for old in opened:  # one process per sqlite file: the previous one is gone
+                await old.close()
+            store = SqliteStore(f"sqlite:///{tmp_path}/store.db")
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            store = RedisStore(f"{server.url}?prefix={prefix}&lease=1")
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_store: Factory) -> Store:
+    return await make_store()
+
+
+def _play(gen: Generation, chunks: list[str], *, finish: bool = True) -> tuple[GenerationMachine, list[Block]]:
+    """A generation's events made by the real lifecycle core."""
+    machine = GenerationMachine(gen, EventLog(gen.id, coalesce=False))
+    blocks = [Block(file_id=gen.file_id), Block(file_id=gen.file_id)]
+    machine.start(blocks, None)
+    for i, chunk in enumerate(chunks):
+        machine.append(blocks[i % 2].id, chunk)
+    if finish:
+        machine.succeed()
+    return machine, blocks
+
+
+# -- records --
+
+
+async def test_generation_roundtrip(store: Store) -> None:
+    assert await store.get_generation("gen_missing") is None
+    gen = Generation(generator="echo", state=GenerationState.RUNNING, file_id="file_x")
+    await store.put_generation(gen)
+    got = await store.get_generation(gen.id)
+    assert got is not None and got.model_dump() == gen.model_dump()
+    gen.last_seq = 7
+    await store.put_generation(gen)
+    got = await store.get_generation(gen.id)
+    assert got is not None and got.last_seq == 7
+
+
+async def test_finished_generation_is_final(store: Store) -> None:
+    gen = Generation(generator="echo", state=GenerationState.FAILED)
+    await store.put_generation(gen)
+    late = gen.model_copy(update={"state": GenerationState.RUNNING})
+    await store.put_generation(late)
+    got = await store.get_generation(gen.id)
+    assert got is not None and got.state is GenerationState.FAILED
+
+
+async def test_blocks_roundtrip(store: Store) -> None:
+    assert await store.get_block("blk_missing") is None
+    block = Block(text="héllo 🌍", stream_state=StreamState.STARTED, public_data=True)
+    await store.put_blocks([block])
+    block.text += " more"
+    block.stream_state = StreamState.COMPLETE
+    await store.put_blocks([block])
+    got = await store.get_block(block.id)
+    assert got is not None and got.model_dump() == block.model_dump()
+
+
+async def test_files_keep_block_order(store: Store) -> None:
+    assert await store.get_file("file_missing") is None
+    file = File(handle="chat")
+    file.blocks = [Block(file_id=file.id, index=i, text=f"m{i}") for i in range(5)]
+    await store.put_file(file)
+    got = await store.get_file(file.id)
+    assert got is not None
+    assert [b.text for b in got.blocks] == [f"m{i}" for i in range(5)]
+    assert got.handle == "chat"
+    # A block written later shows in the file.
+    file.blocks[2].text = "edited"
+    await store.put_blocks([file.blocks[2]])
+    got = await store.get_file(file.id)
+    assert got is not None and got.blocks[2].text == "edited"
+
+
+# -- event logs --
+
+
+async def test_append_and_read_after_cursor(store: Store) -> None:
+    gen = Generation(generator="echo")
+    machine, blocks = _play(gen, ["a", "b", "ç", "🌍"])
+    events = machine.log.read(0)
+    await store.append_events(gen.id, events[:3])
+    await store.append_events(gen.id, events[3:])
+    stored = await store.read_events(gen.id)
+    assert [e.to_json() for e in stored] == [e.to_json() for e in events]  # byte for byte
+    assert [e.seq for e in await store.read_events(gen.id, after=2)] == list(range(3, len(events) + 1))
+    assert [e.seq for e in await store.read_events(gen.id, after=1, limit=2)] == [2, 3]
+    assert await store.read_events(gen.id, after=len(events)) == []
+    assert await store.read_events("gen_missing") == []
+    check_invariants(stored, final_blocks={b.id: machine.blocks[b.id].text for b in blocks})
+
+
+async def test_append_refuses_a_gap(store: Store) -> None:
+    gen = Generation(generator="echo")
+    machine, _ = _play(gen, ["a", "b"])
+    events = machine.log.read(0)
+    await store.append_events(gen.id, events[:2])
+    with pytest.raises(StoreError):
+        await store.append_events(gen.id, events[3:])
+    with pytest.raises(StoreError):
+        await store.append_events(gen.id, events[1:])  # overlaps
+    await store.append_events(gen.id, events[2:])
+    assert len(await store.read_events(gen.id)) == len(events)
+
+
+async def test_follow_live_until_terminal(store: Store) -> None:
+    gen = Generation(generator="echo")
+    machine, _ = _play(gen, [f"c{i} " for i in range(40)])
+    events = machine.log.read(0)
+    got: list[Event] = []
+    caught_up = anyio.Event()
+
+    async def follower() -> None:
+        async for batch in store.follow(gen.id, 0):
+            got.extend(batch)
+            if got[-1].seq == 5:
+                caught_up.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follower)
+        await store.append_events(gen.id, events[:5])
+        await caught_up.wait()
+        for i in range(5, len(events), 7):
+            await store.append_events(gen.id, events[i : i + 7])
+    assert [e.to_json() for e in got] == [e.to_json() for e in events]
+
+
+async def test_follow_from_cursor_of_finished_log(store: Store) -> None:
+    gen = Generation(generator="echo")
+    machine, _ = _play(gen, ["x", "y", "z"])
+    events = machine.log.read(0)
+    await store.append_events(gen.id, events)
+    got: list[Event] = []
+    async for batch in store.follow(gen.id, 3):
+        got.extend(batch)
+    assert [e.seq for e in got] == list(range(4, len(events) + 1))
+
+
+# -- control --
+
+
+async def test_control_reaches_the_listener(make_store: Factory) -> None:
+    runner = await make_store()
+    other = await make_store()  # the same store as seen by another process (shared stores)
+    sender = other if runner.shared else runner
+    gen_id = "gen_" + uuid.uuid4().hex
+    received: list[dict[str, Any]] = []
+    async with runner.control(gen_id) as messages:
+        await sender.publish_control("gen_other", {"type": "cancel", "reason": "not for us"})
+        await sender.publish_control(gen_id, {"type": "tool.result", "call_id": "c1", "result": ["42"]})
+        await sender.publish_control(gen_id, {"type": "cancel", "reason": "stop"})
+        with anyio.fail_after(10):
+            async for msg in messages:
+                received.append(msg)
+                if len(received) == 2:
+                    break
+    assert received == [
+        {"type": "tool.result", "call_id": "c1", "result": ["42"]},
+        {"type": "cancel", "reason": "stop"},
+    ]
+
+
+async def test_claim_tool_result_once(store: Store) -> None:
+    gen_id = "gen_" + uuid.uuid4().hex
+    results: list[bool] = []
+
+    async def claim() -> None:
+        results.append(await store.claim_tool_result(gen_id, "call_1"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(claim)
+    assert sorted(results) == [False] * 7 + [True]
+    assert await store.claim_tool_result(gen_id, "call_2") is True
+    assert await store.claim_tool_result(gen_id, "call_2") is False
+
+
+# -- recovery (durable stores) --
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_recover_interrupted_generation(make_store: Factory) -> None:
+    first = await make_store()
+    file = File()
+    gen = Generation(generator="scripted", file_id=file.id)
+    machine, blocks = _play(gen, ["part", "ial ", "text"], finish=False)
+    machine.complete_block(blocks[1].id)
+    machine.create_block(Block(file_id=file.id))  # created, never written
+    file.blocks = [machine.block_snapshot(b) for b in machine.order]
+    await first.put_file(file)
+    await first.put_generation(gen)
+    await first.append_events(gen.id, machine.log.read(0))
+    # The process dies (its lease goes; for sqlite a new process opens the file).
+    await first.close()
+    second = await make_store()
+    recovered = await second.recover_interrupted()
+    assert gen.id in recovered
+    assert gen.id not in await second.recover_interrupted()
+    got = await second.get_generation(gen.id)
+    assert got is not None and got.state is GenerationState.FAILED
+    assert got.error is not None and got.error.code == "interrupted"
+    events = await second.read_events(gen.id)
+    assert events[-1].type == "generation.failed"
+    assert got.last_seq == events[-1].seq
+    texts = check_invariants(events)
+    aborted = {e.data["block_id"] for e in events if e.type == "block.aborted"}
+    assert aborted == {blocks[0].id, machine.order[2]}
+    b0 = await second.get_block(blocks[0].id)
+    assert b0 is not None and b0.stream_state is StreamState.ABORTED and b0.text == texts[blocks[0].id] == "parttext"
+    b1 = await second.get_block(blocks[1].id)
+    assert b1 is not None and b1.stream_state is StreamState.COMPLETE and b1.text == "ial "
+    # A follower is told, and does not hang.
+    with anyio.fail_after(10):
+        seen = [e async for batch in second.follow(gen.id, 0) for e in batch]
+    assert seen[-1].type == "generation.failed"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_recover_generation_that_never_flushed(make_store: Factory) -> None:
+    first = await make_store()
+    gen = Generation(generator="echo", state=GenerationState.RUNNING)
+    block = Block(file_id=gen.file_id, stream_state=StreamState.STARTED)
+    gen.output_block_ids = [block.id]
+    await first.put_blocks([block])
+    await first.put_generation(gen)
+    await first.close()
+    second = await make_store()
+    assert await second.recover_interrupted() == [gen.id]
+    events = await second.read_events(gen.id)
+    check_invariants(events)
+    assert [e.type for e in events] == ["generation.started", "block.aborted", "generation.failed"]
+
+
+# -- shared stores: leases across processes --
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_a_live_process_keeps_its_generations(make_store: Factory) -> None:
+    owner = await make_store()
+    other = await make_store()
+    gen = Generation(generator="echo", file_id="f")
+    machine, _ = _play(gen, ["still going"], finish=False)
+    await owner.put_generation(gen)
+    await owner.append_events(gen.id, machine.log.read(0))
+    assert gen.id not in await other.recover_interrupted()
+    got = await other.get_generation(gen.id)
+    assert got is not None and got.state is GenerationState.RUNNING
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_follower_sees_a_dead_owner_fail(make_store: Factory) -> None:
+    owner = await make_store()
+    other = await make_store()
+    gen = Generation(generator="echo", file_id="f")
+    machine, _ = _play(gen, ["half"], finish=False)
+    await owner.put_generation(gen)
+    await owner.append_events(gen.id, machine.log.read(0))
+    seen: list[Event] = []
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+
+            async def follow() -> None:
+                async for batch in other.follow(gen.id, 0):
+                    seen.extend(batch)
+
+            tg.start_soon(follow)
+            await owner.close()  # the owner's lease is gone
+    assert seen[-1].type == "generation.failed"
+    assert seen[-1].data["error"]["code"] == "interrupted"
+    check_invariants(seen)
+
+
+async def test_redis_retention_ttl(redis_server: RedisServer) -> None:
+    prefix = f"ttl{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(f"{redis_server.url}?prefix={prefix}&ttl=120")
+    await store.open()
+    try:
+        gen = Generation(generator="echo", state=GenerationState.RUNNING)
+        machine, blocks = _play(gen, ["a", "b"], finish=False)
+        await store.put_generation(gen)
+        await store.append_events(gen.id, machine.log.read(0))
+        r = store._r
+        assert await r.pttl(f"{prefix}log:{gen.id}") == -1  # running: kept
+        machine.succeed()
+        await store.append_events(gen.id, machine.log.read(len(await store.read_events(gen.id))))
+        await store.put_generation(machine.generation)
+        await store.put_blocks([machine.block_snapshot(b.id) for b in blocks])
+        for key in (f"log:{gen.id}", f"gen:{gen.id}", f"blk:{blocks[0].id}"):
+            assert 0 < await r.pttl(prefix + key) <= 120_000
+        # Nothing is appended after the end.
+        with pytest.raises(StoreError):
+            await store.append_events(gen.id, [Event("block.delta", machine.log.last_seq + 1, gen.id, {})])
+    finally:
+        await store.close()
+
+
+# -- URLs --
+
+
+def test_open_store_by_url(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    sqlite = open_store(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(sqlite, SqliteStore) and sqlite.path == f"{tmp_path}/x.db"
+    assert parse_sqlite_url("sqlite:///data/s.db?ttl=60") == ("data/s.db", {"ttl": "60"})
+    redis = open_store("redis://127.0.0.1:1/2?ttl=5&lease=3&prefix=p:")
+    assert isinstance(redis, RedisStore)
+    assert (redis.ttl_ms, redis.lease_s, redis.prefix) == (5000, 3.0, "p:")
+
+
+async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:
+    first = SqliteStore(f"sqlite:///{tmp_path}/one.db")
+    await first.open()
+    try:
+        second = SqliteStore(f"sqlite:///{tmp_path}/one.db")
+        with pytest.raises(StoreError, match="in use"):
+            await second.open()
+    finally:
+        await first.close()
