@@ -1,0 +1,190 @@
+"""Two real ``streaming serve`` processes sharing one real redis-server.
+
+A generation started through process A is streamed, resumed, cancelled and answered
+(a client-side tool) through process B; when A is killed mid-stream, B reports the
+generation ``interrupted`` once A's lease expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from clients.client import StreamingClient
+from streaming.events import Event
+from tests.invariants import check_invariants
+from tests.redis_server import RedisServer
+from tests.server_process import ServerProcess
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+LEASE_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def store_url(redis_server: RedisServer, prefix: str) -> str:
+    return f"{redis_server.url}?lease={LEASE_S:g}&prefix={prefix}"
+
+
+@pytest.fixture(scope="module")
+def pair(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    logs = tmp_path_factory.mktemp("logs")
+    url = store_url(redis_server, f"mp{uuid.uuid4().hex[:8]}:")
+    a = ServerProcess(logs / "a.log", store=url).start()
+    b = ServerProcess(logs / "b.log", store=url)
+    try:
+        b.start()
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()
+
+
+SLOW_TEXT = {"rounds": [[{"text": "slow words arrive one by one ", "chunk": 5}, {"sleep_ms": 300},
+                         {"text": "and then the end.", "chunk": 4}]]}
+FOREVER = {"rounds": [[{"text": "started", "chunk": 3}, {"sleep_ms": 600_000}, {"text": "never"}]]}
+
+
+async def until(stream: object, predicate: object) -> list[Event]:
+    """Read a GenerationStream until ``predicate(event)``; return what was read."""
+    seen: list[Event] = []
+    async for event in stream:  # type: ignore[attr-defined]
+        seen.append(event)
+        if predicate(event):  # type: ignore[operator]
+            break
+    return seen
+
+
+async def test_start_on_a_stream_and_resume_on_b(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="hi", options=SLOW_TEXT, on_disconnect="continue")
+        # B knows it at once, and streams it live from the shared log.
+        assert (await on_b.get_generation(gen.id))["generation"]["state"] == "running"
+        with anyio.fail_after(30):
+            from_b = [e async for e in on_b.iter_events(gen.id)]
+        assert from_b[-1].type == "generation.completed"
+        with anyio.fail_after(30):
+            from_a = [e async for e in on_a.iter_events(gen.id)]
+        assert [e.to_json() for e in from_b] == [e.to_json() for e in from_a]
+        stored = await on_b.get_generation(gen.id)
+        text = "slow words arrive one by one and then the end."
+        check_invariants(from_b, final_blocks={stored["blocks"][0]["id"]: text})
+        # Resume on B from the middle: no gap, no duplicate.
+        middle = len(from_b) // 2
+        with anyio.fail_after(30):
+            resumed = [e async for e in on_b.iter_events(gen.id, after=middle)]
+        assert [e.to_json() for e in resumed] == [e.to_json() for e in from_b[middle:]]
+        assert (await on_b.get_file(gen.file_id or ""))["blocks"][-1]["text"] == text
+
+
+async def test_resume_on_b_while_it_runs_on_a(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="hi", options=SLOW_TEXT, on_disconnect="continue")
+        first = await until(gen, lambda e: e.type == "block.delta")
+        await gen._source.aclose()  # type: ignore[union-attr]  # the client moves to B
+        with anyio.fail_after(30):
+            rest = [e async for e in on_b.iter_events(gen.id, after=first[-1].seq)]
+        check_invariants(first + rest)
+        assert rest[-1].type == "generation.completed"
+
+
+async def test_cancel_through_b(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
+        watching = await on_b.attach(gen.id)
+        await until(watching, lambda e: e.type == "block.delta")
+        with anyio.fail_after(30):
+            state = (await on_b.cancel(gen.id))["state"]
+            while state != "cancelled":  # the cancel reached A; its flush reaches the store
+                await anyio.sleep(0.05)
+                state = (await on_b.get_generation(gen.id))["generation"]["state"]
+            await watching.wait()
+        assert watching.state == "cancelled"
+        check_invariants(watching.events)
+        assert [e.type for e in watching.events[-2:]] == ["block.aborted", "generation.cancelled"]
+        # Idempotent, through either process.
+        assert (await on_a.cancel(gen.id))["state"] == "cancelled"
+        assert (await on_b.cancel(gen.id))["state"] == "cancelled"
+
+
+async def test_client_side_tool_answered_through_b(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    lookup = {
+        "name": "lookup",
+        "description": "Look a word up in the client's dictionary.",
+        "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+    }
+    script = {"rounds": [[{"tool_call": {"name": "lookup", "args": {"word": "lease"}}}],
+                         [{"echo_tool_results": True}]]}
+    asked: list[dict[str, object]] = []
+
+    def answer(args: dict[str, object]) -> str:
+        asked.append(args)
+        return "a contract to use a thing for a time"
+
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="define lease", options=script, tools=[lookup],
+                                  on_disconnect="continue")
+        via_b = await on_b.attach(gen.id)
+        via_b.on_tool_call("lookup", answer)
+        with anyio.fail_after(30):
+            await via_b.wait()
+        assert asked == [{"word": "lease"}]
+        assert via_b.state == "succeeded", via_b.error
+        check_invariants(via_b.events)
+        results = [e for e in via_b.events if e.type == "tool.result"]
+        assert [r.data["result"] for r in results] == [["a contract to use a thing for a time"]]
+        stored = await on_a.get_generation(gen.id)
+        assert "[lookup result: a contract to use a thing for a time]" in [b["text"] for b in stored["blocks"]]
+        # The call is answered once: a second answer through either process is refused.
+        call_id = results[0].data["call_id"]
+        for client in (on_a, on_b):
+            async with httpx.AsyncClient(base_url=client.base_url) as http:
+                again = await http.post(f"/generations/{gen.id}/tool-results", json={"call_id": call_id, "result": "x"})
+            assert again.status_code == 409
+
+
+async def test_kill_a_mid_stream_b_reports_interrupted(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    url = store_url(redis_server, f"kill{uuid.uuid4().hex[:8]}:")
+    a = ServerProcess(tmp_path / "a.log", store=url).start()
+    b = ServerProcess(tmp_path / "b.log", store=url)
+    try:
+        b.start()
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            gen = await on_a.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
+            watching = await on_b.attach(gen.id)
+            seen = await until(watching, lambda e: e.type == "block.delta")
+            a.kill()
+            # B notices once A's lease has expired; the guard only bounds a hang.
+            with anyio.fail_after(LEASE_S * 10):
+                await watching.wait()
+            assert watching.state == "failed"
+            assert watching.error is not None and watching.error["code"] == "interrupted"
+            check_invariants(watching.events)
+            assert seen[-1] in watching.events
+            stored = await on_b.get_generation(gen.id)
+            assert stored["generation"]["state"] == "failed"
+            assert stored["generation"]["error"]["code"] == "interrupted"
+            assert [blk["stream_state"] for blk in stored["blocks"]] == ["aborted"]
+            assert stored["blocks"][0]["text"].startswith("sta")
+    finally:
+        a.kill()
+        b.kill()
