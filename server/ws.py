@@ -78,14 +78,25 @@ class WebSocketSession:
         websocket: the accepted Starlette WebSocket.
         runtime: the runtime to drive (through its public API only).
         max_frame_bytes: a frame over this size is answered with ``payload_too_large``.
+        send_timeout_s: a peer that takes longer than this to accept one frame is dropped
+            (close code 1013, try again later); its generations go on under their
+            ``on_disconnect`` policy, and it can resubscribe after the last seq it saw.
     """
 
     def __init__(
-        self, websocket: WebSocket, runtime: Runtime, *, max_frame_bytes: int = 1 << 20
+        self,
+        websocket: WebSocket,
+        runtime: Runtime,
+        *,
+        max_frame_bytes: int = 1 << 20,
+        send_timeout_s: float = 30.0,
     ) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.max_frame_bytes = max_frame_bytes
+        self.send_timeout_s = send_timeout_s
+        #: the peer stopped reading and was dropped
+        self.timed_out = False
         self._send_lock = anyio.Lock()
         self._subs: dict[str, _Subscription] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -111,14 +122,23 @@ class WebSocketSession:
             raise _Closed
         try:
             async with self._send_lock:
-                await self.websocket.send_text(text)
+                # A peer that stopped reading blocks only its own session, and only so long.
+                with anyio.fail_after(self.send_timeout_s):
+                    await self.websocket.send_text(text)
+        except TimeoutError as exc:
+            self.timed_out = True
+            self._end()
+            raise _Closed from exc
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             # Starlette raises RuntimeError once the socket is closed; either way the
             # peer is gone and the whole session ends.
-            self._closed = True
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
+            self._end()
             raise _Closed from exc
+
+    def _end(self) -> None:
+        self._closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self._send_text(encode_json(frame))
@@ -338,16 +358,19 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     settings: ServerSettings = app.state.settings
     limit = settings.ws_max_frame_bytes or settings.max_body_bytes
     await websocket.accept()
-    session = WebSocketSession(websocket, runtime, max_frame_bytes=int(limit))
+    session = WebSocketSession(
+        websocket, runtime, max_frame_bytes=int(limit), send_timeout_s=settings.send_timeout_s
+    )
     await session.run()
     if (
         websocket.application_state.name == "CONNECTED"
         and websocket.client_state.name == "CONNECTED"
     ):
-        try:
-            await websocket.close()
-        except (RuntimeError, OSError):
-            pass
+        with anyio.move_on_after(1):
+            try:
+                await websocket.close(1013 if session.timed_out else 1000)
+            except (RuntimeError, OSError):
+                pass
 
 
 ROUTES = [WebSocketRoute("/ws", ws_endpoint)]

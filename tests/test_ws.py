@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -554,3 +557,40 @@ async def test_auth_keys_and_read_tokens_over_the_socket(keyed_server: LiveServe
         )
         err = await recv(reader)
         assert err["ref"] == 3 and err["error"]["code"] == "forbidden"
+
+
+async def test_a_peer_that_stops_reading_is_dropped() -> None:
+    settings = ServerSettings(send_timeout_s=0.5, runtime=RuntimeSettings(disconnect_grace_s=0.2))
+    server = LiveServer(create_app(settings)).start()
+    finished: list[dict[str, Any]] = []
+    ended = threading.Event()
+    server.runtime.listeners.append(
+        lambda kind, gen: (finished.append(gen.model_dump(mode="json")), ended.set())
+    )
+    try:
+        # A raw socket with a tiny receive buffer that never reads after the handshake.
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert sock.recv(12) == b"HTTP/1.1 101"
+        body = {
+            "type": "generate",
+            "generator": "echo",
+            "prompt": "tok " * 2000,
+            "options": {"repeat": 10000},
+        }
+        payload = json.dumps(body).encode()
+        mask = os.urandom(4)
+        header = bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
+        sock.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        # The server drops the stuck peer; with on_disconnect=cancel its generation ends.
+        assert await anyio.to_thread.run_sync(ended.wait, 30), "the stuck peer was never dropped"
+        (generation,) = finished
+        assert generation["state"] == "cancelled"
+        sock.close()
+    finally:
+        server.stop()
