@@ -218,8 +218,9 @@ def test_a_message_streams_into_the_page(browser: Browser, server: LiveServer) -
         context.close()
 
 
-def test_stop_cancels(context: BrowserContext, server: LiveServer) -> None:
-    page = open_page(context, server)
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_stop_cancels(context: BrowserContext, server: LiveServer, transport: str) -> None:
+    page = open_page(context, server, transport=transport)
     configure(page, "echo", options=LONG)
     gen_id = send(page, "tok ")
     wait_text_longer(page, gen_id, 20)
@@ -233,7 +234,7 @@ def test_stop_cancels(context: BrowserContext, server: LiveServer) -> None:
     text = shown_text(page, gen_id)
     assert text.startswith("tok ") and len(text) < len("tok ") * 2000
     check_against_server(page, server, gen_id)
-    screenshot(page, "browser-stop.png")
+    screenshot(page, f"browser-stop-{transport}.png")
 
 
 def test_a_failed_generation_is_visible(context: BrowserContext, server: LiveServer) -> None:

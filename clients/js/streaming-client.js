@@ -211,6 +211,7 @@ export class Generation extends Emitter {
     this.order = [];
     this.reconnects = 0;
     this.connection = "closed";
+    this.eventsUrl = null; // from the server's answer (the SSE stream to follow)
     this.toolHandlers = { ...toolHandlers };
     this._answered = new Set();
     this._eventChannels = [];
@@ -388,9 +389,8 @@ class SSETransport {
   }
   open() {
     if (this.closed || this.gen.finished) return;
-    const url = this.client._withToken(
-      this.client.url(`/generations/${encodeURIComponent(this.gen.id)}/events?after=${this.gen.lastSeq}`),
-    );
+    const path = this.gen.eventsUrl || `/generations/${encodeURIComponent(this.gen.id)}/events`;
+    const url = this.client._withToken(this.client.url(`${path}?after=${this.gen.lastSeq}`));
     const es = new EventSource(url);
     this.es = es;
     const onMessage = (msg) => {
@@ -627,6 +627,7 @@ export class StreamingClient {
     }
     const data = await this._json("POST", "/generations", body);
     const gen = new Generation(this, data.generation, data.blocks || [], { toolHandlers });
+    gen.eventsUrl = data.events_url || null;
     this._follow(gen, "sse");
     return gen;
   }
@@ -638,6 +639,7 @@ export class StreamingClient {
   async attach(generationId, { after = 0, blocks = null, toolHandlers = {}, transport = this.transport } = {}) {
     const data = await this.getGeneration(generationId);
     const gen = new Generation(this, data.generation, blocks ?? (after > 0 ? data.blocks : []), { after, toolHandlers });
+    gen.eventsUrl = data.events_url || null;
     if (!gen.finished) {
       if (transport === "ws") await this._socket().watch(gen, true);
       else this._follow(gen, "sse");
