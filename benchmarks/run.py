@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -179,6 +180,10 @@ def targets(args: argparse.Namespace, workdir: Path) -> list[Target]:
         runtime_target("runtime-nocoalesce", "(c) runtime, memory, --no-coalesce", lambda: "memory://", ["--no-coalesce"]),
         *store_targets(workdir),
     ]
+    if not args.all_idle:  # idle memory does not depend on coalescing; stores on request
+        for t in all_targets:
+            if t is not None and t.key in ("runtime-nocoalesce", "sqlite", "redis"):
+                t.phases = tuple(p for p in t.phases if p != "idle")
     return [t for t in all_targets if t is not None and _wanted(args, t.key)]
 
 
@@ -270,6 +275,7 @@ class Measurer:
             firsts = [r.ttfc * 1000 for r in ok if r.ttfc is not None]
             self.figures[f"conc{streams}_chunks_per_s"] = total / (end - start)
             self.figures[f"conc{streams}_gap_p99_ms"] = pct(gaps, 99) * 1000
+            self.figures[f"conc{streams}_ttfd_p99_ms"] = pct(firsts, 99)
             self.details[f"conc{streams}"] = {
                 "streams": streams, "chunks_each": chunks, "seconds": end - start,
                 "events": sum(r.events for r in ok), "gaps": len(gaps),
@@ -277,16 +283,26 @@ class Measurer:
                 "first_delta_p50_ms": pct(firsts, 50), "first_delta_p99_ms": pct(firsts, 99),
             }
 
-    async def idle(self, pid: int) -> None:
+    async def idle(self, pid: int, memprofile: Path | None = None) -> None:
         n = self.sizes.idle
         await asyncio.sleep(0.3)
         before = rss_kib(pid)
+        if memprofile is not None:
+            os.kill(pid, signal.SIGUSR1)  # tracemalloc baseline
         t0 = time.perf_counter()
-        transports, results = await open_idle([self.t.idle(self.port) for _ in range(n)], timeout_s=180)
+        transports, results = await open_idle([self.t.idle(self.port) for _ in range(n)], timeout_s=240)
         opened_s = time.perf_counter() - t0
         try:
             await asyncio.sleep(1.0)  # let the server settle (its tasks reach their sleep)
             after = rss_kib(pid)
+            if memprofile is not None:
+                memprofile.unlink(missing_ok=True)  # noqa: ASYNC240 (nothing else runs now)
+                os.kill(pid, signal.SIGUSR2)
+                for _ in range(3000):  # tracemalloc takes its time
+                    if memprofile.exists():  # noqa: ASYNC240
+                        break
+                    await asyncio.sleep(0.1)
+                self.details["memprofile"] = str(memprofile)
         finally:
             for tr in transports:
                 tr.close()
@@ -301,7 +317,7 @@ class Measurer:
         }
 
 
-async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool) -> Measurer:
+async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool, memprofile: bool = False) -> Measurer:
     """All phases of one target; each server process is started fresh for the idle phase."""
     port = free_port()
     m = Measurer(target, sizes, port)
@@ -324,9 +340,24 @@ async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool) -> 
     if "idle" in target.phases and sizes.idle:
         port = free_port()
         m.port = port
-        with ServerProcess(target.argv(port), port, name=f"{target.key}-idle", log_dir=logdir, env=target.env) as server:
+        argv = target.argv(port)
+        memout: Path | None = None
+        if memprofile and argv[1:3] == ["-m", "server.cli"]:
+            memout = logdir.parent / "profiles" / f"{target.key}-idle-memory.txt"
+            memout.parent.mkdir(parents=True, exist_ok=True)
+            argv = [argv[0], "-m", "benchmarks.memprofile", str(memout), *argv[3:]]
+        with ServerProcess(argv, port, name=f"{target.key}-idle", log_dir=logdir, env=target.env) as server:
             await m.warmup()
-            await m.idle(server.pid)
+            recorder = None
+            if profile:
+                from benchmarks.profile import Recorder
+
+                recorder = Recorder(server.pid, logdir.parent / "profiles" / f"{target.key}-idle.raw")
+            await m.idle(server.pid, memout)
+            if recorder is not None:
+                path = logdir.parent / "profiles" / f"{target.key}-idle.txt"
+                path.write_text((recorder.stop() or "") + "\n")
+                m.details["profile_idle"] = str(path)
     return m
 
 
@@ -351,6 +382,7 @@ def figure_list(sizes: Sizes) -> list[Figure]:
     for streams, chunks in sizes.conc:
         figs.append(Figure(f"conc{streams}_chunks_per_s", f"{streams:,} streams x {chunks:,} chunks: aggregate chunks/s", "chunks/s", True))
         figs.append(Figure(f"conc{streams}_gap_p99_ms", f"{streams:,} streams: p99 gap between deltas", "ms", False))
+        figs.append(Figure(f"conc{streams}_ttfd_p99_ms", f"{streams:,} streams: p99 request to first delta", "ms", False))
     figs.append(Figure("idle_kib_per_stream", f"{sizes.idle:,} idle open streams: RSS per stream", "KiB", False))
     figs.append(Figure("model_tokens_per_s", f"local model, {sizes.model_tokens} greedy tokens: tokens/s", "tokens/s", True))
     return figs
@@ -517,8 +549,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.idle is not None:
         sizes = Sizes(**{**asdict(sizes), "idle": args.idle})
     nofile = raise_nofile()
-    if nofile < sizes.idle * 2 + 100:
-        sizes = Sizes(**{**asdict(sizes), "idle": max(0, nofile // 2 - 100)})
+    if nofile < sizes.idle + 200:  # the client's sockets (each server has its own limit)
+        sizes = Sizes(**{**asdict(sizes), "idle": max(0, nofile - 200)})
     logdir = HERE / "logs"
     started = time.time()
     results: dict[str, dict[str, float]] = {}
@@ -530,13 +562,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if target.status == "ok":
                 print(f"-- {target.label} ...", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
+                profile = args.profile and target.key not in ("floor", "langserve")
                 try:
                     ctx = target.setup() if target.setup else None
                     if ctx is not None:
                         with ctx:
-                            m = await measure(target, sizes, logdir, args.profile and target.key.startswith("runtime"))
+                            m = await measure(target, sizes, logdir, profile, args.memprofile)
                     else:
-                        m = await measure(target, sizes, logdir, args.profile and target.key.startswith("runtime"))
+                        m = await measure(target, sizes, logdir, profile, args.memprofile)
                 except SetupError as exc:
                     target.status, target.note = "failed", f"could not start: {exc}"
                 else:
@@ -590,8 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], metavar="KEY",
                         help="only these servers (the floor always runs): langserve, runtime, runtime-nocoalesce, sqlite, redis, model")
     parser.add_argument("--idle", type=int, default=None, help="open idle streams (default 10,000; quick 100)")
+    parser.add_argument("--all-idle", action="store_true",
+                        help="also measure idle memory for --no-coalesce, sqlite and redis (slower)")
     parser.add_argument("--no-install", action="store_true", help="do not create the LangServe virtualenv")
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime servers (benchmarks/profiles/)")
+    parser.add_argument("--memprofile", action="store_true",
+                        help="tracemalloc our servers' idle phase (benchmarks/profiles/*-idle-memory.txt)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json)")
     args = parser.parse_args(argv)
