@@ -106,7 +106,7 @@ async def scenario(client: StreamingClient, http: httpx.AsyncClient, rng: random
             if kind in ("resume", "abandon") and deltas == stop_after:
                 break
         await gen.aclose()
-        if kind == "resume":
+        if kind == "resume" and not seen[-1].terminal:
             await anyio.sleep(rng.random() * 0.2)
             rest = await client.attach(gen.id, after=seen[-1].seq)
             seen += [ev async for ev in rest]
