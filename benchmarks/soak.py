@@ -96,7 +96,9 @@ async def scenario(client: StreamingClient, http: httpx.AsyncClient, rng: random
         gen.on_tool_call("get_time", lambda args: "noon")
         seen = [ev async for ev in gen]
     else:
-        gen = await client.generate("echo", prompt=words, options={"delay_ms": rng.choice([0, 1, 3])})
+        # An abandoned stream must outlive the disconnect grace period to be cancelled.
+        options = {"delay_ms": 2, "repeat": 50} if kind == "abandon" else {"delay_ms": rng.choice([0, 1, 3])}
+        gen = await client.generate("echo", prompt=words, options=options)
         stop_after = rng.randint(1, 30)
         async for ev in gen:
             seen.append(ev)

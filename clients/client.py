@@ -245,7 +245,17 @@ class StreamingClient:
                                 return
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 pass
-            # The stream ended without its terminal event: reconnect and resume.
+            # The stream ended without its terminal event: reconnect and resume, unless
+            # the generation is over and we have everything (a cursor past its end).
+            if not progressed:
+                try:
+                    gen = (await self.get_generation(generation_id))["generation"]
+                except (httpx.TransportError, E.StreamingError):
+                    gen = {}
+                if gen.get("state") in ("succeeded", "failed", "cancelled") and last >= int(
+                    gen.get("last_seq") or 0
+                ):
+                    return
             failures = 0 if progressed else failures + 1
             if failures > self.max_retries:
                 raise httpx.ReadError(

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeats")
     serve.add_argument("--disconnect-grace", type=float, default=5.0)
+    serve.add_argument(
+        "--live-retention", type=float, default=30.0,
+        help="seconds a finished generation stays in memory before reads go to the store",
+    )
     serve.add_argument("--no-coalesce", action="store_true", help="one event per chunk, always")
     serve.add_argument(
         "--shutdown-grace", type=float, default=float(os.environ.get("STREAMING_SHUTDOWN_GRACE", "10")),
@@ -91,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
             disconnect_grace_s=args.disconnect_grace,
             coalesce=not args.no_coalesce,
             shutdown_grace_s=args.shutdown_grace,
+            live_retention_s=args.live_retention,
         ),
     )
     app = create_app(settings, tools=tools)

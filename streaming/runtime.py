@@ -42,6 +42,8 @@ from streaming.errors import (
     MaxToolRoundsError,
     NotFoundError,
     PluginError,
+    StoreError,
+    StoreUnavailableError,
     StreamingError,
     ToolCallConflictError,
     ToolTimeoutError,
@@ -303,6 +305,7 @@ class Runtime:
         self._tg: anyio.abc.TaskGroup | None = None
         self._dirty: set[_Live] = set()
         self._flush_wanted = anyio.Event()
+        self._final_retries: set[str] = set()  # generations whose last write is being retried
         self._accepting = False
         self.counters: dict[str, int] = {
             "started": 0,
@@ -602,7 +605,7 @@ class Runtime:
         metrics.chunks += live.chunks
         metrics.duration.observe(time.monotonic() - live.started_at)
         with anyio.CancelScope(shield=True):
-            await self._flush(live, final=True)
+            await self._final_flush(live)
         live.done.set()
         for listener in self.listeners:
             listener("finished", machine.generation)
@@ -1025,7 +1028,9 @@ class Runtime:
         """
         live = self._live.get(generation_id)
         if live is None:
-            await self.get_generation(generation_id)  # raises NotFoundError
+            generation = await self.get_generation(generation_id)  # raises NotFoundError
+            if generation.state.finished and generation.last_seq and after >= generation.last_seq:
+                return  # nothing after the terminal event
             async for batch in self.store.follow(generation_id, after):
                 yield batch
             return
@@ -1138,12 +1143,55 @@ class Runtime:
             for live in dirty:
                 try:
                     await self._flush(live)
-                except Exception:  # a store hiccup must not kill the flusher
-                    logger.exception("flushing generation %s failed", live.id)
-                    self._dirty.add(live)
+                except Exception as exc:  # a store hiccup must not kill the flusher
+                    self._store_write_failed(live, exc)
                     continue
                 if not live.log.closed:
                     live.log.wait(lambda live=live: self._mark_dirty(live))  # type: ignore[misc]
+
+    async def _final_flush(self, live: _Live) -> None:
+        try:
+            await self._flush(live, final=True)
+        except Exception as exc:  # retried in the background; the generation has ended here
+            self._store_write_failed(live, exc)
+
+    def _store_write_failed(self, live: _Live, exc: Exception) -> None:
+        """A write of ``live`` to the store failed: retry it, and end it if it cannot be."""
+        logger.warning("writing generation %s to the store failed: %s", live.id, exc)
+        if isinstance(exc, StoreError) and exc.code == "log_closed":
+            # Another process found our lease lapsed and failed it: nothing more can be written.
+            self._request_stop(live, StoreError(exc.message, code="interrupted", suggestion=exc.suggestion))
+            return
+        stored = exc.details.get("stored_seq") if isinstance(exc, StoreError) and exc.code == "log_gap" else None
+        if isinstance(stored, int) and 0 <= stored <= live.log.last_seq:
+            # The store has less (it restarted empty) or more (a retried write landed twice)
+            # of the log than we thought: carry on from what it has.
+            live.persisted_seq = stored
+        elif isinstance(exc, StoreUnavailableError):
+            self._request_stop(live, exc)  # retried with backoff already: fail it, clearly
+        if not live.log.closed:
+            self._mark_dirty(live)
+        elif live.id not in self._final_retries and self._tg is not None:
+            self._final_retries.add(live.id)
+            self._tg.start_soon(self._retry_final_flush, live)
+
+    async def _retry_final_flush(self, live: _Live, max_delay_s: float = 5.0) -> None:
+        delay = self.settings.persist_interval_s
+        try:
+            while True:
+                await anyio.sleep(delay)
+                try:
+                    await self._flush(live, final=True)
+                    return
+                except StoreError as exc:
+                    if exc.code == "log_closed":
+                        return
+                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc)
+                except Exception as exc:
+                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc)
+                delay = min(delay * 2, max_delay_s)
+        finally:
+            self._final_retries.discard(live.id)
 
     async def _flush(self, live: _Live, *, final: bool = False) -> None:
         async with live.flush_lock:
