@@ -68,6 +68,7 @@ def summarize(raw: Path, top: int = 25) -> str:
     """Top functions by self and inclusive samples from a py-spy raw (collapsed) file."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    callees: dict[str, Counter[str]] = {}
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -79,10 +80,32 @@ def summarize(raw: Path, top: int = 25) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             inclusive[f] += n
+        seen: set[str] = set()
+        for i, f in enumerate(frames):  # what each function of ours spends its time in
+            if f in seen or not _ours(f):
+                continue
+            seen.add(f)
+            below = frames[i + 1] if i + 1 < len(frames) else "(its own code)"
+            callees.setdefault(f, Counter())[below] += n
     if not total:
         return "no samples"
     lines = [f"{total} samples", "", "self (on top of the stack):"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
     lines += ["", "inclusive (anywhere in the stack):"]
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top) if not _boring(f)]
+    lines += ["", "our functions with >= 3% inclusive, and what they call:"]
+    for f, n in inclusive.most_common():
+        if not _ours(f) or n < 0.03 * total or f not in callees:
+            continue
+        lines.append(f"  {100 * n / total:5.1f}%  {f}")
+        lines += [f"      {100 * m / total:5.1f}%  {g}" for g, m in callees[f].most_common(8)]
     return "\n".join(lines)
+
+
+def _ours(frame: str) -> bool:
+    return ("(streaming/" in frame or "(server/" in frame) and "server/cli.py" not in frame
+
+
+def _boring(frame: str) -> bool:
+    """The frames every sample has (interpreter start, uvicorn's run loop)."""
+    return any(m in frame for m in ("<frozen runpy>", "server/cli.py", "uvicorn/server.py", "asyncio/runners.py", "uvicorn/_compat.py"))

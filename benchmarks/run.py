@@ -285,6 +285,8 @@ class Measurer:
             firsts = [r.ttfc * 1000 for r in ok if r.ttfc is not None]
             self.figures[f"conc{streams}_chunks_per_s"] = total / (end - start)
             self.figures[f"conc{streams}_gap_p99_ms"] = pct(gaps, 99) * 1000
+            if not gaps:
+                self.notes.append(f"{streams} streams: each stream's chunks came in one read (no gap to measure)")
             self.figures[f"conc{streams}_ttfd_p99_ms"] = pct(firsts, 99)
             self.details[f"conc{streams}"] = {
                 "streams": streams, "chunks_each": chunks, "seconds": end - start,
