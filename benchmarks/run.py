@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,15 +577,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 profile = args.profile and target.key not in ("floor", "langserve")
                 try:
-                    ctx = target.setup() if target.setup else None
-                    if ctx is not None:
+                    ctx = target.setup() if target.setup else nullcontext()
+                except SetupError as exc:  # e.g. no redis-server: skipped, with the reason
+                    target.status, target.note = "skipped", str(exc)
+                    ctx = None
+                try:
+                    if ctx is None:
+                        m = None
+                    else:
                         with ctx:
                             m = await measure(target, sizes, logdir, profile, args.memprofile)
-                    else:
-                        m = await measure(target, sizes, logdir, profile, args.memprofile)
                 except SetupError as exc:
                     target.status, target.note = "failed", f"could not start: {exc}"
-                else:
+                    m = None
+                if m is not None:
                     results[target.key] = m.figures
                     entry["figures"] = m.figures
                     entry["details"] = m.details
