@@ -38,6 +38,10 @@ class ServerSettings:
     #: extra generators, name -> "module:Class" (the built-ins are always there)
     generators: dict[str, str] = field(default_factory=dict)
     generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: extra plugin instances, name -> "module:Class" (the built-ins are always there)
+    plugins: dict[str, str] = field(default_factory=dict)
+    #: config of plugin instances, by name
+    plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     heartbeat_s: float = 15.0
     #: a client that takes longer than this to accept one write is dropped
     send_timeout_s: float = 30.0
@@ -151,5 +155,8 @@ def create_app(
     )
     app.state.auth = auth
     app.state.runtime = runtime
+    from server.routes.plugins import build_host
+
+    app.state.plugins = build_host(settings, runtime)
     app.state.settings = settings
     return app

@@ -33,6 +33,19 @@ def _pair(value: str) -> tuple[str, str]:
     return name, spec
 
 
+def _config(value: str) -> tuple[str, dict[str, Any]]:
+    import json
+
+    name, sep, text = value.partition("=")
+    try:
+        config = json.loads(text) if sep else None
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: not JSON: {exc}") from exc
+    if not name or not isinstance(config, dict):
+        raise argparse.ArgumentTypeError(f"expected NAME={{json object}}, got {value!r}")
+    return name, config
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streaming", description="Streaming generation runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--generator", action="append", type=_pair, default=[], metavar="NAME=module:Class",
         help="register a generator plugin (repeatable)",
+    )
+    serve.add_argument(
+        "--plugin", action="append", type=_pair, default=[], metavar="NAME=module:Class",
+        help="host a plugin instance at /plugins/NAME/... (repeatable)",
+    )
+    serve.add_argument(
+        "--plugin-config", action="append", type=_config, default=[], metavar="NAME=JSON",
+        help="config of a plugin instance, a JSON object (repeatable)",
     )
     serve.add_argument(
         "--tool", action="append", type=_pair, default=[], metavar="NAME=module:function",
@@ -87,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         store_url=args.store or default_store_url(args.data_dir),
         generators=dict(args.generator),
+        plugins=dict(args.plugin),
+        plugin_config=dict(args.plugin_config),
         heartbeat_s=args.heartbeat,
         cors_origins=list(args.cors_origin),
         api_keys=[*args.api_key, *[k for k in os.environ.get("STREAMING_API_KEYS", "").split(",") if k]],

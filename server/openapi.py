@@ -209,6 +209,7 @@ def _extra_paths() -> dict[str, Any]:
                                "responses": {"200": _json("A model list"), **_errors(401)}}},
         "/v1/models/{id}": {"get": {"summary": "One model", "parameters": [ID_PARAM],
                                     "responses": {"200": _json("A model"), **_errors(401, 404)}}},
+        **_plugin_paths(),
         "/generators": {"get": {"summary": "Registered generator names",
                                 "responses": {"200": _json("Names"), **_errors(401)}}},
         "/": {"get": {"summary": "The demo chat page", "security": [],
@@ -217,6 +218,35 @@ def _extra_paths() -> dict[str, Any]:
                                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                                    "responses": {"200": {"description": "An asset", "content": {"*/*": {"schema": {"type": "string"}}}},
                                                  **_errors(404)}}},
+    }
+
+
+def _plugin_paths() -> dict[str, Any]:
+    from streaming.plugin_host import PATHS
+
+    failed = {"description": "The plugin failed (InvocableResponse with a failed status)",
+              "content": {"application/json": {"schema": ERROR}}}
+    call = {
+        "post": {
+            "summary": "Call a hosted plugin instance at one of the seed's paths (PluginRequest in, InvocableResponse out)",
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "enum": list(PATHS)}},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+            "responses": {
+                "200": _json("An InvocableResponse: data and a succeeded status"),
+                "202": _json("An InvocableResponse whose status is running (a generation or training task)"),
+                **_errors(400, 401, 403, 404, 409, 413, 422, 429),
+                "500": failed,
+                "503": {"description": "The store is unavailable", "content": {"application/json": {"schema": ERROR}}},
+            },
+        }
+    }
+    return {
+        "/plugins": {"get": {"summary": "Hosted plugin instances and the paths each answers",
+                             "responses": {"200": _json("Instances"), **_errors(401, 403)}}},
+        "/plugins/{name}/{path}": call,
     }
 
 

@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute
 
 def routes() -> list[BaseRoute]:
     from server import ws
-    from server.routes import blocks, files, generations, health, openai, static
+    from server.routes import blocks, files, generations, health, openai, plugins, static
 
     return [
         *generations.ROUTES,
@@ -17,4 +17,5 @@ def routes() -> list[BaseRoute]:
         *ws.ROUTES,
         *static.ROUTES,
         *openai.ROUTES,
+        *plugins.ROUTES,
     ]

@@ -60,6 +60,8 @@ class RawDataPluginOutput(_Output):
         serialization_alias="mimeType",
     )
     tags: list[Tag] = Field(default_factory=list)
+    #: the file the host stored the import in (set by the host, not the plugin)
+    file_id: str | None = None
 
 
 class TrainPluginOutput(_Output):

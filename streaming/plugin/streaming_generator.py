@@ -23,7 +23,9 @@ A yielded chunk is a ``str`` (to the first open output block), ``(index, str)`` 
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any
 
 from streaming.model import Block, StreamState
@@ -34,8 +36,10 @@ from streaming.plugin.inputs import (
 from streaming.plugin.outputs import BlockTypePluginOutput, StreamCompletePluginOutput
 from streaming.plugin.request import InvocableResponse, PluginRequest
 from streaming.plugin.service import PluginService
+from streaming.plugin.trainable_model import TrainableModel
+from streaming.plugin.trainable_service import TrainablePluginService
 
-__all__ = ["StreamingGenerator"]
+__all__ = ["StreamingGenerator", "TrainableStreamingGenerator"]
 
 
 class StreamingGenerator(
@@ -64,3 +68,35 @@ class StreamingGenerator(
         for block in blocks:
             if block.stream_state is StreamState.STARTED:
                 block.abort_stream(reason)
+
+
+class TrainableStreamingGenerator(
+    TrainablePluginService[RawBlockAndTagPluginInputWithPreallocatedBlocks, StreamCompletePluginOutput],
+    StreamingGenerator,
+):
+    """A streaming generator whose ``run_with_model`` streams with the instance's trained
+    model. ``run_with_model`` takes the shapes ``StreamingGenerator.run`` takes (an async
+    generator of chunks, usually)."""
+
+    input_type = RawBlockAndTagPluginInputWithPreallocatedBlocks
+
+    async def run(  # type: ignore[override]
+        self, request: PluginRequest[RawBlockAndTagPluginInputWithPreallocatedBlocks]
+    ) -> AsyncIterator[Any]:
+        """Load the default checkpoint, then stream what ``run_with_model`` yields."""
+        model = await self.load_model(request)
+        result = self.run_with_model(request, model)
+        if inspect.isasyncgen(result):
+            async for item in result:
+                yield item
+        elif inspect.isgenerator(result):
+            for item in result:
+                yield item
+        elif inspect.isawaitable(result):
+            await result
+
+    @abstractmethod
+    def run_with_model(
+        self, request: PluginRequest[RawBlockAndTagPluginInputWithPreallocatedBlocks], model: TrainableModel[Any]
+    ) -> Any:
+        """Stream the output with ``model`` (an async generator of chunks, usually)."""
