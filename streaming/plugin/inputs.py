@@ -48,18 +48,6 @@ class FileImportPluginInput(_Input):
     )
 
 
-class TrainPluginInput(_Input):
-    plugin_instance: str | None = None
-    training_params: dict[str, Any] = Field(default_factory=dict)
-    inference_params: dict[str, Any] = Field(default_factory=dict)
-    training_epochs: int | None = None
-    testing_holdout_percent: float | None = None
-    test_split_seed: int | None = None
-    file_id: str | None = None
-    #: the file named by ``file_id``, resolved by the host (the training data)
-    training_file: File | None = None
-
-
 class TrainingParameterPluginInput(_Input):
     """What a trainable plugin is asked for its training parameters with."""
 
@@ -70,3 +58,10 @@ class TrainingParameterPluginInput(_Input):
     testing_holdout_percent: float | None = None
     test_split_seed: int | None = None
     file_id: str | None = None
+
+
+class TrainPluginInput(TrainingParameterPluginInput):
+    """A training run's parameters, and its data."""
+
+    #: the file named by ``file_id``, resolved by the host (the training data)
+    training_file: File | None = None
