@@ -85,6 +85,11 @@ async def measure_model(max_tokens: int, runs: int, logdir: Path) -> dict[str, A
         figures["model-direct"] = {"model_tokens_per_s": statistics.median(direct)}
     if through:
         figures["model-runtime"] = {"model_tokens_per_s": statistics.median(through)}
+        if len(through) == len(direct):
+            # Each runtime run against the direct run just before it: load from elsewhere
+            # moves both alike, so the ratio is steadier than the ratio of the medians.
+            ratios = [t / d for t, d in zip(through, direct, strict=True)]
+            figures["model-runtime"]["model_ratio"] = statistics.median(ratios)
     details = {"max_tokens": max_tokens, "runs": runs, "direct_tokens_per_s": direct,
                "runtime_tokens_per_s": through, "tokens": counts, "prompt": PROMPT}
     return {"figures": figures, "details": details, "notes": notes}
