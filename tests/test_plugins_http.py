@@ -316,3 +316,34 @@ async def test_training_can_be_cancelled(make_plugin_server: Callable[..., LiveS
         r = await call(http, "ngram", "train", {}, isStatusCheck=True, status={"taskId": task})
         assert r.json()["status"]["state"] == "cancelled"
         error_of(await call(http, "ngram", "generate", {"blocks": [{"text": "x"}]}), 404, "no_checkpoint")
+
+
+async def test_checkpoints_are_shared_by_servers_on_one_redis(
+    make_plugin_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer(tmp_path / "redis").start()
+    url = redis.url + "?prefix=plug:"
+    a, b = make_plugin_server(url), make_plugin_server(url)
+    try:
+        examples = labelled_docstrings()
+        training_file = {"blocks": [{"text": t, "tags": [{"kind": "label", "name": lb}]} for t, lb in examples]}
+        async with httpx.AsyncClient(base_url=a.url, timeout=60) as ha, httpx.AsyncClient(base_url=b.url, timeout=60) as hb:
+            r = await call(ha, "bayes-tagger", "train", {"training_file": training_file})
+            task = r.json()["status"]["taskId"]
+            # Followed, and polled, through the other server.
+            events = await follow(b.url, task)
+            check_invariants(events)
+            assert any('"event":"progress"' in ln for ln in progress_lines(events))
+            r = await call(hb, "bayes-tagger", "train", {}, isStatusCheck=True, status={"taskId": task})
+            assert r.json()["status"]["state"] == "succeeded", r.text
+            assert r.json()["data"]["training_results"]["accuracy"] > r.json()["data"]["training_results"]["chance"]
+            clear_model_cache()
+            r = await call(hb, "bayes-tagger", "tag", {"file": {"blocks": [{"text": "Return the sine of x."}]}})
+            assert r.status_code == 200, r.text
+            assert r.json()["data"]["file"]["blocks"][0]["tags"][-1]["name"] == "math"
+    finally:
+        a.stop()
+        b.stop()
+        redis.stop()
