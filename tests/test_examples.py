@@ -20,6 +20,10 @@ EXPECTED = {
     ],
     "04_local_model.py": ["tool call: get_weather({'city': 'Paris'})", "[cancelled]", "(succeeded;"],
     "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': 'Paris'})", ": succeeded"],
+    "07_train_and_generate.py": [
+        "progress: ", "training generation.completed", "status: succeeded", "archive: ngram/default.zip",
+        "restarted", "generation generation.completed",
+    ],
 }
 
 
