@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -22,10 +23,20 @@ from clients.client import StreamingClient
 from server.app import ServerSettings, create_app
 from streaming.builtins.text import words
 from streaming.events import Event
+from streaming.model import Block, Usage
+from streaming.plugin import (
+    Generator,
+    InvocableResponse,
+    PluginRequest,
+    PluginRequestContext,
+    RawBlockAndTagPluginInput,
+    RawBlockAndTagPluginOutput,
+)
 from streaming.plugin.trainable_model import clear_model_cache
 from streaming.runtime import RuntimeSettings
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
+from tests.procs import ServeProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -347,3 +358,73 @@ async def test_checkpoints_are_shared_by_servers_on_one_redis(
         a.stop()
         b.stop()
         redis.stop()
+
+
+class WholeAnswer(Generator):
+    """A non-streaming Generator: two whole blocks (one with multi-byte text)."""
+
+    def run(self, request: PluginRequest[RawBlockAndTagPluginInput]) -> InvocableResponse[RawBlockAndTagPluginOutput]:
+        assert request.data is not None
+        prompt = request.data.blocks[-1].text
+        return InvocableResponse(
+            data=RawBlockAndTagPluginOutput(
+                blocks=[Block(text=f"héllo ✓ {prompt}"), Block(text='{"n": 1}', mime_type="application/json")],
+                usage=[Usage(operation_amount=len(prompt))],
+            )
+        )
+
+
+async def test_a_generator_is_hosted_like_a_streaming_one(tmp_path: Path) -> None:
+    proc = ServeProcess(
+        "--store", f"sqlite:///{tmp_path / 'g.db'}",
+        "--plugin", "whole=tests.test_plugins_http:WholeAnswer",
+        "--plugin-config", "file-importer=" + json.dumps({"allowed_dirs": [str(tmp_path)]}),
+    )
+    try:
+        (tmp_path / "a.txt").write_text("from the CLI config")
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http, StreamingClient(proc.url) as client:
+            # Over SSE, each whole block is created, filled by one delta, and completed.
+            stream = await client.generate("whole", prompt="there")
+            events = [ev async for ev in stream]
+            final = check_invariants(events)
+            assert sorted(final.values()) == sorted(["héllo ✓ there", '{"n": 1}'])
+            assert [e.type for e in events[1:-1]] == ["block.created", "block.delta", "block.completed"] * 2
+            assert events[-1].type == "generation.completed" and events[-1].data["usage"][0]["operation_amount"] == 5
+            # The seed's generate path gives the same blocks.
+            r = await call(http, "whole", "generate", {"blocks": [{"text": "there"}]})
+            assert [b["text"] for b in r.json()["data"]["blocks"]] == ["héllo ✓ there", '{"n": 1}']
+            raw = await http.get(f"/blocks/{r.json()['data']['blocks'][1]['id']}/raw")
+            assert raw.headers["content-type"].startswith("application/json") and raw.json() == {"n": 1}
+            # --plugin-config reached the importer.
+            r = await call(http, "file-importer", "import", {"url": "a.txt"})
+            assert r.status_code == 200 and base64.b64decode(r.json()["data"]["data"]) == b"from the CLI config"
+    finally:
+        proc.stop()
+
+
+async def test_each_plugin_class_can_be_served_on_its_own() -> None:
+    """``run_endpoint`` (and the trainable endpoints) from raw keyword arguments."""
+    from streaming.builtins.bayes import NaiveBayesTagger
+    from streaming.builtins.hashed import HashedNgramEmbedder
+    from streaming.builtins.importer import LocalFileImporter
+
+    embedded = HashedNgramEmbedder(config={"dimensions": 16}).run_endpoint(
+        data={"file": {"blocks": [{"text": "a b"}]}}
+    )
+    assert len(embedded.data.embeddings[0]) == 16
+    imported = LocalFileImporter().run_endpoint(data={"value": "hi", "mimeType": "text/markdown"})
+    assert imported.data.mime_type == "text/markdown"
+    whole = WholeAnswer().run_endpoint(data={"blocks": [{"text": "x"}]}, isStatusCheck=False)
+    assert whole.data.blocks[0].text == "héllo ✓ x"
+
+    tagger = NaiveBayesTagger(context=PluginRequestContext(plugin_instance_id="solo"))
+    examples = labelled_docstrings(30)
+    trained = await tagger.train_endpoint(
+        data={"training_file": {"blocks": [{"text": t, "tags": [{"kind": "label", "name": lb}]} for t, lb in examples]}},
+        context={"pluginInstanceId": "solo"},
+    )
+    assert trained.data.archive_path == "solo/default.zip"
+    params = tagger.get_training_parameters_endpoint(data={})
+    assert params.data.testing_holdout_percent == 0.2
+    tagged = await tagger.run_endpoint(data={"file": {"blocks": [{"text": "Return the tangent of x."}]}})
+    assert tagged.data.file.blocks[0].tags[-1].name == "math"
