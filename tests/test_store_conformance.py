@@ -164,12 +164,18 @@ async def test_append_refuses_a_gap(store: Store) -> None:
     machine, _ = _play(gen, ["a", "b"])
     events = machine.log.read(0)
     await store.append_events(gen.id, events[:2])
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError) as gap:
         await store.append_events(gen.id, events[3:])
-    with pytest.raises(StoreError):
-        await store.append_events(gen.id, events[1:])  # overlaps
+    assert gap.value.code == "log_gap" and gap.value.details["stored_seq"] == 2
+    with pytest.raises(StoreError) as overlap:
+        await store.append_events(gen.id, events[1:])
+    assert overlap.value.code == "log_gap" and overlap.value.details["stored_seq"] == 2
     await store.append_events(gen.id, events[2:])
     assert len(await store.read_events(gen.id)) == len(events)
+    # Nothing follows the terminal event.
+    with pytest.raises(StoreError) as closed:
+        await store.append_events(gen.id, [Event.delta(len(events) + 1, gen.id, "blk_x", 0, "x")])
+    assert closed.value.code == "log_closed"
 
 
 async def test_follow_live_until_terminal(store: Store) -> None:
@@ -344,7 +350,7 @@ async def test_redis_retention_ttl(redis_server: RedisServer) -> None:
     store = RedisStore(f"{redis_server.url}?prefix={prefix}&ttl=120")
     await store.open()
     try:
-        gen = Generation(generator="echo", state=GenerationState.RUNNING)
+        gen = Generation(generator="echo")
         machine, blocks = _play(gen, ["a", "b"], finish=False)
         await store.put_generation(gen)
         await store.append_events(gen.id, machine.log.read(0))
@@ -358,7 +364,7 @@ async def test_redis_retention_ttl(redis_server: RedisServer) -> None:
             assert 0 < await r.pttl(prefix + key) <= 120_000
         # Nothing is appended after the end.
         with pytest.raises(StoreError):
-            await store.append_events(gen.id, [Event("block.delta", machine.log.last_seq + 1, gen.id, {})])
+            await store.append_events(gen.id, [Event.delta(machine.log.last_seq + 1, gen.id, "blk_x", 0, "x")])
     finally:
         await store.close()
 

@@ -59,7 +59,13 @@ class Store(ABC):
 
     @abstractmethod
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
-        """Append events whose ``seq`` continue the stored log without a gap."""
+        """Append events whose ``seq`` continue the stored log without a gap.
+
+        Raises:
+            StoreError: code ``log_gap`` (``details["stored_seq"]`` is the stored log's last
+                seq) if ``events`` do not start right after it; code ``log_closed`` if the
+                log already ended with a terminal event.
+        """
 
     @abstractmethod
     async def read_events(

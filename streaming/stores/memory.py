@@ -66,9 +66,15 @@ class MemoryStore(Store):
 
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         log = self._logs[generation_id]
+        if events and log and log[-1].terminal:
+            raise StoreError(
+                f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
+            )
         if events and events[0].seq != len(log) + 1:
             raise StoreError(
-                f"event log of {generation_id} would have a gap: has {len(log)}, got seq {events[0].seq}"
+                f"event log of {generation_id} would have a gap: has {len(log)}, got seq {events[0].seq}",
+                code="log_gap",
+                details={"stored_seq": len(log)},
             )
         log.extend(events)
         changed = self._log_changed.pop(generation_id, None)

@@ -170,6 +170,7 @@ class RedisStore(Store):
         self.owner = uuid.uuid4().hex
         self._client: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self._local: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
         self._drain_locks: dict[str, anyio.Lock] = {}
         parts = urlsplit(self._redis_url)
@@ -223,6 +224,7 @@ class RedisStore(Store):
             socket_keepalive=True,
         )
         self._client = client
+        self._closing = False
         self._append = client.register_script(_APPEND)
         self._put_gen = client.register_script(_PUT_GENERATION)
         self._get_gen = client.register_script(_GET_GENERATION)
@@ -245,13 +247,11 @@ class RedisStore(Store):
         client = self._client
         if client is None:
             return
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        # redis-py's pubsub read can swallow a cancel: the loops also check _closing.
+        await asyncio.wait(self._tasks, timeout=self.block_s + 2.0)
         self._tasks = []
         try:
             await client.delete(self._k("lease", self.owner))
@@ -264,7 +264,7 @@ class RedisStore(Store):
         await self._r.set(self._k("lease", self.owner), "1", px=int(self.lease_s * 1000))
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closing:
             await anyio.sleep(self.lease_s / 3)
             try:
                 await self._renew_lease()
@@ -272,7 +272,7 @@ class RedisStore(Store):
                 logger.warning("redis lease renewal failed: %s", exc)
 
     async def _reaper(self) -> None:
-        while True:
+        while not self._closing:
             await anyio.sleep(self.lease_s / 2)
             try:
                 await self.recover_interrupted()
@@ -374,10 +374,16 @@ class RedisStore(Store):
                 ],
             )
         if int(last) == -2:
-            raise StoreError(f"the event log of {generation_id} has ended; it takes no more events")
+            raise StoreError(
+                f"the event log of {generation_id} has ended; it takes no more events",
+                code="log_closed",
+                suggestion="another process failed this generation when this one's lease lapsed",
+            )
         if int(last) != -1:
             raise StoreError(
-                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}"
+                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
+                code="log_gap",
+                details={"stored_seq": int(last)},
             )
 
     @staticmethod
@@ -470,7 +476,7 @@ class RedisStore(Store):
         """One pub/sub connection per process: wake-ups for every generation's control list."""
         channel_prefix = self._k("ctl", "")
         backoff = 0.05
-        while True:
+        while not self._closing:
             pubsub = self._r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(channel_prefix + "*")
@@ -478,7 +484,7 @@ class RedisStore(Store):
                 for gen_id in list(self._local):
                     await self._drain(gen_id)
                 backoff = 0.05
-                while True:
+                while not self._closing:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue

@@ -145,6 +145,7 @@ class SqliteStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._last_seq: dict[str, int] = {}
+        self._closed: set[str] = set()
         self._claimed: set[tuple[str, str]] = set()
         self._log_changed: dict[str, anyio.Event] = {}
         # Control signals only ever reach this process (one process per file).
@@ -359,16 +360,27 @@ class SqliteStore(Store):
         last = self._last_seq.get(generation_id)
         if last is None:
             rows = await self._query(
-                "SELECT MAX(seq) FROM events WHERE generation_id = ?", generation_id
+                "SELECT seq, data FROM events WHERE generation_id = ? ORDER BY seq DESC LIMIT 1",
+                generation_id,
             )
-            last = self._last_seq.setdefault(generation_id, int(rows[0][0] or 0))
+            last = self._last_seq.setdefault(generation_id, int(rows[0][0]) if rows else 0)
+            if rows and Event.from_json(rows[0][1]).terminal:
+                self._closed.add(generation_id)
+        if generation_id in self._closed:
+            raise StoreError(
+                f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
+            )
         if events[0].seq != last + 1:
             raise StoreError(
-                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}"
+                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
+                code="log_gap",
+                details={"stored_seq": last},
             )
         self._queue()
         self._events.extend((generation_id, ev.seq, ev.to_json()) for ev in events)
         self._last_seq[generation_id] = events[-1].seq
+        if events[-1].terminal:
+            self._closed.add(generation_id)
         changed = self._log_changed.pop(generation_id, None)
         if changed is not None:
             changed.set()
@@ -480,6 +492,7 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
             self._last_seq[gen.id] = fixed.generation.last_seq
+            self._closed.add(gen.id)
             recovered.append(gen.id)
             logger.warning("generation %s was interrupted by a restart; marked failed", gen.id)
         return recovered
