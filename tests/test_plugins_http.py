@@ -428,3 +428,29 @@ async def test_each_plugin_class_can_be_served_on_its_own() -> None:
     assert params.data.testing_holdout_percent == 0.2
     tagged = await tagger.run_endpoint(data={"file": {"blocks": [{"text": "Return the tangent of x."}]}})
     assert tagged.data.file.blocks[0].tags[-1].name == "math"
+
+
+async def test_plugins_with_api_keys(make_plugin_server: Callable[..., LiveServer]) -> None:
+    server = make_plugin_server(api_keys=["key-a", "key-b"])
+    a = httpx.AsyncClient(base_url=server.url, timeout=30, headers={"Authorization": "Bearer key-a"})
+    b = httpx.AsyncClient(base_url=server.url, timeout=30, headers={"Authorization": "Bearer key-b"})
+    async with a, b, httpx.AsyncClient(base_url=server.url, timeout=30) as anonymous:
+        r = await call(anonymous, "hash-embedder", "tag", {"file": {"blocks": []}})
+        assert r.status_code == 401
+        file_id = (await call(a, "file-importer", "import", {"value": "mine"})).json()["data"]["file_id"]
+        assert (await call(a, "hash-embedder", "tag", {"file_id": file_id})).status_code == 200
+        # Another key's files and training tasks are not there for it.
+        error_of(await call(b, "hash-embedder", "tag", {"file_id": file_id}), 404, "not_found")
+        error_of(await call(b, "ngram", "train", {"file_id": file_id}), 404, "not_found")
+        r = await call(a, "ngram", "train", {"file_id": file_id})
+        status = r.json()["status"]
+        assert r.status_code == 202 and status["remoteStatusInput"]["read_token"].startswith("rt_")
+        error_of(await call(b, "ngram", "train", {}, isStatusCheck=True, status={"taskId": status["taskId"]}), 404, "not_found")
+        # A read token follows its one training generation, and calls no plugin.
+        token = status["remoteStatusInput"]["read_token"]
+        async with StreamingClient(server.url, headers={"Authorization": f"Bearer {token}"}) as reader:
+            events = [ev async for ev in reader.iter_events(status["taskId"])]
+        check_invariants(events)
+        r = await anonymous.post("/plugins/ngram/generate", json={"data": {"blocks": []}},
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
