@@ -19,13 +19,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` without persistence, bound to 127.0.0.1 on a free port."""
+    """``redis-server`` bound to 127.0.0.1 on a free port (persistent only if ``durable``)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, durable: bool = False) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.exe = exe
         self.workdir = workdir
         self.port = port or free_port()
+        #: keep data across a restart (an append-only file synced on every write)
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +42,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.durable else "no",
+                "--appendfsync", "always",
                 "--dir", str(self.workdir),
                 "--loglevel", "warning",
             ],
@@ -65,3 +68,8 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def restart(self) -> None:
+        """Stop (a clean shutdown) and start again on the same port and data."""
+        self.stop()
+        self.start()

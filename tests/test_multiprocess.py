@@ -188,3 +188,75 @@ async def test_kill_a_mid_stream_b_reports_interrupted(
     finally:
         a.kill()
         b.kill()
+
+
+# -- Redis going away --
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", durable=True).start()
+    yield server
+    server.stop()
+
+
+async def test_redis_restart_mid_stream_is_retried(durable_redis: RedisServer, tmp_path: Path) -> None:
+    url = store_url(durable_redis, "restart:")
+    a = ServerProcess(tmp_path / "a.log", store=url).start()
+    b = ServerProcess(tmp_path / "b.log", store=url)
+    script = {"rounds": [[{"text": "before the restart, ", "chunk": 5}, {"sleep_ms": 1500},
+                         {"text": "after the restart.", "chunk": 5}]]}
+    try:
+        b.start()
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+            watching = await on_b.attach(gen.id)
+            await until(watching, lambda e: e.type == "block.delta")
+            durable_redis.restart()
+            with anyio.fail_after(60):
+                await watching.wait()
+            assert watching.state == "succeeded", watching.error
+            stored = await on_b.get_generation(gen.id)
+            block = stored["blocks"][0]
+            assert block["text"] == "before the restart, after the restart."
+            check_invariants(watching.events, final_blocks={block["id"]: block["text"]})
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_redis_gone_too_long_fails_store_unavailable(durable_redis: RedisServer, tmp_path: Path) -> None:
+    # Commands are retried for 0.5 s, far less than the lease: A gives up before anyone
+    # could take A for dead.
+    url = f"{durable_redis.url}?lease=30&retry=0.5&prefix=gone:"
+    a = ServerProcess(tmp_path / "a.log", store=url).start()
+    b = ServerProcess(tmp_path / "b.log", store=url)
+    script = {"rounds": [[{"text": "before", "chunk": 3}, {"sleep_ms": 500},
+                         {"text": " during", "chunk": 3}, {"sleep_ms": 600_000}]]}
+    try:
+        b.start()
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+            await until(gen, lambda e: e.type == "block.delta")
+            durable_redis.stop()
+            with anyio.fail_after(60):
+                await gen.wait()
+            assert gen.state == "failed"
+            assert gen.error is not None and gen.error["code"] == "store_unavailable"
+            check_invariants(gen.events)
+            durable_redis.start()
+            # A writes the ending it could not write before, once Redis is back.
+            with anyio.fail_after(60):
+                while True:
+                    try:
+                        state = (await on_b.get_generation(gen.id))["generation"]["state"]
+                    except Exception:  # B's own retries may still be running out
+                        state = None
+                    if state == "failed":
+                        break
+                    await anyio.sleep(0.1)
+                from_b = [e async for e in on_b.iter_events(gen.id)]
+            assert [e.to_json() for e in from_b] == [e.to_json() for e in gen.events]
+    finally:
+        a.kill()
+        b.kill()
