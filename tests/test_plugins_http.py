@@ -454,3 +454,37 @@ async def test_plugins_with_api_keys(make_plugin_server: Callable[..., LiveServe
         r = await anonymous.post("/plugins/ngram/generate", json={"data": {"blocks": []}},
                                  headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+class Picture(Generator):
+    """A Generator whose output is an image: its bytes are kept once and served by URL."""
+
+    def run(self, request: PluginRequest[RawBlockAndTagPluginInput]) -> InvocableResponse[RawBlockAndTagPluginOutput]:
+        image = self.upload_block_content_to_signed_url(Block(mime_type="image/png"), PNG)
+        return InvocableResponse(data=RawBlockAndTagPluginOutput(blocks=[Block(text="a red dot:"), image]))
+
+
+async def test_binary_output_blocks_are_served_by_url(make_plugin_server: Callable[..., LiveServer]) -> None:
+    server = make_plugin_server(plugins={"picture": "tests.test_plugins_http:Picture"}, api_keys=["k"])
+    headers = {"Authorization": "Bearer k"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=headers) as http:
+        r = await http.post("/generations", json={"generator": "picture", "prompt": "draw"})
+        gen_id, token = r.json()["generation"]["id"], r.json()["read_token"]
+        async with StreamingClient(server.url, headers=headers) as client:
+            events = [ev async for ev in client.iter_events(gen_id)]
+        check_invariants(events)
+        image = next(e.data["block"] for e in events if e.type == "block.created" and e.data["block"]["mime_type"] == "image/png")
+        raw = await http.get(f"/blocks/{image['id']}/raw")
+        assert raw.status_code == 200 and raw.headers["content-type"] == "image/png" and raw.content == PNG
+        # A browser <img> reaches it with the generation's read token, and nothing else does.
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as browser:
+            ok = await browser.get(f"/blocks/{image['id']}/raw", params={"access_token": token})
+            assert ok.content == PNG
+            assert (await browser.get(f"/blocks/{image['id']}/raw")).status_code == 401
+        text = next(e.data["block"] for e in events if e.type == "block.created" and e.data["block"]["mime_type"] == "text/plain")
+        assert (await http.get(f"/blocks/{text['id']}/raw")).text == "a red dot:"

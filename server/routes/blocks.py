@@ -52,7 +52,9 @@ async def raw(request: Request) -> Response:
     runtime = runtime_of(request)
     block = await visible_block(request)
     if block.stream_state is not StreamState.STARTED or not block.request_id:
-        return Response(block.text.encode(), media_type=_media_type(block.mime_type))
+        from streaming.plugin.generator import block_bytes
+
+        return Response(block_bytes(block), media_type=_media_type(block.mime_type))
 
     async def body() -> AsyncIterator[bytes]:
         assert block.request_id is not None
