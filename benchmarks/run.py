@@ -111,8 +111,7 @@ def langserve_target(install: bool) -> Target:
     except SetupError as exc:
         target.status, target.note = "skipped", f"LangServe unavailable: {exc}"
         return target
-    script = str(HERE / "servers" / "langserve_app.py")
-    target.argv = lambda port: [python, script, "--port", str(port)]
+    target.argv = lambda port: [python, "-m", "benchmarks.servers.langserve_app", "--port", str(port)]
     return target
 
 

@@ -7,15 +7,15 @@ Run: ``python -m benchmarks.servers.floor --port P``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import AsyncIterator
 
-import uvicorn
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
+
+from benchmarks.servers.serve import serve
 
 CHUNK = "tok "
 
@@ -36,15 +36,5 @@ async def stream(request: Request) -> EventSourceResponse:
 app = Starlette(routes=[Route("/stream", stream)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(
-        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-        log_level="warning", access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(app)

@@ -2,20 +2,21 @@
 
 Runs only in the benchmark's own virtualenv (``benchmarks/.venv``), never with the
 project's dependencies. Input ``{"n": N, "idle_s": S}``: sleep S seconds, then yield
-``"tok "`` N times. Run: ``benchmarks/.venv/bin/python benchmarks/servers/langserve_app.py --port P``.
+``"tok "`` N times. Run from the repository root:
+``benchmarks/.venv/bin/python -m benchmarks.servers.langserve_app --port P``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from langchain_core.runnables import RunnableGenerator
 from langserve import add_routes
+
+from benchmarks.servers.serve import serve
 
 CHUNK = "tok "
 
@@ -34,15 +35,5 @@ app = FastAPI()
 add_routes(app, RunnableGenerator(chunks), path="")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(
-        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-        log_level="warning", access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(app)
