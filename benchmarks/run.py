@@ -324,6 +324,7 @@ class Measurer:
         opened = len(transports)
         if opened:
             self.figures["idle_kib_per_stream"] = (after - before) / opened
+            self.figures["idle_open_per_s"] = opened / opened_s
         self.details["idle"] = {
             "opened": opened, "rss_before_kib": before, "rss_after_kib": after, "open_seconds": opened_s,
         }
@@ -396,6 +397,7 @@ def figure_list(sizes: Sizes) -> list[Figure]:
         figs.append(Figure(f"conc{streams}_gap_p99_ms", f"{streams:,} streams: p99 gap between deltas", "ms", False))
         figs.append(Figure(f"conc{streams}_ttfd_p99_ms", f"{streams:,} streams: p99 request to first delta", "ms", False))
     figs.append(Figure("idle_kib_per_stream", f"{sizes.idle:,} idle open streams: RSS per stream", "KiB", False))
+    figs.append(Figure("idle_open_per_s", f"{sizes.idle:,} idle open streams: opened per second", "streams/s", True))
     figs.append(Figure("model_tokens_per_s", f"local model, {sizes.model_tokens} greedy tokens: tokens/s", "tokens/s", True))
     figs.append(Figure("model_ratio", "local model: runtime / direct, median of paired runs", "x", True))
     return figs
