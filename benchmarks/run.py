@@ -22,6 +22,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -614,6 +615,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "chunk": "tok ",
+            "commit": _commit(),
         },
         "servers": servers,
         "rows": rows,
@@ -621,9 +623,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _commit() -> str:
+    """The measured code's commit (``+dirty`` with uncommitted changes), if in a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
 def report(data: dict[str, Any]) -> str:
     lines = [
-        f"Benchmark ({data['meta']['mode']}, {data['meta']['machine']}, Python {data['meta']['python']}, "
+        f"Benchmark ({data['meta']['mode']}, commit {data['meta'].get('commit', '?')}, {data['meta']['machine']}, "
+        f"Python {data['meta']['python']}, "
         f"{data['meta']['seconds']:.0f} s); x (a) = ratio to the floor, x (b) = ratio to LangServe",
         "",
         render_table(data["rows"]),
