@@ -30,6 +30,7 @@ URL query parameters (all optional): ``ttl`` (seconds finished records are kept,
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -472,6 +473,19 @@ class RedisStore(Store):
                     except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                         pass
 
+    async def _drain_all(self) -> None:
+        gen_ids = list(self._local)
+        if not gen_ids:
+            return
+        with self._mapped("control"):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for gen_id in gen_ids:
+                    pipe.llen(self._k("ctl", gen_id))
+                lengths = await pipe.execute()
+        for gen_id, length in zip(gen_ids, lengths, strict=True):
+            if length:
+                await self._drain(gen_id)
+
     async def _control_loop(self) -> None:
         """One pub/sub connection per process: wake-ups for every generation's control list."""
         channel_prefix = self._k("ctl", "")
@@ -481,11 +495,16 @@ class RedisStore(Store):
             try:
                 await pubsub.psubscribe(channel_prefix + "*")
                 # Whatever was sent while we were not subscribed is waiting in the lists.
-                for gen_id in list(self._local):
-                    await self._drain(gen_id)
+                await self._drain_all()
                 backoff = 0.05
+                swept = anyio.current_time()
                 while not self._closing:
                     msg = await pubsub.get_message(timeout=1.0)
+                    if anyio.current_time() - swept > self.lease_s:
+                        # redis-py may have reconnected the subscription by itself: sweep
+                        # the lists now and then so nothing sent meanwhile is stranded.
+                        swept = anyio.current_time()
+                        await self._drain_all()
                     if msg is None:
                         continue
                     gen_id = str(msg["channel"])[len(channel_prefix) :]
@@ -513,6 +532,31 @@ class RedisStore(Store):
                 px=self.ttl_ms if self.ttl_ms > 0 else None,
             )
         return bool(won)
+
+    # -- model archives: a hash ``archive:<key>`` (``data`` base64, ``digest``), never expiring --
+
+    async def put_archive(self, key: str, data: bytes) -> str:
+        from streaming.stores.archives import archive_digest, check_archive_key
+
+        digest = archive_digest(data)
+        encoded = base64.b64encode(data).decode("ascii")
+        with self._mapped("put_archive"):
+            await self._r.hset(self._k("archive", check_archive_key(key)), mapping={"data": encoded, "digest": digest})
+        return digest
+
+    async def get_archive(self, key: str) -> bytes | None:
+        from streaming.stores.archives import check_archive_key
+
+        with self._mapped("get_archive"):
+            text = await self._r.hget(self._k("archive", check_archive_key(key)), "data")
+        return base64.b64decode(text) if text is not None else None
+
+    async def archive_digest(self, key: str) -> str | None:
+        from streaming.stores.archives import check_archive_key
+
+        with self._mapped("archive_digest"):
+            digest = await self._r.hget(self._k("archive", check_archive_key(key)), "digest")
+        return str(digest) if digest is not None else None
 
     # -- leases and recovery --
 
