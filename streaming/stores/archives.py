@@ -2,12 +2,13 @@
 
 An :class:`ArchiveStore` keeps opaque bytes under a key such as
 ``<plugin_instance_id>/<handle>.zip`` and a digest of each, so a process can tell whether
-the copy it has cached is still current without downloading it again. :func:`archives_for`
-gives the one that lives beside a store, using that store's own connection:
+the copy it has cached is still current without downloading it again. Every
+:class:`~streaming.stores.base.Store` is one (``put_archive``, ``get_archive``,
+``archive_digest``):
 
 - ``memory://``: a dict in this process;
 - ``sqlite:///path``: a table ``archives`` in the same file (survives restarts);
-- ``redis://``: keys ``<prefix>archive:<key>`` (shared by every process on that Redis).
+- ``redis://``: hashes ``<prefix>archive:<key>`` (shared by every process on that Redis).
 
 Keys are checked by :func:`check_archive_key`: relative, ``/``-separated names made of
 ``[A-Za-z0-9._-]``, no ``..``, no empty part; anything else is refused, never normalised.
@@ -15,22 +16,19 @@ Keys are checked by :func:`check_archive_key`: relative, ``/``-separated names m
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
-import sqlite3
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import anyio.to_thread
+from streaming.errors import InvalidRequestError
 
-from streaming.errors import InvalidRequestError, StoreError
-from streaming.stores.base import Store
+if TYPE_CHECKING:
+    from streaming.stores.base import Store
 
 __all__ = [
     "ArchiveStore",
     "MemoryArchives",
-    "RedisArchives",
-    "SqliteArchives",
+    "archive_digest",
     "archives_for",
     "check_archive_key",
 ]
@@ -54,7 +52,8 @@ def check_archive_key(key: str) -> str:
     return key
 
 
-def _digest(data: bytes) -> str:
+def archive_digest(data: bytes) -> str:
+    """The digest archives are compared by (SHA-256, hex)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -82,7 +81,7 @@ class MemoryArchives:
         self._data: dict[str, tuple[bytes, str]] = {}
 
     async def put_archive(self, key: str, data: bytes) -> str:
-        digest = _digest(data)
+        digest = archive_digest(data)
         self._data[check_archive_key(key)] = (bytes(data), digest)
         return digest
 
@@ -95,111 +94,6 @@ class MemoryArchives:
         return found[1] if found else None
 
 
-class SqliteArchives:
-    """Archives in a table of a :class:`~streaming.stores.sqlite.SqliteStore`'s file.
-
-    Uses the store's connection and its one-thread limiter, so archive writes never race
-    the store's own commits.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self._ready = False
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self.store, "_conn", None)
-        if conn is None:
-            raise StoreError("the sqlite store is not open", suggestion="open the runtime first")
-        if not self._ready:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL)"
-            )
-            self._ready = True
-        return conn
-
-    async def _run(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        def run() -> list[tuple[Any, ...]]:
-            return self._conn().execute(sql, params).fetchall()
-
-        try:
-            return await anyio.to_thread.run_sync(run, limiter=self.store._limiter)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite archives: {exc}") from exc
-
-    async def put_archive(self, key: str, data: bytes) -> str:
-        digest = _digest(data)
-        await self._run(
-            "INSERT OR REPLACE INTO archives (key, digest, data) VALUES (?, ?, ?)",
-            check_archive_key(key), digest, bytes(data),
-        )
-        return digest
-
-    async def get_archive(self, key: str) -> bytes | None:
-        rows = await self._run("SELECT data FROM archives WHERE key = ?", check_archive_key(key))
-        return bytes(rows[0][0]) if rows else None
-
-    async def archive_digest(self, key: str) -> str | None:
-        rows = await self._run("SELECT digest FROM archives WHERE key = ?", check_archive_key(key))
-        return str(rows[0][0]) if rows else None
-
-
-class RedisArchives:
-    """Archives in a :class:`~streaming.stores.redis.RedisStore`'s Redis (never expire).
-
-    The store's client decodes responses as text, so the bytes are kept base64-encoded in
-    a hash (``data``, ``digest``).
-    """
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def _key(self, key: str) -> str:
-        return str(self.store._k("archive", check_archive_key(key)))
-
-    async def put_archive(self, key: str, data: bytes) -> str:
-        digest = _digest(data)
-        name = self._key(key)
-        with self.store._mapped("put_archive"):
-            await self.store._r.hset(
-                name, mapping={"data": base64.b64encode(data).decode("ascii"), "digest": digest}
-            )
-        return digest
-
-    async def get_archive(self, key: str) -> bytes | None:
-        name = self._key(key)
-        with self.store._mapped("get_archive"):
-            text = await self.store._r.hget(name, "data")
-        return base64.b64decode(text) if text is not None else None
-
-    async def archive_digest(self, key: str) -> str | None:
-        name = self._key(key)
-        with self.store._mapped("archive_digest"):
-            digest = await self.store._r.hget(name, "digest")
-        return str(digest) if digest is not None else None
-
-
 def archives_for(store: Store) -> ArchiveStore:
-    """The archive store that lives beside ``store`` (one per store object).
-
-    Raises:
-        InvalidRequestError: the store kind keeps no archives.
-    """
-    found = getattr(store, "_archive_store", None)
-    if isinstance(found, ArchiveStore):
-        return found
-    archives: ArchiveStore
-    own = getattr(store, "archives", None)
-    if isinstance(own, ArchiveStore):
-        archives = own
-    else:
-        kind = type(store).__name__
-        if kind == "SqliteStore":
-            archives = SqliteArchives(store)
-        elif kind == "RedisStore":
-            archives = RedisArchives(store)
-        elif kind == "MemoryStore":
-            archives = MemoryArchives()
-        else:
-            raise InvalidRequestError(f"the store {kind} keeps no model archives")
-    store._archive_store = archives  # type: ignore[attr-defined]
-    return archives
+    """Where ``store`` keeps archives: the store itself (every store implements them)."""
+    return store

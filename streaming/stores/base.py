@@ -95,3 +95,28 @@ class Store(ABC):
     async def recover_interrupted(self) -> list[str]:
         """Fail generations left running by a dead process; return their ids."""
         return []
+
+    # -- model archives (TrainableModel checkpoints; see streaming.stores.archives) --
+
+    async def put_archive(self, key: str, data: bytes) -> str:
+        """Keep ``data`` under ``key`` (replacing it); return its digest.
+
+        Raises:
+            InvalidRequestError: an unsafe key (see ``check_archive_key``).
+            StoreError: this store keeps no archives, or the write failed.
+        """
+        from streaming.errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} keeps no model archives")
+
+    async def get_archive(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None. Raises as :meth:`put_archive`."""
+        from streaming.errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} keeps no model archives")
+
+    async def archive_digest(self, key: str) -> str | None:
+        """The digest of the bytes under ``key`` (no download), or None."""
+        from streaming.errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} keeps no model archives")

@@ -32,6 +32,9 @@ class MemoryStore(Store):
         self._control: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
         self._claimed: set[tuple[str, str]] = set()
         self._control_buffer = control_buffer
+        from streaming.stores.archives import MemoryArchives
+
+        self._archives = MemoryArchives()
 
     async def put_generation(self, generation: Generation) -> None:
         stored = self._generations.get(generation.id)
@@ -130,3 +133,14 @@ class MemoryStore(Store):
             return False
         self._claimed.add(key)
         return True
+
+    # -- model archives --
+
+    async def put_archive(self, key: str, data: bytes) -> str:
+        return await self._archives.put_archive(key, data)
+
+    async def get_archive(self, key: str) -> bytes | None:
+        return await self._archives.get_archive(key)
+
+    async def archive_digest(self, key: str) -> str | None:
+        return await self._archives.archive_digest(key)

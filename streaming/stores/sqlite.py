@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS tool_claims (
     generation_id TEXT NOT NULL, call_id TEXT NOT NULL,
     PRIMARY KEY (generation_id, call_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 """
 
 # A finished generation is final: a late write of an older state never replaces it.
@@ -435,6 +436,30 @@ class SqliteStore(Store):
         self._queue()
         self._claims.append(key)
         return True
+
+    # -- model archives (written at once, not behind: a checkpoint is rare and large) --
+
+    async def put_archive(self, key: str, data: bytes) -> str:
+        from streaming.stores.archives import archive_digest, check_archive_key
+
+        digest = archive_digest(data)
+        await self._query(
+            "INSERT OR REPLACE INTO archives (key, digest, data) VALUES (?, ?, ?)",
+            check_archive_key(key), digest, bytes(data),
+        )
+        return digest
+
+    async def get_archive(self, key: str) -> bytes | None:
+        from streaming.stores.archives import check_archive_key
+
+        rows = await self._query("SELECT data FROM archives WHERE key = ?", check_archive_key(key))
+        return bytes(rows[0][0]) if rows else None
+
+    async def archive_digest(self, key: str) -> str | None:
+        from streaming.stores.archives import check_archive_key
+
+        rows = await self._query("SELECT digest FROM archives WHERE key = ?", check_archive_key(key))
+        return str(rows[0][0]) if rows else None
 
     # -- recovery and retention --
 
