@@ -145,8 +145,7 @@ class SqliteStore(Store):
         self._commit_done = anyio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
-        self._last_seq: dict[str, int] = {}
-        self._closed: set[str] = set()
+        self._last_seq: dict[str, int] = {}  # of logs still open
         self._claimed: set[tuple[str, str]] = set()
         self._log_changed: dict[str, anyio.Event] = {}
         # Control signals only ever reach this process (one process per file).
@@ -364,13 +363,11 @@ class SqliteStore(Store):
                 "SELECT seq, data FROM events WHERE generation_id = ? ORDER BY seq DESC LIMIT 1",
                 generation_id,
             )
-            last = self._last_seq.setdefault(generation_id, int(rows[0][0]) if rows else 0)
             if rows and Event.from_json(rows[0][1]).terminal:
-                self._closed.add(generation_id)
-        if generation_id in self._closed:
-            raise StoreError(
-                f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
-            )
+                raise StoreError(
+                    f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
+                )
+            last = self._last_seq.setdefault(generation_id, int(rows[0][0]) if rows else 0)
         if events[0].seq != last + 1:
             raise StoreError(
                 f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
@@ -379,9 +376,11 @@ class SqliteStore(Store):
             )
         self._queue()
         self._events.extend((generation_id, ev.seq, ev.to_json()) for ev in events)
-        self._last_seq[generation_id] = events[-1].seq
         if events[-1].terminal:
-            self._closed.add(generation_id)
+            # Only open logs are cached; a later append reads the (terminal) tail and refuses.
+            self._last_seq.pop(generation_id, None)
+        else:
+            self._last_seq[generation_id] = events[-1].seq
         changed = self._log_changed.pop(generation_id, None)
         if changed is not None:
             changed.set()
@@ -398,22 +397,29 @@ class SqliteStore(Store):
         return [Event.from_json(row[0]) for row in rows]
 
     async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
-        while True:
-            changed = self._log_changed.get(generation_id)
-            if changed is None:
-                changed = self._log_changed[generation_id] = anyio.Event()
-            events = await self.read_events(generation_id, after)
-            if events:
-                yield events
-                after = events[-1].seq
-                if events[-1].terminal:
-                    return
-                continue
-            gen = await self.get_generation(generation_id)
-            if gen is not None and gen.state.finished and after >= gen.last_seq:
-                return  # finished, and its log was dropped (retention) or never written
-            with anyio.move_on_after(self.poll_interval_s):
-                await changed.wait()
+        changed: anyio.Event | None = None
+        try:
+            while True:
+                # Registered before reading, so an append in between still wakes us.
+                changed = self._log_changed.get(generation_id)
+                if changed is None:
+                    changed = self._log_changed[generation_id] = anyio.Event()
+                events = await self.read_events(generation_id, after)
+                if events:
+                    yield events
+                    after = events[-1].seq
+                    if events[-1].terminal:
+                        return
+                    continue
+                gen = await self.get_generation(generation_id)
+                if gen is not None and gen.state.finished and after >= gen.last_seq:
+                    return  # finished, and its log was dropped (retention) or never written
+                with anyio.move_on_after(self.poll_interval_s):
+                    await changed.wait()
+        finally:
+            # Leave no waiter behind for a log nobody follows (others fall back to polling).
+            if changed is not None and self._log_changed.get(generation_id) is changed:
+                del self._log_changed[generation_id]
 
     # -- control (this process only) --
 
@@ -516,8 +522,6 @@ class SqliteStore(Store):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            self._last_seq[gen.id] = fixed.generation.last_seq
-            self._closed.add(gen.id)
             recovered.append(gen.id)
             logger.warning("generation %s was interrupted by a restart; marked failed", gen.id)
         return recovered
