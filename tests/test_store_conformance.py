@@ -7,6 +7,7 @@ processes (here: between two store instances, each one "process").
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -260,9 +261,9 @@ async def test_recover_interrupted_generation(make_store: Factory) -> None:
     gen = Generation(generator="scripted", file_id=file.id)
     machine, blocks = _play(gen, ["part", "ial ", "text"], finish=False)
     machine.complete_block(blocks[1].id)
-    machine.create_block(Block(file_id=file.id))  # created, never written
     file.blocks = [machine.block_snapshot(b) for b in machine.order]
-    await first.put_file(file)
+    await first.put_file(file)  # as at the start: the preallocated blocks
+    machine.create_block(Block(file_id=file.id))  # created mid-stream, never written
     await first.put_generation(gen)
     await first.append_events(gen.id, machine.log.read(0))
     # The process dies (its lease goes; for sqlite a new process opens the file).
@@ -284,6 +285,12 @@ async def test_recover_interrupted_generation(make_store: Factory) -> None:
     assert b0 is not None and b0.stream_state is StreamState.ABORTED and b0.text == texts[blocks[0].id] == "parttext"
     b1 = await second.get_block(blocks[1].id)
     assert b1 is not None and b1.stream_state is StreamState.COMPLETE and b1.text == "ial "
+    conversation = await second.get_file(file.id)
+    assert conversation is not None
+    assert [b.id for b in conversation.blocks] == machine.order
+    assert [b.stream_state for b in conversation.blocks] == [
+        StreamState.ABORTED, StreamState.COMPLETE, StreamState.ABORTED
+    ]
     # A follower is told, and does not hang.
     with anyio.fail_after(10):
         seen = [e async for batch in second.follow(gen.id, 0) for e in batch]
@@ -391,3 +398,30 @@ async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:
             await second.open()
     finally:
         await first.close()
+
+
+async def test_sqlite_retention_drops_old_finished_logs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ttl.db"
+    store = SqliteStore(url)
+    await store.open()
+    old, recent = Generation(generator="echo"), Generation(generator="echo")
+    for gen in (old, recent):
+        machine, _ = _play(gen, ["x"])
+        await store.append_events(gen.id, machine.log.read(0))
+        await store.put_generation(machine.generation)
+    expired = old.model_copy(update={"finished_at": old.finished_at - 7200})  # type: ignore[operator]
+    await store.close()
+    # Age the first one (as if it finished two hours ago), directly in the file.
+    conn = sqlite3.connect(tmp_path / "ttl.db")
+    conn.execute("UPDATE generations SET finished_at = ? WHERE id = ?", (expired.finished_at, old.id))
+    conn.commit()
+    conn.close()
+    store = SqliteStore(url + "?ttl=3600")
+    await store.open()
+    try:
+        assert await store.get_generation(old.id) is None
+        assert await store.read_events(old.id) == []
+        assert (await store.get_generation(recent.id)) is not None
+        assert len(await store.read_events(recent.id)) > 0
+    finally:
+        await store.close()

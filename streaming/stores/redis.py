@@ -617,6 +617,16 @@ class RedisStore(Store):
             if fixed.events:
                 await self.append_events(generation_id, fixed.events)
             await self.put_blocks(fixed.blocks)
+            if gen.file_id:
+                # Blocks made mid-stream join the conversation (the final write never came).
+                file_key = self._k("file", gen.file_id)
+                with self._mapped("reap"):
+                    raw_ids = await self._r.hget(file_key, "ids")
+                    if raw_ids is not None:
+                        have = raw_ids.split("\n") if raw_ids else []
+                        merged = have + [b.id for b in fixed.blocks if b.id not in set(have)]
+                        if merged != have:
+                            await self._r.hset(file_key, "ids", "\n".join(merged))
             await self.put_generation(fixed.generation)
             logger.warning("generation %s: its process died; marked failed (interrupted)", generation_id)
             return True

@@ -15,8 +15,8 @@ and closes its log with a terminal event (see :mod:`streaming.stores.recovery`).
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
 convention), with optional query parameters ``poll`` (seconds between checks of a followed
-log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default:
-forever; old logs are dropped when the store opens).
+log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default or 0:
+forever; older ones are dropped when the store opens).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ class SqliteStore(Store):
     Args:
         url: ``sqlite:///path`` (see the module docstring), or a plain file path.
         poll_interval_s: how often a followed log is re-read when no local write woke it.
-        ttl_s: seconds a finished generation's log, record and blocks are kept (None: forever).
+        ttl_s: seconds a finished generation's log and record are kept (None or 0: forever);
+            its blocks stay with their conversation.
     """
 
     shared = False
@@ -178,7 +179,7 @@ class SqliteStore(Store):
             self._release_lock()
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._conn = conn
-        if self.ttl_s is not None:
+        if self.ttl_s:  # None or 0: keep forever
             self._expire_sync(time.time() - self.ttl_s)
 
     def _take_lock(self) -> None:
@@ -509,6 +510,17 @@ class SqliteStore(Store):
                     "INSERT OR REPLACE INTO blocks (id, data) VALUES (?, ?)",
                     [(b.id, b.model_dump_json()) for b in fixed.blocks],
                 )
+                file_row = conn.execute(
+                    "SELECT block_ids FROM files WHERE id = ?", (gen.file_id,)
+                ).fetchone()
+                if file_row is not None:
+                    # Blocks made mid-stream join the conversation (the final write never came).
+                    ids = decode_ids(file_row[0])
+                    merged = ids + [b.id for b in fixed.blocks if b.id not in set(ids)]
+                    if merged != ids:
+                        conn.execute(
+                            "UPDATE files SET block_ids = ? WHERE id = ?", (encode_ids(merged), gen.file_id)
+                        )
                 conn.execute(
                     "UPDATE generations SET state = ?, finished_at = ?, data = ? WHERE id = ?",
                     (
