@@ -129,14 +129,7 @@ async def _call_plugin(fn: Any, *args: Any) -> Any:
 def _unwrap(response: Any, expected: type[BaseModel]) -> Any:
     """The ``data`` of a plugin's reply, checked; a failed task becomes a PluginError."""
     if isinstance(response, InvocableResponse):
-        status = response.status
-        if status is not None and status.state == TaskState.FAILED:
-            raise PluginError(
-                status.status_message or "the plugin failed",
-                code=status.status_code or "plugin_error",
-                suggestion=status.status_suggestion,
-            )
-        response = response.data
+        response = response.checked_data()
     if isinstance(response, expected):
         return response
     if isinstance(response, dict):

@@ -75,7 +75,6 @@ from streaming.plugin.request import (
     InvocableResponse,
     PluginRequest,
     PluginRequestContext,
-    TaskState,
 )
 from streaming.plugin.service import PluginService
 from streaming.plugin.streaming_generator import StreamingGenerator
@@ -773,14 +772,7 @@ class Runtime:
         if result is None:
             return
         if isinstance(result, InvocableResponse):
-            status = result.status
-            if status is not None and status.state == TaskState.FAILED:
-                raise PluginError(
-                    status.status_message or "the plugin failed",
-                    code=status.status_code or "plugin_error",
-                    suggestion=status.status_suggestion,
-                )
-            data = result.data
+            data = result.checked_data()
         else:
             data = result
         usage = getattr(data, "usage", None) or []
@@ -949,6 +941,9 @@ class Runtime:
                     call = live.calls.get(str(msg.get("call_id")))
                     if call is not None:
                         self._resolve(live, call, list(msg.get("result") or []), bool(msg.get("is_error")))
+                elif kind == "subscriber":
+                    # Someone streams it through another process: restart the disconnect grace.
+                    self._subscriber_left(live)
 
     # -- cancelling --
 
@@ -1211,14 +1206,7 @@ class Runtime:
 
 def _block_types(response: Any) -> list[str]:
     if isinstance(response, InvocableResponse):
-        status = response.status
-        if status is not None and status.state == TaskState.FAILED:
-            raise PluginError(
-                status.status_message or "the plugin refused the request",
-                code=status.status_code or "plugin_error",
-                suggestion=status.status_suggestion,
-            )
-        response = response.data
+        response = response.checked_data("the plugin refused the request")
     if isinstance(response, BlockTypePluginOutput):
         return list(response.block_types_to_create)
     if isinstance(response, list) and all(isinstance(m, str) for m in response):

@@ -87,6 +87,23 @@ class InvocableResponse(BaseModel, Generic[T]):
     status: Task | None = None
     http: Http | None = None
 
+    def checked_data(self, what: str = "the plugin failed") -> T | None:
+        """``data``, unless the status says the call failed.
+
+        Raises:
+            PluginError: the status is ``failed`` (its code, message and suggestion).
+        """
+        status = self.status
+        if status is not None and status.state == TaskState.FAILED:
+            from streaming.errors import PluginError
+
+            raise PluginError(
+                status.status_message or what,
+                code=status.status_code or "plugin_error",
+                suggestion=status.status_suggestion,
+            )
+        return self.data
+
     @classmethod
     def error(
         cls, code: str, message: str, suggestion: str | None = None, http_status: int = 500
