@@ -24,6 +24,7 @@ from tests.server_process import ServerProcess
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 LEASE_S = 2.0
+GRACE_S = 3.0  # disconnect grace of the pair (on_disconnect=cancel)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,8 @@ def pair(
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     logs = tmp_path_factory.mktemp("logs")
     url = store_url(redis_server, f"mp{uuid.uuid4().hex[:8]}:")
-    a = ServerProcess(logs / "a.log", store=url).start()
-    b = ServerProcess(logs / "b.log", store=url)
+    a = ServerProcess(logs / "a.log", "--disconnect-grace", str(GRACE_S), store=url).start()
+    b = ServerProcess(logs / "b.log", "--disconnect-grace", str(GRACE_S), store=url)
     try:
         b.start()
         yield a, b
@@ -101,6 +102,32 @@ async def test_resume_on_b_while_it_runs_on_a(pair: tuple[ServerProcess, ServerP
             rest = [e async for e in on_b.iter_events(gen.id, after=first[-1].seq)]
         check_invariants(first + rest)
         assert rest[-1].type == "generation.completed"
+
+
+async def test_a_subscriber_on_b_keeps_it_alive_on_a(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    """on_disconnect=cancel (the default): A sees no subscriber of its own, yet one on B counts."""
+    a, b = pair
+    script = {"rounds": [[{"text": "wait for it", "chunk": 4}, {"sleep_ms": int(GRACE_S * 1500)},
+                         {"text": "... done"}]]}
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="hi", options=script)
+        with anyio.fail_after(60):
+            from_b = [e async for e in on_b.iter_events(gen.id)]
+        assert from_b[-1].type == "generation.completed"
+        check_invariants(from_b)
+        # With nobody streaming it anywhere, the grace runs out and A cancels it.
+        idle = await on_a.generate("scripted", prompt="hi", options=FOREVER)
+        watching = await on_b.attach(idle.id)
+        await until(watching, lambda e: e.type == "block.delta")
+        await watching._source.aclose()  # type: ignore[union-attr]  # the client on B leaves
+        with anyio.fail_after(60):
+            while (state := (await on_b.get_generation(idle.id))["generation"]) ["state"] != "cancelled":
+                await anyio.sleep(0.1)
+        assert state["state"] == "cancelled"
+        with anyio.fail_after(30):
+            events = [e async for e in on_b.iter_events(idle.id)]
+        assert events[-1].data["reason"] == "client disconnected"
+        check_invariants(events)
 
 
 async def test_cancel_through_b(pair: tuple[ServerProcess, ServerProcess]) -> None:

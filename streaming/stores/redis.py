@@ -135,6 +135,8 @@ class RedisStore(Store):
         lease_s: a process that has not renewed its lease for this long is dead.
         retry_s: how long a command is retried on connection errors before giving up.
         block_s: longest a follower blocks on the log before checking the lease.
+        presence_s: how often a follower tells the running process it is there (keep it
+            well under the servers' ``disconnect_grace_s``).
         prefix: prepended to every key and channel.
     """
 
@@ -148,6 +150,7 @@ class RedisStore(Store):
         lease_s: float | None = None,
         retry_s: float | None = None,
         block_s: float = 1.0,
+        presence_s: float = 1.0,
         prefix: str | None = None,
         read_batch: int = 4096,
     ) -> None:
@@ -165,6 +168,7 @@ class RedisStore(Store):
         self.lease_s = lease
         self.retry_s = retry
         self.block_s = min(block_s, lease / 2)
+        self.presence_s = presence_s
         self.prefix = params.get("prefix", "streaming:") if prefix is None else prefix
         self.read_batch = read_batch
         #: this process's identity as an owner of generations
@@ -401,9 +405,17 @@ class RedisStore(Store):
         return self._events(entries)
 
     async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        """Also tells the running process, every ``presence_s``, that someone here follows
+        it (a ``{"type": "subscriber"}`` control message, not kept): a generation with
+        ``on_disconnect=cancel`` is not cancelled while a client streams it elsewhere."""
         key = self._k("log", generation_id)
-        block_ms = max(1, int(self.block_s * 1000))
+        block_ms = max(1, int(min(self.block_s, self.presence_s) * 1000))
+        pinged = -self.presence_s
         while True:
+            now = anyio.current_time()
+            if now - pinged >= self.presence_s:
+                pinged = now
+                await self._publish_presence(generation_id)
             with self._mapped("follow"):
                 reply = await self._r.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
             entries = reply[0][1] if reply else []
@@ -420,6 +432,12 @@ class RedisStore(Store):
                 return  # gone, or finished and its log expired
 
     # -- control --
+
+    async def _publish_presence(self, generation_id: str) -> None:
+        try:
+            await self._r.publish(self._k("ctl", generation_id), '{"type":"subscriber"}')
+        except RedisError as exc:  # a missed ping only risks the disconnect grace
+            logger.warning("redis presence of %s: %s", generation_id, exc)
 
     async def publish_control(self, generation_id: str, message: dict[str, Any]) -> None:
         key = self._k("ctl", generation_id)
@@ -462,16 +480,19 @@ class RedisStore(Store):
                     pipe.lrange(key, 0, -1)
                     pipe.delete(key)
                     raw, _ = await pipe.execute()
-            for item in raw:
+            self._deliver(generation_id, raw)
+
+    def _deliver(self, generation_id: str, raw: Sequence[str]) -> None:
+        for item in raw:
+            try:
+                msg = json.loads(item)
+            except ValueError:
+                continue
+            for stream in list(self._local.get(generation_id, [])):
                 try:
-                    msg = json.loads(item)
-                except ValueError:
-                    continue
-                for stream in list(self._local.get(generation_id, [])):
-                    try:
-                        stream.send_nowait(msg)
-                    except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        pass
+                    stream.send_nowait(msg)
+                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
 
     async def _drain_all(self) -> None:
         gen_ids = list(self._local)
@@ -508,7 +529,12 @@ class RedisStore(Store):
                     if msg is None:
                         continue
                     gen_id = str(msg["channel"])[len(channel_prefix) :]
-                    if gen_id in self._local:
+                    if gen_id not in self._local:
+                        continue
+                    data = str(msg.get("data") or "")
+                    if data.startswith("{"):
+                        self._deliver(gen_id, [data])  # a passing message, not kept in the list
+                    else:
                         await self._drain(gen_id)
             except asyncio.CancelledError:
                 raise
