@@ -28,6 +28,7 @@ and defaults for any option above.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import importlib.util
 import json
@@ -189,6 +190,21 @@ class ModelPool:
 
 _pools: dict[tuple[str, int], ModelPool] = {}
 _pools_lock = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    # Free the contexts while the interpreter is whole: llama_cpp's __del__ fails noisily
+    # when it runs during interpreter teardown.
+    with _pools_lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        with pool._lock:
+            free, pool._free = pool._free, []
+        for llm in free:
+            close = getattr(llm, "close", None)
+            if close is not None:
+                close()
 
 
 def load_model(
