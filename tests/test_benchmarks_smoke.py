@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run also makes LangServe's virtualenv (pip, ~15 s)
 def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
