@@ -212,6 +212,23 @@ async def test_follow_from_cursor_of_finished_log(store: Store) -> None:
     assert [e.seq for e in got] == list(range(4, len(events) + 1))
 
 
+async def test_a_burst_of_generations_at_once(store: Store) -> None:
+    """Many writers at the same moment (a burst of requests) all land; none is refused."""
+
+    async def one() -> None:
+        gen = Generation(generator="echo")
+        machine, blocks = _play(gen, ["a", "b", "c"])
+        await store.put_blocks(blocks)
+        await store.put_generation(machine.generation)
+        await store.append_events(gen.id, machine.log.read(0))
+        assert [e.seq for e in await store.read_events(gen.id)] == list(range(1, machine.log.last_seq + 1))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(300):
+                tg.start_soon(one)
+
+
 # -- control --
 
 

@@ -24,7 +24,8 @@ exponential backoff on connection errors (a Redis restart); one that still fails
 
 URL query parameters (all optional): ``ttl`` (seconds finished records are kept, default
 86400; 0 keeps them forever), ``lease`` (seconds, default 10), ``prefix``, ``retry``
-(seconds of retrying before giving up, default 10).
+(seconds of retrying before giving up, default 10), ``pool`` (connections for commands,
+default 64; followers each hold one more while they wait on a log).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ __all__ = ["RedisStore"]
 
 logger = logging.getLogger("streaming.stores.redis")
 
-_OURS = ("ttl", "lease", "prefix", "retry")
+_OURS = ("ttl", "lease", "prefix", "retry", "pool")
 
 # KEYS[1] log; ARGV[1] first seq, ARGV[2] ttl ms (0: none), ARGV[3] '1' if the batch ends
 # the log, ARGV[4..] event JSON. Returns -1 when appended, else the stored last seq
@@ -137,6 +138,8 @@ class RedisStore(Store):
         block_s: longest a follower blocks on the log before checking the lease.
         presence_s: how often a follower tells the running process it is there (keep it
             well under the servers' ``disconnect_grace_s``).
+        pool_size: connections for commands (more callers wait their turn).
+        max_followers: connections for followers blocked on a log (one each).
         prefix: prepended to every key and channel.
     """
 
@@ -151,6 +154,8 @@ class RedisStore(Store):
         retry_s: float | None = None,
         block_s: float = 1.0,
         presence_s: float = 1.0,
+        pool_size: int | None = None,
+        max_followers: int = 100_000,
         prefix: str | None = None,
         read_batch: int = 4096,
     ) -> None:
@@ -159,6 +164,7 @@ class RedisStore(Store):
             ttl = float(params.get("ttl", 86400.0)) if ttl_s is None else ttl_s
             lease = float(params.get("lease", 10.0)) if lease_s is None else lease_s
             retry = float(params.get("retry", 10.0)) if retry_s is None else retry_s
+            pool = int(params.get("pool", 64)) if pool_size is None else pool_size
         except ValueError as exc:
             raise InvalidRequestError(f"bad redis URL parameter in {url!r}: {exc}") from exc
         if lease <= 0:
@@ -169,11 +175,14 @@ class RedisStore(Store):
         self.retry_s = retry
         self.block_s = min(block_s, lease / 2)
         self.presence_s = presence_s
+        self.pool_size = max(pool, 4)
+        self.max_followers = max_followers
         self.prefix = params.get("prefix", "streaming:") if prefix is None else prefix
         self.read_batch = read_batch
         #: this process's identity as an owner of generations
         self.owner = uuid.uuid4().hex
         self._client: Any = None
+        self._follow_client: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._local: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
@@ -220,14 +229,26 @@ class RedisStore(Store):
         while waited < self.retry_s and retries < 100:
             retries += 1
             waited += min(cap, base * 2**retries)
-        client = aredis.Redis.from_url(
-            self._redis_url,
-            decode_responses=True,
-            retry=Retry(ExponentialBackoff(cap=cap, base=base), retries),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2.0,
-            socket_keepalive=True,
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "retry": Retry(ExponentialBackoff(cap=cap, base=base), retries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "socket_connect_timeout": 2.0,
+            "socket_keepalive": True,
+        }
+        # Commands share a bounded pool and wait their turn for a connection (a burst of
+        # generations must not fail "too many connections"); each follower blocks in XREAD
+        # on a connection of its own, from a second pool.
+        pools = aredis.BlockingConnectionPool.from_url(
+            self._redis_url, max_connections=self.pool_size, timeout=None, **options
         )
+        client = aredis.Redis(connection_pool=pools)
+        client.auto_close_connection_pool = True
+        followers = aredis.ConnectionPool.from_url(
+            self._redis_url, max_connections=self.max_followers, **options
+        )
+        self._follow_client = aredis.Redis(connection_pool=followers)
+        self._follow_client.auto_close_connection_pool = True
         self._client = client
         self._closing = False
         self._append = client.register_script(_APPEND)
@@ -239,6 +260,7 @@ class RedisStore(Store):
         except StoreError:
             self._client = None
             await client.aclose()
+            await self._follow_client.aclose()
             raise
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -264,6 +286,7 @@ class RedisStore(Store):
             pass
         self._client = None
         await client.aclose()
+        await self._follow_client.aclose()
 
     async def _renew_lease(self) -> None:
         await self._r.set(self._k("lease", self.owner), "1", px=int(self.lease_s * 1000))
@@ -417,7 +440,7 @@ class RedisStore(Store):
                 pinged = now
                 await self._publish_presence(generation_id)
             with self._mapped("follow"):
-                reply = await self._r.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
+                reply = await self._follow_client.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
             entries = reply[0][1] if reply else []
             if entries:
                 events = self._events(entries)
@@ -511,7 +534,8 @@ class RedisStore(Store):
         """One pub/sub connection per process: wake-ups for every generation's control list."""
         channel_prefix = self._k("ctl", "")
         backoff = 0.05
-        while not self._closing:
+        me = asyncio.current_task()
+        while not self._closing and not (me is not None and me.cancelling()):
             pubsub = self._r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(channel_prefix + "*")
@@ -521,6 +545,8 @@ class RedisStore(Store):
                 swept = anyio.current_time()
                 while not self._closing:
                     msg = await pubsub.get_message(timeout=1.0)
+                    if me is not None and me.cancelling():
+                        return  # redis-py swallowed our cancel
                     if anyio.current_time() - swept > self.lease_s:
                         # redis-py may have reconnected the subscription by itself: sweep
                         # the lists now and then so nothing sent meanwhile is stranded.
