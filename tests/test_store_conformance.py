@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from streaming.errors import StoreError
+from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
@@ -441,4 +441,41 @@ async def test_sqlite_retention_drops_old_finished_logs(tmp_path: Path) -> None:
         assert (await store.get_generation(recent.id)) is not None
         assert len(await store.read_events(recent.id)) > 0
     finally:
+        await store.close()
+
+
+async def test_sqlite_failing_commits_are_retried_then_reported(tmp_path: Path) -> None:
+    db = tmp_path / "failing.db"
+    store = SqliteStore(f"sqlite:///{db}?retry=0.2")
+    await store.open()
+    # Another connection makes every event insert fail (as a full disk would), then stops.
+    other = sqlite3.connect(db)
+    other.executescript(
+        "CREATE TABLE broken (x); INSERT INTO broken VALUES (1);"
+        "CREATE TRIGGER fail BEFORE INSERT ON events WHEN EXISTS (SELECT 1 FROM broken)"
+        " BEGIN SELECT RAISE(ABORT, 'disk is full'); END;"
+    )
+    try:
+        gen = Generation(generator="echo")
+        machine, _ = _play(gen, ["kept", " in order"])
+        events = machine.log.read(0)
+        await store.append_events(gen.id, events[:2])  # queued: the writer will fail on it
+        with anyio.fail_after(30), pytest.raises(StoreUnavailableError):
+            await store.read_events(gen.id)
+        with pytest.raises(StoreUnavailableError):
+            await store.append_events(gen.id, events[2:])
+        other.execute("DELETE FROM broken")
+        other.commit()
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    stored = await store.read_events(gen.id)
+                    break
+                except StoreUnavailableError:
+                    await anyio.sleep(0.05)
+        assert [e.to_json() for e in stored] == [e.to_json() for e in events[:2]]
+        await store.append_events(gen.id, events[2:])
+        assert len(await store.read_events(gen.id)) == len(events)
+    finally:
+        other.close()
         await store.close()

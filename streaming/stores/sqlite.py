@@ -16,7 +16,8 @@ and closes its log with a terminal event (see :mod:`streaming.stores.recovery`).
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
 convention), with optional query parameters ``poll`` (seconds between checks of a followed
 log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default or 0:
-forever; older ones are dropped when the store opens).
+forever; older ones are dropped when the store opens) and ``retry`` (seconds failing
+commits are retried before writers are told ``store_unavailable``, default 10).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.to_thread
 
-from streaming.errors import InvalidRequestError, StoreError
+from streaming.errors import InvalidRequestError, StoreError, StoreUnavailableError
 from streaming.events import Event
 from streaming.model import Block, File, Generation, GenerationState
 from streaming.stores.base import Store
@@ -106,6 +107,8 @@ class SqliteStore(Store):
         poll_interval_s: how often a followed log is re-read when no local write woke it.
         ttl_s: seconds a finished generation's log and record are kept (None or 0: forever);
             its blocks stay with their conversation.
+        retry_s: how long failing commits are retried before callers get
+            :class:`~streaming.errors.StoreUnavailableError` (they are retried on after that).
     """
 
     shared = False
@@ -116,6 +119,7 @@ class SqliteStore(Store):
         *,
         poll_interval_s: float | None = None,
         ttl_s: float | None = None,
+        retry_s: float | None = None,
     ) -> None:
         if url.startswith("sqlite:"):
             path, params = parse_sqlite_url(url)
@@ -125,12 +129,14 @@ class SqliteStore(Store):
         try:
             poll = float(params["poll"]) if "poll" in params else 0.05
             ttl = float(params["ttl"]) if "ttl" in params else None
+            retry = float(params["retry"]) if "retry" in params else 10.0
         except ValueError as exc:
             raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
         self.url = url
         self.path = path
         self.poll_interval_s = poll if poll_interval_s is None else poll_interval_s
         self.ttl_s = ttl if ttl_s is None else ttl_s
+        self.retry_s = retry if retry_s is None else retry_s
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
         self._limiter = anyio.CapacityLimiter(1)
@@ -222,27 +228,47 @@ class SqliteStore(Store):
 
     # -- the writer --
 
+    def _unavailable(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"sqlite store {self.path} cannot write: {self._failure}",
+            suggestion="check the disk (space, permissions); the pending writes are retried",
+        )
+
     def _queue(self) -> None:
         if self._failure is not None:
-            raise StoreError(f"sqlite store {self.path} failed: {self._failure}") from self._failure
+            raise self._unavailable() from self._failure
         self._queued += 1
         self._wake_writer.set()
 
-    async def _write_loop(self) -> None:
+    def _signal(self) -> None:
+        done, self._commit_done = self._commit_done, anyio.Event()
+        done.set()
+
+    async def _write_loop(self, max_delay_s: float = 2.0) -> None:
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
             target = self._queued
             batch = (self._gens, self._blocks, self._files, self._events, self._claims)
             self._gens, self._blocks, self._files, self._events, self._claims = {}, {}, {}, [], []
-            try:
-                await anyio.to_thread.run_sync(self._commit_sync, *batch, limiter=self._limiter)
-            except Exception as exc:  # the disk is full, the file went away...
-                logger.exception("sqlite store %s: commit failed", self.path)
-                self._failure = exc
+            failing_since: float | None = None
+            delay = 0.05
+            while True:  # the same batch again, so the order of writes holds
+                try:
+                    await anyio.to_thread.run_sync(self._commit_sync, *batch, limiter=self._limiter)
+                    break
+                except Exception as exc:  # the disk is full, the file went away...
+                    now = anyio.current_time()
+                    failing_since = now if failing_since is None else failing_since
+                    logger.warning("sqlite store %s: commit failed (%s); retrying", self.path, exc)
+                    if now - failing_since >= self.retry_s and self._failure is None:
+                        self._failure = exc  # callers are told now; writing goes on trying
+                        self._signal()
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, max_delay_s)
+            self._failure = None
             self._committed = target
-            done, self._commit_done = self._commit_done, anyio.Event()
-            done.set()
+            self._signal()
 
     def _commit_sync(
         self,
@@ -272,20 +298,20 @@ class SqliteStore(Store):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     async def _sync(self) -> None:
         """Wait until every write queued before this call is committed.
 
         Raises:
-            StoreError: a commit failed.
+            StoreUnavailableError: commits have been failing for ``retry_s``.
         """
         target = self._queued
         while self._committed < target:
+            if self._failure is not None:
+                raise self._unavailable() from self._failure
             await self._commit_done.wait()
-        if self._failure is not None:
-            raise StoreError(f"sqlite store {self.path} failed: {self._failure}") from self._failure
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -532,7 +558,7 @@ class SqliteStore(Store):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             recovered.append(gen.id)
             logger.warning("generation %s was interrupted by a restart; marked failed", gen.id)
@@ -549,8 +575,15 @@ class SqliteStore(Store):
             conn.execute(f"DELETE FROM generations WHERE id IN ({old})", (*_FINISHED, cutoff))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # the transaction never began (BEGIN itself failed)
 
 
 def encode_ids(ids: list[str]) -> str:
