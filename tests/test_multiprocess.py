@@ -7,6 +7,7 @@ generation ``interrupted`` once A's lease expires.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,6 +285,45 @@ async def test_redis_gone_too_long_fails_store_unavailable(durable_redis: RedisS
                     await anyio.sleep(0.1)
                 from_b = [e async for e in on_b.iter_events(gen.id)]
             assert [e.to_json() for e in from_b] == [e.to_json() for e in gen.events]
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A frozen (not dead) past its lease: B fails the generation; A, thawed, gives it up too."""
+    url = store_url(redis_server, f"pause{uuid.uuid4().hex[:8]}:")
+    a = ServerProcess(tmp_path / "a.log", store=url).start()
+    b = ServerProcess(tmp_path / "b.log", store=url)
+    script = {"rounds": [[{"text": "one", "chunk": 3}, {"sleep_ms": int(LEASE_S * 1000)},
+                         {"text": " two", "chunk": 4}, {"sleep_ms": 600_000}]]}
+    try:
+        b.start()
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+            await until(gen, lambda e: e.type == "block.delta")
+            watching = await on_b.attach(gen.id)
+            await until(watching, lambda e: e.type == "block.delta")
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGSTOP)
+            try:
+                with anyio.fail_after(LEASE_S * 10):
+                    await watching.wait()
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            assert watching.error is not None and watching.error["code"] == "interrupted"
+            check_invariants(watching.events)
+            # A wakes up, finds its log closed by B, and ends its own copy the same way.
+            with anyio.fail_after(30):
+                await gen.wait()
+            assert gen.state == "failed"
+            assert gen.error is not None and gen.error["code"] == "interrupted"
+            check_invariants(gen.events)
+            stored = await on_a.get_generation(gen.id)
+            assert stored["generation"]["error"]["code"] == "interrupted"
+            with anyio.fail_after(30):
+                final = [e async for e in on_b.iter_events(gen.id)]
+            assert [e.to_json() for e in final] == [e.to_json() for e in watching.events]
     finally:
         a.kill()
         b.kill()
