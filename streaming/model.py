@@ -169,18 +169,30 @@ class Block(BaseModel):
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Block:
         # A copy is a snapshot: it never writes into the running generation.
-        writer, self._writer = self._writer, None
+        priv = self.__pydantic_private__
+        if not priv or priv.get("_writer") is None:
+            return super().__deepcopy__(memo)
+        writer = priv["_writer"]
+        priv["_writer"] = None
         try:
             return super().__deepcopy__(memo)
         finally:
-            self._writer = writer
+            priv["_writer"] = writer
 
     def __copy__(self) -> Block:
-        writer, self._writer = self._writer, None
+        priv = self.__pydantic_private__
+        if not priv or priv.get("_writer") is None:
+            return super().__copy__()
+        writer = priv["_writer"]
+        priv["_writer"] = None
         try:
             return super().__copy__()
         finally:
-            self._writer = writer
+            priv["_writer"] = writer
+
+    def snapshot(self) -> Block:
+        """A cheap independent copy (tags are never changed in place, so they are shared)."""
+        return self.model_copy(update={"tags": list(self.tags)})
 
     @property
     def chat_role(self) -> str | None:
@@ -240,6 +252,10 @@ class File(BaseModel):
     #: who created it (a digest of the API key); kept out of what clients see
     owner: str | None = None
 
+    def snapshot(self) -> File:
+        """A cheap independent copy of the file and its blocks."""
+        return self.model_copy(update={"blocks": [b.snapshot() for b in self.blocks], "tags": list(self.tags)})
+
 
 class Usage(BaseModel):
     """A usage report, as the seed's ``UsageReport``."""
@@ -274,6 +290,12 @@ class Generation(BaseModel):
     last_seq: int = 0
     #: who created it (a digest of the API key, never the key); kept out of public()
     owner: str | None = None
+
+    def snapshot(self) -> Generation:
+        """A cheap independent copy (its lists copied; their items are never changed)."""
+        return self.model_copy(
+            update={"output_block_ids": list(self.output_block_ids), "usage": list(self.usage)}
+        )
 
     def public(self) -> dict[str, Any]:
         """The JSON clients see (no owner)."""

@@ -301,6 +301,7 @@ class Runtime:
         self.tools = tools or ToolRegistry()
         self.settings = settings or RuntimeSettings()
         self._live: dict[str, _Live] = {}
+        self._running = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._dirty: set[_Live] = set()
         self._flush_wanted = anyio.Event()
@@ -392,7 +393,7 @@ class Runtime:
 
     @property
     def running_count(self) -> int:
-        return sum(1 for live in self._live.values() if not live.done.is_set())
+        return self._running
 
     # -- starting --
 
@@ -476,12 +477,13 @@ class Runtime:
         await self.store.put_file(self._file_snapshot(live))
         await self.store.put_generation(generation)
         self._live[generation.id] = live
+        self._running += 1
         self.counters["started"] += 1
         self._tg.start_soon(self._run, live, blocks, name=f"generation {generation.id}")
         self._mark_dirty(live)
         if not subscribed:
             self._subscriber_left(live)
-        return generation.model_copy(deep=True)
+        return generation.snapshot()
 
     def _live_file_owner(self, file_id: str) -> str | None:
         for live in self._live.values():
@@ -606,6 +608,7 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             await self._final_flush(live)
         live.done.set()
+        self._running -= 1
         for listener in self.listeners:
             listener("finished", machine.generation)
         if self._tg is not None:
@@ -974,7 +977,7 @@ class Runtime:
             self._request_cancel(live, reason)
             with anyio.move_on_after(wait_s):
                 await live.done.wait()
-            return live.generation.model_copy(deep=True)
+            return live.generation.snapshot()
         generation = await self.get_generation(generation_id)
         if not generation.state.finished:
             await self.store.publish_control(generation_id, {"type": "cancel", "reason": reason})
@@ -1070,7 +1073,7 @@ class Runtime:
         """Raises NotFoundError."""
         live = self._live.get(generation_id)
         if live is not None:
-            gen = live.generation.model_copy(deep=True)
+            gen = live.generation.snapshot()
             gen.last_seq = live.log.last_seq
             return gen
         gen2 = await self.store.get_generation(generation_id)
@@ -1195,7 +1198,7 @@ class Runtime:
                 await self.store.append_events(live.id, events)
                 live.persisted_seq = events[-1].seq
             machine = live.machine
-            gen = machine.generation.model_copy(deep=True)
+            gen = machine.generation.snapshot()
             gen.last_seq = live.persisted_seq
             if final or events:
                 await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])

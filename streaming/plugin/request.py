@@ -58,8 +58,24 @@ class Task(CamelModel):
     remote_status_input: dict[str, Any] | None = None
 
 
+# pydantic keeps parametrized generics (``PluginRequest[X]``) only weakly, so a hot path
+# that writes ``PluginRequest[X](...)`` would rebuild the class and its schema each time.
+_PARAMETRIZED: dict[tuple[type, Any], Any] = {}
+
+
+def _memoized(cls: Any, params: Any, build: Any) -> Any:
+    key = (cls, params)
+    found = _PARAMETRIZED.get(key)
+    if found is None:
+        found = _PARAMETRIZED[key] = build(params)
+    return found
+
+
 class PluginRequest(BaseModel, Generic[T]):
     """A request to a plugin: its ``data``, the ``context``, and a status check flag."""
+
+    def __class_getitem__(cls, params: Any) -> Any:
+        return _memoized(cls, params, super().__class_getitem__)
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
@@ -80,6 +96,9 @@ class Http(BaseModel):
 
 class InvocableResponse(BaseModel, Generic[T]):
     """A plugin's reply: ``data``, plus a ``status`` task (failed carries the error)."""
+
+    def __class_getitem__(cls, params: Any) -> Any:
+        return _memoized(cls, params, super().__class_getitem__)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 

@@ -40,23 +40,23 @@ class MemoryStore(Store):
         stored = self._generations.get(generation.id)
         if stored is not None and stored.state.finished:
             return  # a finished generation is final (a late write never reopens it)
-        self._generations[generation.id] = generation.model_copy(deep=True)
+        self._generations[generation.id] = generation.snapshot()
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         gen = self._generations.get(generation_id)
-        return gen.model_copy(deep=True) if gen else None
+        return gen.snapshot() if gen else None
 
     async def put_blocks(self, blocks: Sequence[Block]) -> None:
         for block in blocks:
-            self._blocks[block.id] = block.model_copy(deep=True)
+            self._blocks[block.id] = block.snapshot()
 
     async def get_block(self, block_id: str) -> Block | None:
         block = self._blocks.get(block_id)
-        return block.model_copy(deep=True) if block else None
+        return block.snapshot() if block else None
 
     async def put_file(self, file: File) -> None:
         await self.put_blocks(file.blocks)
-        meta = file.model_copy(update={"blocks": []}, deep=True)
+        meta = file.model_copy(update={"blocks": [], "tags": list(file.tags)})
         self._files[file.id] = (meta, [b.id for b in file.blocks])
 
     async def get_file(self, file_id: str) -> File | None:
@@ -64,8 +64,8 @@ class MemoryStore(Store):
         if found is None:
             return None
         meta, ids = found
-        blocks = [self._blocks[i].model_copy(deep=True) for i in ids if i in self._blocks]
-        return meta.model_copy(update={"blocks": blocks}, deep=True)
+        blocks = [self._blocks[i].snapshot() for i in ids if i in self._blocks]
+        return meta.model_copy(update={"blocks": blocks, "tags": list(meta.tags)})
 
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         log = self._logs[generation_id]
