@@ -19,6 +19,7 @@ EXPECTED = {
         "succeeded",
     ],
     "04_local_model.py": ["tool call: get_weather({'city': 'Paris'})", "[cancelled]", "(succeeded;"],
+    "06_multi_process.py": ["streaming it from B", "state seen by B: succeeded", "cancelled through B: cancelled"],
     "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': 'Paris'})", ": succeeded"],
     "07_train_and_generate.py": [
         "progress: ", "training generation.completed", "status: succeeded", "archive: ngram/default.zip",
