@@ -57,41 +57,23 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        lock = anyio.Lock()
         self._sent_at = anyio.current_time()
+        # The pump runs in this task; one helper listens for the disconnect and sends the
+        # heartbeats. No lock: uvicorn writes each body whole, so frames never interleave.
         async with anyio.create_task_group() as tg:
-
-            async def pump() -> None:
-                try:
-                    await self._pump(send, lock)
-                except TimeoutError:
-                    self.timed_out = True
-                except StreamingError as exc:
-                    # Refused after the headers went out (a race on a limit): end the
-                    # stream with an SSE error event rather than a broken connection.
-                    frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
-                    with anyio.move_on_after(self.send_timeout_s):
-                        await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
-                finally:
-                    tg.cancel_scope.cancel()
-
-            async def heartbeat() -> None:
-                try:
-                    await self._heartbeat(send, lock)
-                except TimeoutError:
-                    self.timed_out = True
-                    tg.cancel_scope.cancel()
-
-            async def listen() -> None:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(pump)
-            tg.start_soon(listen)
-            tg.start_soon(heartbeat)
+            tg.start_soon(self._listen, receive, send, tg.cancel_scope)
+            try:
+                await self._pump(send)
+            except TimeoutError:
+                self.timed_out = True
+            except StreamingError as exc:
+                # Refused after the headers went out (a race on a limit): end the stream
+                # with an SSE error event rather than a broken connection.
+                frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
+                with anyio.move_on_after(self.send_timeout_s):
+                    await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
+            finally:
+                tg.cancel_scope.cancel()
         if self.timed_out:
             return  # the transport is stuck; do not wait on it again
         with anyio.CancelScope(shield=True):
@@ -100,12 +82,11 @@ class EventStreamResponse:
             except OSError:
                 pass
 
-    async def _pump(self, send: Send, lock: anyio.Lock) -> None:
+    async def _pump(self, send: Send) -> None:
         async with aclosing(self.batches) as batches:
             async for batch in batches:
                 body = b"".join([ev.to_sse() for ev in batch]) if len(batch) > 1 else batch[0].to_sse()
-                async with lock:
-                    await self._send(send, body)
+                await self._send(send, body)
 
     async def _send(self, send: Send, body: bytes) -> None:
         # A consumer that stopped reading blocks only its own writes; past the timeout
@@ -114,11 +95,19 @@ class EventStreamResponse:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self._sent_at = anyio.current_time()
 
-    async def _heartbeat(self, send: Send, lock: anyio.Lock) -> None:
-        while True:
-            await anyio.sleep(max(0.0, self._sent_at + self.heartbeat_s - anyio.current_time()))
-            if anyio.current_time() - self._sent_at >= self.heartbeat_s:
-                async with lock:
+    async def _listen(self, receive: Receive, send: Send, scope: anyio.CancelScope) -> None:
+        """Wait for the client to go away, sending a comment line whenever the stream has
+        been quiet for ``heartbeat_s``."""
+        try:
+            while True:
+                quiet_until = self._sent_at + self.heartbeat_s
+                with anyio.move_on_at(quiet_until):
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                    continue
+                if anyio.current_time() - self._sent_at >= self.heartbeat_s:
                     await self._send(send, b": ping\n\n")
-
-
+        except TimeoutError:
+            self.timed_out = True
+        scope.cancel()

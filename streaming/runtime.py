@@ -235,7 +235,8 @@ class _Live:
         self.persisted_seq = 0
         self.flush_lock = anyio.Lock()
         self.loop_thread = threading.get_ident()
-        self.tool_group: anyio.abc.TaskGroup | None = None
+        self.helpers: set[anyio.CancelScope] = set()
+        self.helpers_closed = False
         self.stop_error: StreamingError | None = None
         self.owner: str | None = None
         self.chunks = 0
@@ -473,9 +474,10 @@ class Runtime:
         for block in blocks:
             block._writer = live
 
-        await self.store.put_blocks(inputs)
-        await self.store.put_file(self._file_snapshot(live))
-        await self.store.put_generation(generation)
+        if self._writes_while_running:
+            await self.store.put_blocks(inputs)
+            await self.store.put_file(self._file_snapshot(live))
+            await self.store.put_generation(generation)
         self._live[generation.id] = live
         self._running += 1
         self.counters["started"] += 1
@@ -567,12 +569,15 @@ class Runtime:
         live.scope = scope
         try:
             with scope:
-                async with anyio.create_task_group() as tool_group:
-                    live.tool_group = tool_group
-                    if self.store.shared:
-                        tool_group.start_soon(self._control_listener, live)
+                if self.store.shared:
+                    self._spawn_for(live, self._control_listener, live)
+                try:
                     await self._rounds(live, first_blocks)
-                    tool_group.cancel_scope.cancel()
+                finally:
+                    # Helpers of this generation (server tools, the control listener) end with it.
+                    live.helpers_closed = True
+                    for helper in list(live.helpers):
+                        helper.cancel()
         except Exception as exc:  # the plugin raised: its blocks are aborted below
             inner = _unwrap(exc)
             if isinstance(inner, StreamingError):
@@ -856,9 +861,27 @@ class Runtime:
         if problem is not None:
             self._resolve(live, call, [problem], True)
         elif server_side:
-            assert live.tool_group is not None
-            live.tool_group.start_soon(self._run_server_tool, live, call)
+            self._spawn_for(live, self._run_server_tool, live, call)
         # Otherwise a client-side call: it waits for the client's answer.
+
+    def _spawn_for(self, live: _Live, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` in the runtime's task group, cancelled when ``live`` ends (no task
+        group per generation: an idle generation costs one task, not three)."""
+        assert self._tg is not None
+
+        async def helper() -> None:
+            if live.helpers_closed:
+                return  # the generation ended before this helper got to run
+            with anyio.CancelScope() as scope:
+                live.helpers.add(scope)
+                try:
+                    await fn(*args)
+                except Exception:
+                    logger.exception("generation %s: %s failed", live.id, getattr(fn, "__name__", fn))
+                finally:
+                    live.helpers.discard(scope)
+
+        self._tg.start_soon(helper)
 
     async def _run_server_tool(self, live: _Live, call: _Call) -> None:
         tool = self.tools[call.tool_name]
@@ -1127,7 +1150,15 @@ class Runtime:
 
     # -- persistence --
 
+    @property
+    def _writes_while_running(self) -> bool:
+        # Only a store that outlives the process or is shared with others needs a running
+        # generation's events before it ends; the memory store gets it whole at the end.
+        return self.store.durable or self.store.shared
+
     def _mark_dirty(self, live: _Live) -> None:
+        if not self._writes_while_running:
+            return
         self._dirty.add(live)
         if not self._flush_wanted.is_set():
             self._flush_wanted.set()

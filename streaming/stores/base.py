@@ -25,6 +25,9 @@ class Store(ABC):
     url: str = ""
     #: True if several processes can share this store (generations, logs and control).
     shared: bool = False
+    #: True if what is written outlives the process. A store that is neither durable nor
+    #: shared only needs a generation once it has ended: the running process holds it.
+    durable: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or create; called once before use."""

@@ -22,6 +22,7 @@ class MemoryStore(Store):
     """A store in memory; nothing survives the process."""
 
     url = "memory://"
+    durable = False
 
     def __init__(self, *, control_buffer: int = 64) -> None:
         self._generations: dict[str, Generation] = {}
