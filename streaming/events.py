@@ -46,19 +46,34 @@ TERMINAL_TYPES = frozenset(
 
 
 class Event:
-    """One event of a generation. Fields other than the envelope live in ``data``."""
+    """One event of a generation. Fields other than the envelope live in ``data``.
 
-    __slots__ = ("type", "seq", "generation_id", "data", "_json", "_sse", "_parts")
+    Once encoded, an event keeps only its SSE frame (the JSON is a slice of it) and drops
+    its ``data`` dict, which is parsed again if someone asks for it: a long log costs its
+    bytes, not a dict per delta.
+    """
+
+    __slots__ = ("type", "seq", "generation_id", "_data", "_json", "_sse", "_parts")
 
     def __init__(self, type: str, seq: int, generation_id: str, data: dict[str, Any]) -> None:
         self.type = type
         self.seq = seq
         self.generation_id = generation_id
-        self.data = data
+        self._data: dict[str, Any] | None = data
         self._json: str | None = None
         self._sse: bytes | None = None
         # For a coalescable delta: the text parts, joined when sealed.
         self._parts: list[str] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            obj = json.loads(self.to_json())
+            for key in ("type", "seq", "generation_id"):
+                obj.pop(key, None)
+            data = self._data = obj
+        return data
 
     # -- construction helpers --
 
@@ -93,17 +108,17 @@ class Event:
 
     @property
     def sealed(self) -> bool:
-        return self._json is not None
+        return self._json is not None or self._sse is not None
 
     def try_extend(self, block_id: str, text: str) -> bool:
         """Absorb ``text`` into this unsealed delta of the same block; False if it cannot."""
-        if self._json is not None or self._parts is None or self.data["block_id"] != block_id:
+        if self._parts is None or self.sealed or self.data["block_id"] != block_id:
             return False
         self._parts.append(text)
         return True
 
     def seal(self) -> None:
-        if self._json is None:
+        if not self.sealed:
             self.to_json()
 
     # -- encoding (at most once) --
@@ -127,18 +142,27 @@ class Event:
 
     def to_json(self) -> str:
         js = self._json
-        if js is None:
-            self._join()
-            self._parts = None
-            if self.type == "block.delta":
-                d = self.data
-                js = (
-                    f'{{"type":"block.delta","seq":{self.seq},"generation_id":"{self.generation_id}",'
-                    f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_dumps(d["text"])}}}'
-                )
-            else:
-                js = _dumps(self.to_dict())
-            self._json = js
+        if js is not None:
+            return js
+        sse = self._sse
+        if sse is not None:
+            # The frame is "id: …\nevent: …\ndata: <json>\n\n": slice the JSON out.
+            start = sse.index(b"\ndata: ") + 7
+            return sse[start:-2].decode()
+        self._join()
+        self._parts = None
+        d = self.data
+        if self.type == "block.delta":
+            js = (
+                f'{{"type":"block.delta","seq":{self.seq},"generation_id":"{self.generation_id}",'
+                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_dumps(d["text"])}}}'
+            )
+        else:
+            out: dict[str, Any] = {"type": self.type, "seq": self.seq, "generation_id": self.generation_id}
+            out.update(d)
+            js = _dumps(out)
+        self._json = js
+        self._data = None  # parsed again on demand
         return js
 
     def to_sse(self) -> bytes:
@@ -147,6 +171,7 @@ class Event:
         if sse is None:
             sse = f"id: {self.seq}\nevent: {self.type}\ndata: {self.to_json()}\n\n".encode()
             self._sse = sse
+            self._json = None  # a slice of the frame from now on
         return sse
 
     def __repr__(self) -> str:
