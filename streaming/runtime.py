@@ -198,6 +198,31 @@ class _Call:
     client_side: bool = False
 
 
+class _LazyEvent:
+    """An ``anyio.Event`` made only when someone waits (most generations end unwaited-for)."""
+
+    __slots__ = ("_flag", "_event")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: anyio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
 class _Live:
     """A generation running (or recently finished) in this process. Implements BlockWriter."""
 
@@ -216,7 +241,9 @@ class _Live:
         self.log = machine.log
         self.generation = machine.generation
         self.plugin = plugin
-        self.request = request
+        # Only what later rounds need (not the whole request body).
+        self.options = request.options
+        self.client_tools = request.client_tools
         self.context_blocks = context_blocks  # capability request block + history + inputs
         # What the plugin sees: the context, then each finished round's blocks in a
         # stable order (outputs, invocations, results in call order).
@@ -226,14 +253,14 @@ class _Live:
         self.tools = tools
         self.scope: anyio.CancelScope | None = None
         self.cancel_reason: str | None = None
-        self.done = anyio.Event()
+        self.done = _LazyEvent()
         self.subscribers = 0
         self.idle_token = 0
         self.calls: dict[str, _Call] = {}
         self.round_calls: list[_Call] = []
         self.round_blocks: list[str] = []
         self.persisted_seq = 0
-        self.flush_lock = anyio.Lock()
+        self.flush_lock: anyio.Lock | None = None
         self.loop_thread = threading.get_ident()
         self.helpers: set[anyio.CancelScope] = set()
         self.helpers_closed = False
@@ -635,7 +662,7 @@ class Runtime:
             calls = live.round_calls
             if not calls:
                 return
-            if live.request.client_tools == "return" and any(c.client_side for c in calls):
+            if live.client_tools == "return" and any(c.client_side for c in calls):
                 # The client answers in its next request: finish the server's own calls
                 # of this turn, then end the generation here.
                 await self._resolve_round(live, [c for c in calls if not c.client_side])
@@ -654,7 +681,7 @@ class Runtime:
             history = self._conversation(live)
             live.conversation = history
             if isinstance(live.plugin, StreamingGenerator):
-                types = await self._output_types(live.plugin, history, live.request.options)
+                types = await self._output_types(live.plugin, history, live.options)
             else:
                 types = []
             blocks = []
@@ -671,7 +698,7 @@ class Runtime:
 
     async def _run_plugin(self, live: _Live, blocks: list[Block]) -> None:
         plugin = live.plugin
-        options = live.request.options
+        options = live.options
         if isinstance(plugin, Generator):
             req = PluginRequest[RawBlockAndTagPluginInput](
                 data=RawBlockAndTagPluginInput(blocks=live.conversation, options=options),
@@ -1223,6 +1250,8 @@ class Runtime:
             self._final_retries.discard(live.id)
 
     async def _flush(self, live: _Live, *, final: bool = False) -> None:
+        if live.flush_lock is None:
+            live.flush_lock = anyio.Lock()
         async with live.flush_lock:
             events = live.log.read(live.persisted_seq)
             if events:
