@@ -55,6 +55,8 @@ class ServerSettings:
     api_keys: list[str] = field(default_factory=list)
     #: signs read tokens; default derived from the keys (same keys, same tokens everywhere)
     token_secret: str | None = None
+    #: seconds a signed block content URL stays valid
+    signed_url_ttl_s: float = 3600.0
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 

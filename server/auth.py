@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,8 @@ class Principal:
 
     owner: str | None = None
     generation_id: str | None = None
+    #: a signed URL: this one block's raw content, until the URL expires
+    block_id: str | None = None
 
 
 class AuthConfig:
@@ -61,6 +64,31 @@ class AuthConfig:
     def read_token(self, generation_id: str) -> str:
         mac = hmac.new(self._secret, generation_id.encode(), hashlib.sha256).hexdigest()[:40]
         return f"rt_{generation_id}.{mac}"
+
+    def signed_raw_url(self, block_id: str, ttl_s: float, now: float | None = None) -> str:
+        """``/blocks/{id}/raw?expires=…&signature=…``: the block's content, to anyone
+        holding the URL, until it expires (the seed's signed content URL)."""
+        expires = int((now if now is not None else time.time()) + ttl_s)
+        return f"/blocks/{block_id}/raw?expires={expires}&signature={self._block_mac(block_id, expires)}"
+
+    def _block_mac(self, block_id: str, expires: int) -> str:
+        msg = f"raw\0{block_id}\0{expires}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:40]
+
+    def verify_signed_raw(self, scope: Scope) -> Principal | None:
+        path: str = scope.get("path", "")
+        parts = path.split("/")
+        if len(parts) != 4 or parts[1] != "blocks" or parts[3] != "raw":
+            return None
+        query = dict(
+            p.partition("=")[::2] for p in scope.get("query_string", b"").decode("latin-1").split("&") if p
+        )
+        expires, signature = query.get("expires", ""), query.get("signature", "")
+        if not expires.isdigit() or not signature or int(expires) < time.time():
+            return None
+        if not hmac.compare_digest(signature.encode(), self._block_mac(parts[2], int(expires)).encode()):
+            return None
+        return Principal(block_id=parts[2])
 
     def authenticate(self, credential: str) -> Principal | None:
         if credential.startswith("rt_") and "." in credential:
@@ -110,6 +138,8 @@ class AuthMiddleware:
         public = path in _PUBLIC_PATHS or path == "/" or path.startswith(_PUBLIC_PREFIXES)
         credential = _credential(scope)
         principal = self.config.authenticate(credential) if credential else None
+        if principal is None and credential is None:
+            principal = self.config.verify_signed_raw(scope)
         if principal is None and not public:
             await self._refuse(scope, receive, send, credential is not None)
             return
@@ -173,6 +203,8 @@ def can_see(conn: HTTPConnection | Any, generation: Generation) -> bool:
     who = principal(conn)
     if who is None:
         return True
+    if who.block_id is not None:
+        return False  # a signed block URL reaches that block's bytes only
     if who.generation_id is not None:
         return hmac.compare_digest(who.generation_id.encode(), generation.id.encode())
     return generation.owner is not None and hmac.compare_digest(who.owner or "", generation.owner)

@@ -140,7 +140,13 @@ def openapi_document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any
         "/blocks/{id}/raw": {
             "get": {
                 "summary": "A block's content, streamed until the block ends",
-                "parameters": [ID_PARAM],
+                "description": "With auth on, `content_url` of `GET /blocks/{id}` is a signed URL "
+                "(`expires`, `signature`) that reaches this content without credentials until it expires.",
+                "parameters": [
+                    ID_PARAM,
+                    {"name": "expires", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "signature", "in": "query", "schema": {"type": "string"}},
+                ],
                 "responses": {
                     "200": {"description": "The bytes", "content": {"*/*": {"schema": {"type": "string"}}}},
                     **_errors(401, 404),

@@ -116,3 +116,30 @@ def test_openai_sdk_sees_its_own_auth_error(srv) -> None:
     # The generation it made belongs to the key that made it.
     assert httpx.get(f"{srv.url}/generations/{gen_id}", headers=bearer(KEY_A)).status_code == 200
     assert httpx.get(f"{srv.url}/generations/{gen_id}", headers=bearer(KEY_B)).status_code == 404
+
+
+async def test_signed_content_urls_expire_and_reach_one_block(srv) -> None:
+    import base64
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    script = {"blocks": ["image/png", "text/plain"],
+              "rounds": [[{"text": base64.b64encode(png).decode(), "block": 0}, {"text": "caption", "block": 1}]]}
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        r = await http.post("/generations", headers=bearer(KEY_A),
+                            json={"generator": "scripted", "prompt": "draw", "options": script})
+        gen_id = r.json()["generation"]["id"]
+        async with StreamingClient(srv.url, headers=bearer(KEY_A)) as client:
+            await (await client.attach(gen_id)).wait()
+        image_id, text_id = [b["id"] for b in (await http.get(f"/generations/{gen_id}", headers=bearer(KEY_A))).json()["blocks"]]
+        url = (await http.get(f"/blocks/{image_id}", headers=bearer(KEY_A))).json()["content_url"]
+        assert "signature=" in url and "expires=" in url
+        # Anyone holding the URL gets the bytes, with their type, and nothing else.
+        r = await http.get(url)
+        assert r.status_code == 200 and r.content == png and r.headers["content-type"] == "image/png"
+        assert (await http.get(url.replace(image_id, text_id))).status_code == 401
+        assert (await http.get(url[:-3] + "abc")).status_code == 401
+        assert (await http.get(f"/blocks/{image_id}")).status_code == 401
+    auth = srv.app.state.auth
+    expired = auth.signed_raw_url(image_id, ttl_s=-5)
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        assert (await http.get(expired)).status_code == 401

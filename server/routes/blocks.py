@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from server.app import runtime_of
-from server.auth import authorize_generation, principal
+from server.auth import AuthConfig, authorize_generation, principal
 from streaming.errors import NotFoundError
 from streaming.model import Block, StreamState
 
@@ -26,7 +26,13 @@ async def visible_block(request: Request) -> Block:
     runtime = runtime_of(request)
     block_id = request.path_params["id"]
     block = await runtime.get_block(block_id)
-    if principal(request) is not None:
+    who = principal(request)
+    if who is not None and who.block_id is not None:
+        # A signed URL: only this block's raw content.
+        if who.block_id != block_id or not request.url.path.endswith("/raw"):
+            raise NotFoundError(f"no block {block_id!r}")
+        return block
+    if who is not None:
         if not block.request_id:
             raise NotFoundError(f"no block {block_id!r}")
         try:
@@ -38,7 +44,14 @@ async def visible_block(request: Request) -> Block:
 
 async def read(request: Request) -> Response:
     block = await visible_block(request)
-    return JSONResponse(block.model_dump(mode="json"))
+    out = block.model_dump(mode="json")
+    # Where its content can be fetched: with auth on, a signed URL that expires.
+    auth: AuthConfig = request.app.state.auth
+    settings = request.app.state.settings
+    out["content_url"] = (
+        auth.signed_raw_url(block.id, settings.signed_url_ttl_s) if auth.enabled else f"/blocks/{block.id}/raw"
+    )
+    return JSONResponse(out)
 
 
 def _media_type(mime: str | None) -> str:
