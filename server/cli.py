@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -88,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (repeatable)"
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default=os.environ.get("STREAMING_LOG_LEVEL", "info"))
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], default=os.environ.get("STREAMING_LOG_FORMAT", "text"),
+        help="json: one object per line, with generation_id as a field",
+    )
     chat = sub.add_parser("chat", help="chat with a server in the terminal")
     chat.add_argument("url", nargs="?", default="http://127.0.0.1:8000")
     chat.add_argument("--generator", default="echo")
@@ -122,7 +125,9 @@ def _serve(args: argparse.Namespace) -> int:
         ),
     )
     app = create_app(settings, tools=tools)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from server.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     print(f"streaming: serving on http://{args.host}:{args.port} (store {settings.store_url})", flush=True)
     config = uvicorn.Config(
         app,
@@ -131,6 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         # Open streams end by themselves once the runtime has drained (below).
         timeout_graceful_shutdown=args.shutdown_grace + 10,
+        # With JSON logs uvicorn's own loggers go through the same JSON handler.
+        **({"log_config": None} if args.log_format == "json" else {}),
     )
     _draining_server(config, app).run()
     return 0

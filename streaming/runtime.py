@@ -509,6 +509,10 @@ class Runtime:
         self._running += 1
         self.counters["started"] += 1
         self._tg.start_soon(self._run, live, blocks, name=f"generation {generation.id}")
+        logger.info(
+            "generation %s started (%s)", generation.id, request.generator,
+            extra={"generation_id": generation.id, "generator": request.generator},
+        )
         self._mark_dirty(live)
         if not subscribed:
             self._subscriber_left(live)
@@ -610,7 +614,7 @@ class Runtime:
             if isinstance(inner, StreamingError):
                 error = inner
             else:
-                logger.warning("generation %s: plugin raised %r", live.id, inner)
+                logger.warning("generation %s: plugin raised %r", live.id, inner, extra={"generation_id": live.id})
                 error = PluginError(f"{type(inner).__name__}: {inner}")
         if live.stop_error is not None:
             error = live.stop_error
@@ -630,6 +634,11 @@ class Runtime:
         except IllegalTransitionError:  # already ended (a race with cancel is harmless)
             pass
         outcome = machine.generation.state.value
+        logger.info(
+            "generation %s %s", live.id, outcome,
+            extra={"generation_id": live.id, "outcome": outcome, "events": live.log.last_seq,
+                   "error_code": machine.generation.error.code if machine.generation.error else None},
+        )
         if outcome in self.counters:
             self.counters[outcome] += 1
         metrics = self.metrics
@@ -904,7 +913,7 @@ class Runtime:
                 try:
                     await fn(*args)
                 except Exception:
-                    logger.exception("generation %s: %s failed", live.id, getattr(fn, "__name__", fn))
+                    logger.exception("generation %s: %s failed", live.id, getattr(fn, "__name__", fn), extra={"generation_id": live.id})
                 finally:
                     live.helpers.discard(scope)
 
@@ -1213,7 +1222,7 @@ class Runtime:
 
     def _store_write_failed(self, live: _Live, exc: Exception) -> None:
         """A write of ``live`` to the store failed: retry it, and end it if it cannot be."""
-        logger.warning("writing generation %s to the store failed: %s", live.id, exc)
+        logger.warning("writing generation %s to the store failed: %s", live.id, exc, extra={"generation_id": live.id})
         if isinstance(exc, StoreError) and exc.code == "log_closed":
             # Another process found our lease lapsed and failed it: nothing more can be written.
             self._request_stop(live, StoreError(exc.message, code="interrupted", suggestion=exc.suggestion))
@@ -1242,9 +1251,9 @@ class Runtime:
                 except StoreError as exc:
                     if exc.code == "log_closed":
                         return
-                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc)
+                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc, extra={"generation_id": live.id})
                 except Exception as exc:
-                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc)
+                    logger.warning("writing generation %s to the store failed again: %s", live.id, exc, extra={"generation_id": live.id})
                 delay = min(delay * 2, max_delay_s)
         finally:
             self._final_retries.discard(live.id)

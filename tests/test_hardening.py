@@ -166,3 +166,25 @@ async def test_cors_is_off_by_default_and_configurable(make_server) -> None:
             assert r.headers["access-control-allow-origin"] == "https://app.example"
     finally:
         srv.stop()
+
+
+async def test_json_logs_carry_generation_ids() -> None:
+    import json
+
+    server = ServeProcess("--store", "memory://", "--log-format", "json", "--log-level", "info")
+    try:
+        async with StreamingClient(server.url) as client:
+            ok = await client.generate("echo", prompt="a b")
+            await ok.text()
+            bad = await client.generate("scripted", prompt="x", options={"rounds": [[{"error": "boom"}]]})
+            await bad.wait()
+    finally:
+        server.proc.terminate()
+        out, _ = server.proc.communicate(timeout=20)
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    mine = [r for r in records if r.get("generation_id") in (ok.id, bad.id)]
+    assert {r["generation_id"] for r in mine} == {ok.id, bad.id}
+    assert any(r.get("outcome") == "succeeded" and r["generation_id"] == ok.id for r in mine)
+    failed = [r for r in mine if r.get("outcome") == "failed"]
+    assert failed and failed[0]["error_code"] == "plugin_error" and failed[0]["level"] == "info"
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
