@@ -129,6 +129,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_format)
     print(f"streaming: serving on http://{args.host}:{args.port} (store {settings.store_url})", flush=True)
+    from uvicorn.config import LOGGING_CONFIG
+
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -137,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Open streams end by themselves once the runtime has drained (below).
         timeout_graceful_shutdown=args.shutdown_grace + 10,
         # With JSON logs uvicorn's own loggers go through the same JSON handler.
-        **({"log_config": None} if args.log_format == "json" else {}),
+        log_config=None if args.log_format == "json" else LOGGING_CONFIG,
     )
     _draining_server(config, app).run()
     return 0
