@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             server = ServeProcess("--store", "memory://", "--disconnect-grace", "0.5", "--live-retention", "1")
             store = "memory://"
         try:
-            anyio.run(soak, server.url, 2.0, min(args.streams, 20), args.seed + 1)  # warm up
+            # Warm up at the same load, so "before" already holds what a steady server
+            # holds (allocator pools, caches); growth after the main run is then a leak.
+            anyio.run(soak, server.url, max(5.0, args.seconds / 3), args.streams, args.seed + 1)
             time.sleep(2)
             before = rss_kib(server.proc.pid)
             started = time.monotonic()
