@@ -226,6 +226,15 @@ class _LazyEvent:
 class _Live:
     """A generation running (or recently finished) in this process. Implements BlockWriter."""
 
+    # Slots: thousands of these may be open at once (idle streams).
+    __slots__ = (
+        "calls", "cancel_reason", "chunks", "client_tools", "context_blocks", "conversation",
+        "done", "file", "first_delta_at", "flush_lock", "generation", "helpers",
+        "helpers_closed", "history_ids", "idle_token", "log", "loop_thread", "machine",
+        "options", "owner", "persisted_seq", "plugin", "round_blocks", "round_calls",
+        "runtime", "scope", "started_at", "stop_error", "subscribers", "tools", "__weakref__",
+    )
+
     def __init__(
         self,
         runtime: Runtime,
@@ -508,7 +517,7 @@ class Runtime:
         self._live[generation.id] = live
         self._running += 1
         self.counters["started"] += 1
-        self._tg.start_soon(self._run, live, blocks, name=f"generation {generation.id}")
+        self._tg.start_soon(self._run, live, blocks)
         logger.info(
             "generation %s started (%s)", generation.id, request.generator,
             extra={"generation_id": generation.id, "generator": request.generator},
