@@ -661,12 +661,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-idle", action="store_true",
                         help="also measure idle memory for --no-coalesce, sqlite and redis (slower)")
     parser.add_argument("--no-install", action="store_true", help="do not create the LangServe virtualenv")
+    parser.add_argument("--setup", action="store_true",
+                        help="only create the LangServe virtualenv (a setup step, like pip install) and exit")
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime servers (benchmarks/profiles/)")
     parser.add_argument("--memprofile", action="store_true",
                         help="tracemalloc our servers' idle phase (benchmarks/profiles/*-idle-memory.txt)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json)")
     args = parser.parse_args(argv)
+    if args.setup:
+        try:
+            print(f"LangServe virtualenv: {langserve_python(install=True)}")
+        except SetupError as exc:
+            print(f"LangServe virtualenv not made: {exc}")
+        return 0
     out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
     runner = _runner()
     data = runner(run(args))
