@@ -28,6 +28,7 @@ and defaults for any option above.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import codecs
 import importlib.util
@@ -647,21 +648,47 @@ def _invocation(text: str, tools: list[Tool]) -> FunctionCallInvocation:
 
 
 async def _drive(steps: Generator[_Decoded, None, None]) -> AsyncGenerator[_Decoded, None]:
-    """Step a blocking decoder in a worker thread, one token per hop.
+    """Decode in one worker thread that runs ahead of the event loop.
 
-    A cancel waits for the token being computed, then lands here: the decoder is closed
-    at once, so no further token is sampled.
+    Each token is handed to the loop without waiting for it, so the model never idles
+    while the loop publishes the previous token (a per-token round trip costs a few
+    percent of tokens/s on 2 cores). A cancel lands here: the thread is told to stop and
+    finishes at most the token it is computing, then closes the decoder.
     """
-    done = _Decoded("", -1)
+    loop = asyncio.get_running_loop()  # the server runs on asyncio (uvicorn)
+    queue: asyncio.Queue[_Decoded | BaseException | None] = asyncio.Queue()
+    stop = threading.Event()
 
-    def step() -> _Decoded:
-        return next(steps, done)
+    def hand(item: _Decoded | BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop has closed: nobody is listening
+            stop.set()
 
+    def work() -> None:
+        try:
+            for item in steps:
+                hand(item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the loop and raised there
+            hand(exc)
+        else:
+            hand(None)
+        finally:
+            steps.close()
+
+    thread = threading.Thread(target=work, name="llama-decode", daemon=True)
+    thread.start()
     try:
         while True:
-            item = await anyio.to_thread.run_sync(step)
-            if item is done:
+            item = await queue.get()
+            if item is None:
                 return
+            if isinstance(item, BaseException):
+                raise item
             yield item
     finally:
-        steps.close()
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.join)
