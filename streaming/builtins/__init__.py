@@ -14,3 +14,9 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "hash-embedder": "streaming.builtins.hashed:HashedNgramEmbedder",
     "file-importer": "streaming.builtins.importer:LocalFileImporter",
 }
+
+# A real sentence-embedding model, when the optional `embeddings` extra is installed.
+from streaming.builtins.sentence import available as _sentence_available  # noqa: E402
+
+if _sentence_available():
+    BUILTIN_PLUGINS["sentence-embedder"] = "streaming.builtins.sentence:SentenceEmbedder"
