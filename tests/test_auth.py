@@ -143,3 +143,30 @@ async def test_signed_content_urls_expire_and_reach_one_block(srv) -> None:
     expired = auth.signed_raw_url(image_id, ttl_s=-5)
     async with httpx.AsyncClient(base_url=srv.url) as http:
         assert (await http.get(expired)).status_code == 401
+
+
+async def test_per_key_limit_and_duration_limit() -> None:
+    from streaming.runtime import RuntimeSettings
+
+    live = LiveServer(create_app(ServerSettings(
+        api_keys=[KEY_A, KEY_B],
+        generators={"counting": "tests.plugins:CountingGenerator"},
+        runtime=RuntimeSettings(max_running_per_owner=1, max_duration_s=0.5),
+    ))).start()
+    try:
+        body = {"generator": "counting", "prompt": "x", "options": {"key": "perkey", "delay_ms": 5},
+                "on_disconnect": "continue"}
+        async with httpx.AsyncClient(base_url=live.url) as http:
+            first = await http.post("/generations", json=body, headers=bearer(KEY_A))
+            assert first.status_code == 201
+            # Alice is at her limit; Bob is not.
+            r = await http.post("/generations", json=body, headers=bearer(KEY_A))
+            assert r.status_code == 429 and r.headers["retry-after"]
+            assert (await http.post("/generations", json=body, headers=bearer(KEY_B))).status_code == 201
+        # The endless generation is ended by the duration limit, with its code.
+        async with StreamingClient(live.url, headers=bearer(KEY_A)) as client:
+            events = [ev async for ev in await client.attach(first.json()["generation"]["id"])]
+        assert events[-1].type == "generation.failed"
+        assert events[-1].data["error"]["code"] == "max_duration"
+    finally:
+        live.stop()
