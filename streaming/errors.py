@@ -21,6 +21,7 @@ that the server maps it to, a human ``message`` and an optional ``suggestion``::
     ├── GenerationFailedError          500 <code of the failure>  (client side: the stream ended failed)
     ├── PluginError                    500 plugin_error  (the plugin raised)
     ├── ToolTimeoutError               504 tool_timeout
+    ├── ModelUnavailableError          503 model_unavailable  (a model file or its extra is missing)
     ├── MaxToolRoundsError             500 max_tool_rounds
     └── StoreError                     503 store_error
         └── StoreUnavailableError      503 store_unavailable
@@ -43,6 +44,7 @@ __all__ = [
     "LimitExceededError",
     "MalformedRequestError",
     "MaxToolRoundsError",
+    "ModelUnavailableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PluginError",
@@ -158,6 +160,13 @@ class GenerationFailedError(StreamingError):
 class PluginError(StreamingError):
     code = "plugin_error"
     status = 500
+
+
+class ModelUnavailableError(StreamingError):
+    """A model (its file, or the extra that runs it) is not installed."""
+
+    code = "model_unavailable"
+    status = 503
 
 
 class ToolTimeoutError(StreamingError):

