@@ -1012,6 +1012,15 @@ class Runtime:
                     call = live.calls.get(str(msg.get("call_id")))
                     if call is not None:
                         self._resolve(live, call, list(msg.get("result") or []), bool(msg.get("is_error")))
+                elif kind == "interrupted":
+                    # Another process found our lease lapsed and failed this generation.
+                    self._request_stop(
+                        live,
+                        StoreError(
+                            "the generation was failed by another process: this one's lease lapsed",
+                            code="interrupted",
+                        ),
+                    )
                 elif kind == "subscriber":
                     # Someone streams it through another process: restart the disconnect grace.
                     self._subscriber_left(live)

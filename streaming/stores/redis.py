@@ -681,6 +681,12 @@ class RedisStore(Store):
                             await self._r.hset(file_key, "ids", "\n".join(merged))
             await self.put_generation(fixed.generation)
             logger.warning("generation %s: its process died; marked failed (interrupted)", generation_id)
+            # A process that was only frozen reads this when it thaws and ends its own copy,
+            # even if its plugin never writes again (its next write would tell it too).
+            try:
+                await self.publish_control(generation_id, {"type": "interrupted"})
+            except StoreError as exc:
+                logger.warning("could not tell the owner of %s: %s", generation_id, exc)
             return True
         except StoreError as exc:
             logger.warning("could not reap generation %s: %s", generation_id, exc)
