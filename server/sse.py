@@ -1,16 +1,19 @@
 """The SSE response: a generation's events as ``id`` / ``event`` / ``data`` frames.
 
-One task group per response in which the event pump, the heartbeat and the disconnect
-listener race; the first to finish cancels the others. Events are encoded once (shared by
-every subscriber) and a backlog goes out in one write.
+The event pump runs in the request's task; one helper task sends the heartbeats and
+listens for the disconnect, and stops the pump when the client goes away. Events are
+encoded once (shared by every subscriber) and a backlog goes out in one write. Needs
+asyncio (as uvicorn runs it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from streaming.errors import StreamingError
@@ -53,34 +56,45 @@ class EventStreamResponse:
         self.status = status
         self.headers = SSE_HEADERS + list(headers or [])
         self._sent_at = 0.0
+        self._done = False  # the pump has ended
+        self._stopped = False  # the listener cancelled the pump
         self.timed_out = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        self._sent_at = anyio.current_time()
-        # The pump runs in this task; one helper listens for the disconnect and sends the
-        # heartbeats. No lock: uvicorn writes each body whole, so frames never interleave.
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen, receive, send, tg.cancel_scope)
-            try:
-                await self._pump(send)
-            except TimeoutError:
-                self.timed_out = True
-            except StreamingError as exc:
-                # Refused after the headers went out (a race on a limit): end the stream
-                # with an SSE error event rather than a broken connection.
-                frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
-                with anyio.move_on_after(self.send_timeout_s):
-                    await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
-            finally:
-                tg.cancel_scope.cancel()
+        self._sent_at = loop.time()
+        # The pump runs in this task; one plain asyncio task listens for the disconnect
+        # and sends the heartbeats, and cancels this task if the client goes away. (Plain
+        # asyncio rather than an anyio task group: an idle stream is mostly this state, and
+        # a task group with its cancel scopes costs a few KiB more per stream.) No lock:
+        # uvicorn writes each body whole, so frames never interleave.
+        me = asyncio.current_task()
+        assert me is not None
+        listener = loop.create_task(self._listen(receive, send, me))
+        try:
+            await self._pump(send)
+        except TimeoutError:
+            self.timed_out = True
+        except StreamingError as exc:
+            # Refused after the headers went out (a race on a limit): end the stream
+            # with an SSE error event rather than a broken connection.
+            frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
+            with contextlib.suppress(TimeoutError):
+                await self._send(send, frame.encode())
+        except asyncio.CancelledError:
+            if not self._stopped:
+                raise  # the server is cancelling us, not the listener
+            me.uncancel()
+        finally:
+            self._done = True
+            listener.cancel()
         if self.timed_out:
             return  # the transport is stuck; do not wait on it again
-        with anyio.CancelScope(shield=True):
-            try:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:
-                pass
+        try:
+            await asyncio.shield(send({"type": "http.response.body", "body": b"", "more_body": False}))
+        except OSError:
+            pass
 
     async def _pump(self, send: Send) -> None:
         async with aclosing(self.batches) as batches:
@@ -91,23 +105,29 @@ class EventStreamResponse:
     async def _send(self, send: Send, body: bytes) -> None:
         # A consumer that stopped reading blocks only its own writes; past the timeout
         # it is dropped rather than holding anything else up.
-        with anyio.fail_after(self.send_timeout_s):
+        async with asyncio.timeout(self.send_timeout_s):
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        self._sent_at = anyio.current_time()
+        self._sent_at = asyncio.get_running_loop().time()
 
-    async def _listen(self, receive: Receive, send: Send, scope: anyio.CancelScope) -> None:
+    async def _listen(self, receive: Receive, send: Send, pump: asyncio.Task[Any]) -> None:
         """Wait for the client to go away, sending a comment line whenever the stream has
-        been quiet for ``heartbeat_s``."""
-        try:
-            while True:
-                quiet_until = self._sent_at + self.heartbeat_s
-                with anyio.move_on_at(quiet_until):
+        been quiet for ``heartbeat_s``; then stop the pump."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(self._sent_at + self.heartbeat_s):
                     message = await receive()
-                    if message["type"] == "http.disconnect":
-                        break
-                    continue
-                if anyio.current_time() - self._sent_at >= self.heartbeat_s:
+            except TimeoutError:
+                if loop.time() - self._sent_at < self.heartbeat_s:
+                    continue  # something went out meanwhile
+                try:
                     await self._send(send, b": ping\n\n")
-        except TimeoutError:
-            self.timed_out = True
-        scope.cancel()
+                except TimeoutError:
+                    self.timed_out = True
+                    break
+                continue
+            if message["type"] == "http.disconnect":
+                break
+        if not self._done:
+            self._stopped = True
+            pump.cancel()
