@@ -9,6 +9,8 @@ A background flusher writes new events and changed blocks to the store in batche
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import threading
@@ -198,6 +200,11 @@ class _Call:
     client_side: bool = False
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _LazyEvent:
     """An ``anyio.Event`` made only when someone waits (most generations end unwaited-for)."""
 
@@ -338,6 +345,8 @@ class Runtime:
         self.tools = tools or ToolRegistry()
         self.settings = settings or RuntimeSettings()
         self._live: dict[str, _Live] = {}
+        # Each generation runs in a plain asyncio task of its own (cancelled at exit).
+        self._run_tasks: set[asyncio.Task[None]] = set()
         self._running = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._dirty: set[_Live] = set()
@@ -374,6 +383,10 @@ class Runtime:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         await self.shutdown()
         assert self._tg is not None
+        for task in list(self._run_tasks):
+            task.cancel()
+        if self._run_tasks:
+            await asyncio.wait(list(self._run_tasks))
         self._tg.cancel_scope.cancel()
         result = await self._tg.__aexit__(*exc_info)
         self._tg = None
@@ -517,7 +530,11 @@ class Runtime:
         self._live[generation.id] = live
         self._running += 1
         self.counters["started"] += 1
-        self._tg.start_soon(self._run, live, blocks)
+        # A plain asyncio task rather than one in the task group: an idle generation is
+        # mostly this task, and anyio's per-task handle and cancel scope cost more.
+        task = asyncio.get_running_loop().create_task(self._run(live, blocks), name=f"generation {generation.id}")
+        self._run_tasks.add(task)
+        task.add_done_callback(self._run_tasks.discard)
         logger.info(
             "generation %s started (%s)", generation.id, request.generator,
             extra={"generation_id": generation.id, "generator": request.generator},
@@ -605,8 +622,11 @@ class Runtime:
     async def _run(self, live: _Live, first_blocks: list[Block]) -> None:
         machine = live.machine
         error: StreamingError | None = None
-        scope = anyio.CancelScope(deadline=anyio.current_time() + self.settings.max_duration_s)
+        scope = anyio.CancelScope()
         live.scope = scope
+        # The duration limit: a timer rather than a scope deadline (one object, not two).
+        loop = asyncio.get_running_loop()
+        limit = loop.call_at(loop.time() + self.settings.max_duration_s, scope.cancel)
         try:
             with scope:
                 if self.store.shared:
@@ -614,6 +634,7 @@ class Runtime:
                 try:
                     await self._rounds(live, first_blocks)
                 finally:
+                    limit.cancel()
                     # Helpers of this generation (server tools, the control listener) end with it.
                     live.helpers_closed = True
                     for helper in list(live.helpers):
@@ -1128,12 +1149,15 @@ class Runtime:
                     continue
                 if log.closed:
                     return
-                woken = anyio.Event()
-                log.wait(woken.set)
+                # A bare loop future: an idle subscriber is mostly this wait, and an
+                # anyio Event (an asyncio Event and its deque inside) costs more.
+                woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                wake = functools.partial(_resolve, woken)
+                log.wait(wake)
                 try:
-                    await woken.wait()
+                    await woken
                 finally:
-                    log.cancel_wait(woken.set)
+                    log.cancel_wait(wake)
         finally:
             live.subscribers -= 1
             self._subscriber_left(live)
