@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from streaming.errors import StreamingError
 from streaming.events import Event, encode_json
 
-__all__ = ["SSE_HEADERS", "EventStreamResponse"]
+__all__ = ["SSE_HEADERS", "EventStreamResponse", "StreamingEndpoint"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -131,3 +133,22 @@ class EventStreamResponse:
         if not self._done:
             self._stopped = True
             pump.cancel()
+
+
+class StreamingEndpoint:
+    """A route endpoint that may answer with an open stream, as a plain ASGI app.
+
+    Starlette wraps a function endpoint in two more layers of exception handling whose
+    frames and closures stay alive as long as the response streams: a few KiB on every
+    idle stream. Errors raised by ``handler`` before the response starts still reach the
+    app's exception handlers (the ``ExceptionMiddleware`` above the router).
+    """
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response | EventStreamResponse]]) -> None:
+        self.handler = handler
+        self.__name__ = getattr(handler, "__name__", type(self).__name__)
+        self.__doc__ = handler.__doc__
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from server.app import read_json, runtime_of, settings_of
 from server.auth import AuthConfig, authorize_generation, new_owner
-from server.sse import EventStreamResponse
+from server.sse import EventStreamResponse, StreamingEndpoint
 from streaming.errors import InvalidRequestError
 from streaming.requests import GenerateRequest, ToolResultRequest
 
@@ -38,7 +38,7 @@ def resume_cursor(request: Request) -> int:
     return cursor
 
 
-async def create(request: Request) -> Response:
+async def create(request: Request) -> Response | EventStreamResponse:
     owner = new_owner(request)
     body: GenerateRequest = await read_json(request, GenerateRequest)
     runtime = runtime_of(request)
@@ -51,7 +51,7 @@ async def create(request: Request) -> Response:
         headers = [(b"location", location.encode())]
         if token:
             headers.append((b"x-read-token", token.encode()))
-        return EventStreamResponse(  # type: ignore[return-value]
+        return EventStreamResponse(
             runtime.subscribe(generation.id, 0),
             heartbeat_s=settings_of(request).heartbeat_s,
             send_timeout_s=settings_of(request).send_timeout_s,
@@ -83,13 +83,13 @@ async def read(request: Request) -> Response:
     )
 
 
-async def events(request: Request) -> Response:
+async def events(request: Request) -> EventStreamResponse:
     runtime = runtime_of(request)
     gen_id = request.path_params["id"]
     after = resume_cursor(request)
     await authorize_generation(request, runtime, gen_id)
     await runtime.check_subscribable(gen_id)  # 404 / 429 before the stream starts
-    return EventStreamResponse(  # type: ignore[return-value]
+    return EventStreamResponse(
         runtime.subscribe(gen_id, after),
         heartbeat_s=settings_of(request).heartbeat_s,
         send_timeout_s=settings_of(request).send_timeout_s,
@@ -112,9 +112,9 @@ async def tool_results(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/generations", create, methods=["POST"]),
+    Route("/generations", StreamingEndpoint(create), methods=["POST"]),
     Route("/generations/{id}", read, methods=["GET"]),
-    Route("/generations/{id}/events", events, methods=["GET"]),
+    Route("/generations/{id}/events", StreamingEndpoint(events), methods=["GET"]),
     Route("/generations/{id}/cancel", cancel, methods=["POST"]),
     Route("/generations/{id}/tool-results", tool_results, methods=["POST"]),
 ]
