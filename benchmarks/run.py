@@ -434,7 +434,8 @@ def goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
     gap = v("runtime", f"conc{big}_gap_p99_ms")
     out.append(Goal(f"conc{big}_gap_p99_ms", "runtime", "< 250 ms", judge(lambda: gap < 250, gap), gap))  # type: ignore[operator]
     kib = v("runtime", "idle_kib_per_stream")
-    out.append(Goal("idle_kib_per_stream", "runtime", "< 40 KiB", judge(lambda: kib < 40, kib), kib))  # type: ignore[operator]
+    # 40 KB read strictly: 40,000 bytes (39.06 KiB).
+    out.append(Goal("idle_kib_per_stream", "runtime", "< 40 KB", judge(lambda: kib * 1024 < 40_000, kib), kib))  # type: ignore[operator]
     ft, rtt = v("floor", "ttfd_median_ms"), v("runtime", "ttfd_median_ms")
     out.append(Goal("ttfd_median_ms", "runtime", "<= (a) + 2 ms", judge(lambda: rtt <= ft + 2, rtt, ft), rtt))  # type: ignore[operator]
     for store in ("sqlite", "redis"):

@@ -102,12 +102,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import ServerSettings, create_app
-    from streaming.runtime import RuntimeSettings, _import
+    from streaming.plugin.service import import_spec
+    from streaming.runtime import RuntimeSettings
     from streaming.tools import ToolRegistry
 
     tools = ToolRegistry()
     for name, spec in args.tool:
-        tools.register(_import(spec), name=name)
+        tools.register(import_spec(spec), name=name)
     settings = ServerSettings(
         store_url=args.store or default_store_url(args.data_dir),
         generators=dict(args.generator),

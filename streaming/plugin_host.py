@@ -70,13 +70,13 @@ from streaming.plugin.request import (
     Task,
     TaskState,
 )
-from streaming.plugin.service import PluginService
+from streaming.plugin.service import PluginService, instantiate
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.plugin.tagger import Tagger, TrainableTagger
 from streaming.plugin.trainable_model import check_handle
 from streaming.plugin.trainable_service import TrainablePluginService
 from streaming.requests import BlockInput, GenerateRequest
-from streaming.runtime import Runtime, _import
+from streaming.runtime import Runtime
 from streaming.stores.archives import archives_for
 
 __all__ = ["PATHS", "PROGRESS_MIME", "PluginHost", "TrainingRun"]
@@ -203,20 +203,7 @@ class PluginHost:
             InvalidRequestError: a bad name, or ``plugin`` is not a plugin of a known kind.
         """
         check_handle(name, "plugin instance name")
-        target: Any = _import(plugin) if isinstance(plugin, str) else plugin
-        if isinstance(target, type) and issubclass(target, PluginService):
-            instance: PluginService[Any, Any] = target(
-                config=config,
-                context=PluginRequestContext(plugin_handle=name, plugin_instance_handle=name, plugin_instance_id=name),
-            )
-        elif isinstance(target, PluginService):
-            instance = target
-            if instance.context is None:
-                instance.context = PluginRequestContext(
-                    plugin_handle=name, plugin_instance_handle=name, plugin_instance_id=name
-                )
-        else:
-            raise InvalidRequestError(f"{target!r} is not a plugin")
+        instance = instantiate(name, plugin, config, (PluginService,))
         if not _kinds(instance):
             raise InvalidRequestError(f"{type(instance).__name__} is not a plugin kind this host serves")
         self.plugins[name] = instance

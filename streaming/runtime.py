@@ -76,9 +76,8 @@ from streaming.plugin.outputs import BlockTypePluginOutput, RawBlockAndTagPlugin
 from streaming.plugin.request import (
     InvocableResponse,
     PluginRequest,
-    PluginRequestContext,
 )
-from streaming.plugin.service import PluginService
+from streaming.plugin.service import PluginService, instantiate
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.stores.base import Store
@@ -141,15 +140,7 @@ class GeneratorRegistry:
         Raises:
             InvalidRequestError: ``plugin`` cannot be imported or is not a generator.
         """
-        target: Any = _import(plugin) if isinstance(plugin, str) else plugin
-        if isinstance(target, type) and issubclass(target, (StreamingGenerator, Generator)):
-            instance: PluginService[Any, Any] = target(
-                config=config, context=PluginRequestContext(plugin_handle=name, plugin_instance_handle=name)
-            )
-        elif isinstance(target, (StreamingGenerator, Generator)):
-            instance = target
-        else:
-            raise InvalidRequestError(f"{target!r} is not a StreamingGenerator or Generator")
+        instance = instantiate(name, plugin, config, (StreamingGenerator, Generator))
         self._plugins[name] = instance
         return instance
 
@@ -171,19 +162,6 @@ class GeneratorRegistry:
                 f"no generator named {name!r}",
                 suggestion="registered generators: " + ", ".join(sorted(self._plugins)),
             ) from None
-
-
-def _import(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise InvalidRequestError(f"{spec!r} is not of the form module:Class")
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidRequestError(f"cannot load {spec!r}: {exc}") from exc
 
 
 @dataclass
