@@ -512,7 +512,7 @@ class Runtime:
         # mostly this task, and anyio's per-task handle and cancel scope cost more.
         task = asyncio.get_running_loop().create_task(self._run(live, blocks), name=f"generation {generation.id}")
         self._run_tasks.add(task)
-        task.add_done_callback(self._run_tasks.discard)
+        task.add_done_callback(self._run_finished)
         logger.info(
             "generation %s started (%s)", generation.id, request.generator,
             extra={"generation_id": generation.id, "generator": request.generator},
@@ -662,6 +662,11 @@ class Runtime:
             listener("finished", machine.generation)
         if self._tg is not None:
             self._tg.start_soon(self._forget, live)
+
+    def _run_finished(self, task: asyncio.Task[None]) -> None:
+        self._run_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s crashed", task.get_name(), exc_info=task.exception())
 
     async def _forget(self, live: _Live) -> None:
         await anyio.sleep(self.settings.live_retention_s)

@@ -107,6 +107,25 @@ async def test_stuck_consumer_is_dropped_after_the_send_timeout(make_server) -> 
         srv.stop()
 
 
+async def test_a_crash_after_the_terminal_event_is_logged_and_the_server_carries_on(server, caplog) -> None:
+    # A generation runs in a task of its own: what escapes it must be seen, not lost.
+    def boom(what: str, generation: object) -> None:
+        raise RuntimeError("listener bug")
+
+    server.runtime.listeners.append(boom)
+    async with StreamingClient(server.url) as client:
+        gen = await client.generate("echo", prompt="a b ")
+        assert await gen.text() == "a b "
+        with anyio.fail_after(5):
+            while not any("crashed" in r.getMessage() for r in caplog.records):
+                await anyio.sleep(0.02)
+        crash = next(r for r in caplog.records if "crashed" in r.getMessage())
+        assert crash.exc_info is not None and "listener bug" in str(crash.exc_info[1])
+        server.runtime.listeners.remove(boom)
+        again = await client.generate("echo", prompt="c ")
+        assert await again.text() == "c "
+
+
 async def test_limits_answer_with_their_status(make_server) -> None:
     srv = make_server(generators=TEST_GENERATORS, max_running=2, max_subscribers_per_generation=1,
                       max_events_per_generation=50)
