@@ -115,24 +115,27 @@ class EventStreamResponse:
         """Wait for the client to go away, sending a comment line whenever the stream has
         been quiet for ``heartbeat_s``; then stop the pump."""
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                async with asyncio.timeout_at(self._sent_at + self.heartbeat_s):
-                    message = await receive()
-            except TimeoutError:
-                if loop.time() - self._sent_at < self.heartbeat_s:
-                    continue  # something went out meanwhile
+        try:
+            while True:
                 try:
-                    await self._send(send, b": ping\n\n")
+                    async with asyncio.timeout_at(self._sent_at + self.heartbeat_s):
+                        message = await receive()
                 except TimeoutError:
-                    self.timed_out = True
-                    break
-                continue
-            if message["type"] == "http.disconnect":
-                break
-        if not self._done:
-            self._stopped = True
-            pump.cancel()
+                    if loop.time() - self._sent_at < self.heartbeat_s:
+                        continue  # something went out meanwhile
+                    try:
+                        await self._send(send, b": ping\n\n")
+                    except TimeoutError:
+                        self.timed_out = True
+                        return
+                    continue
+                if message["type"] == "http.disconnect":
+                    return
+        finally:
+            # However this ends (even by a bug here), the pump must not outlive it.
+            if not self._done:
+                self._stopped = True
+                pump.cancel()
 
 
 class StreamingEndpoint:
