@@ -325,6 +325,9 @@ class Runtime:
         self._live: dict[str, _Live] = {}
         # Each generation runs in a plain asyncio task of its own (cancelled at exit).
         self._run_tasks: set[asyncio.Task[None]] = set()
+        # Conversation (file id) -> the generation extending it in this process.
+        self._file_claims: dict[str, str] = {}
+        self._claiming: set[str] = set()  # conversations whose claim is being made
         self._running = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._dirty: set[_Live] = set()
@@ -462,18 +465,31 @@ class Runtime:
         requested = RequestedCapabilities(plugin.supported_capabilities)
         cap_response = requested.extract_from_blocks([cap_block]) if cap_block else None
 
+        generation_id = new_id("gen")
         if request.file_id is not None:
-            file = await self.store.get_file(request.file_id)
-            if file is None or file.owner != owner:
-                raise NotFoundError(f"no conversation {request.file_id!r}")
-            live_owner = self._live_file_owner(request.file_id)
-            if live_owner is not None:
-                raise ConflictError(
-                    f"conversation {request.file_id} has a generation running ({live_owner})",
-                    suggestion="wait for it to finish or cancel it first",
-                )
+            file = await self._claim_conversation(request.file_id, generation_id, owner)
         else:
             file = File(owner=owner)
+            await self._claim_new_conversation(file.id, generation_id)
+        try:
+            return await self._start(request, plugin, tools, cap_block, cap_response, file, generation_id, owner, subscribed)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release_conversation(file.id, generation_id)
+            raise
+
+    async def _start(
+        self,
+        request: GenerateRequest,
+        plugin: PluginService[Any, Any],
+        tools: dict[str, Tool],
+        cap_block: Block | None,
+        cap_response: Any,
+        file: File,
+        generation_id: str,
+        owner: str | None,
+        subscribed: bool,
+    ) -> Generation:
         inputs = request.input_blocks()
         for block in inputs:
             block.file_id = file.id
@@ -481,6 +497,7 @@ class Runtime:
             file.blocks.append(block)
 
         generation = Generation(
+            id=generation_id,
             generator=request.generator,
             file_id=file.id,
             on_disconnect=request.on_disconnect,
@@ -522,11 +539,66 @@ class Runtime:
             self._subscriber_left(live)
         return generation.snapshot()
 
-    def _live_file_owner(self, file_id: str) -> str | None:
-        for live in self._live.values():
-            if live.file.id == file_id and not live.done.is_set():
-                return live.id
-        return None
+    async def _claim_conversation(self, file_id: str, generation_id: str, owner: str | None) -> File:
+        """Make ``generation_id`` the only generation extending conversation ``file_id``
+        (in this process, and in every process when the store is shared); return the
+        conversation as it is once claimed.
+
+        Raises:
+            NotFoundError: no such conversation (or not the caller's).
+            ConflictError: a generation is running on it.
+        """
+        file = await self.store.get_file(file_id)
+        if file is None or file.owner != owner:
+            raise NotFoundError(f"no conversation {file_id!r}")
+        if file_id in self._claiming:
+            raise ConflictError(
+                f"conversation {file_id} has a generation starting",
+                suggestion="wait for it to finish or cancel it first",
+            )
+        holder = self._file_claims.get(file_id)
+        if holder is None:
+            # Marked here at once (no await in between), so two requests racing in this
+            # process cannot both pass; then claimed across processes through the store.
+            self._claiming.add(file_id)
+            try:
+                holder = await self.store.claim_file(file_id, generation_id)
+            finally:
+                self._claiming.discard(file_id)
+            if holder is None:
+                self._file_claims[file_id] = generation_id
+        if holder is not None:
+            raise ConflictError(
+                f"conversation {file_id} has a generation running ({holder})",
+                suggestion="wait for it to finish or cancel it first",
+            )
+        if self.store.shared:
+            # Read again now that it is ours: the generation before may have ended (and
+            # written its blocks) in another process since the first read.
+            fresh = await self.store.get_file(file_id)
+            if fresh is None:
+                await self._release_conversation(file_id, generation_id)
+                raise NotFoundError(f"no conversation {file_id!r}")
+            file = fresh
+        return file
+
+    async def _claim_new_conversation(self, file_id: str, generation_id: str) -> None:
+        # Nobody else knows this id yet; the claim is there for the requests that will.
+        self._file_claims[file_id] = generation_id
+        if self.store.shared:
+            try:
+                await self.store.claim_file(file_id, generation_id)
+            except BaseException:
+                self._file_claims.pop(file_id, None)
+                raise
+
+    async def _release_conversation(self, file_id: str, generation_id: str) -> None:
+        if self._file_claims.get(file_id) == generation_id:
+            del self._file_claims[file_id]
+        try:
+            await self.store.release_file(file_id, generation_id)
+        except Exception as exc:  # its claim goes stale once the generation has ended
+            logger.warning("releasing conversation %s failed: %s", file_id, exc)
 
     def _declared_tools(self, request: GenerateRequest) -> dict[str, Tool]:
         tools: dict[str, Tool] = {}
@@ -655,7 +727,14 @@ class Runtime:
         metrics.chunks += live.chunks
         metrics.duration.observe(time.monotonic() - live.started_at)
         with anyio.CancelScope(shield=True):
-            await self._final_flush(live)
+            flushed = await self._final_flush(live)
+            if self._file_claims.get(live.file.id) == live.id:
+                if flushed:
+                    await self._release_conversation(live.file.id, live.id)
+                else:
+                    # Its record says running until a retried write lands; then a claim
+                    # by the next generation finds this one ended and takes over.
+                    del self._file_claims[live.file.id]
         live.done.set()
         self._running -= 1
         for listener in self.listeners:
@@ -1194,9 +1273,10 @@ class Runtime:
 
     async def get_file(self, file_id: str) -> File:
         """Raises NotFoundError."""
-        for live in self._live.values():
-            if live.file.id == file_id and not live.done.is_set():
-                return self._file_snapshot(live)
+        holder = self._file_claims.get(file_id)
+        live = self._live.get(holder) if holder is not None else None
+        if live is not None and not live.done.is_set():
+            return self._file_snapshot(live)
         file = await self.store.get_file(file_id)
         if file is None:
             raise NotFoundError(f"no conversation {file_id!r}")
@@ -1239,11 +1319,14 @@ class Runtime:
                 if not live.log.closed:
                     live.log.wait(lambda live=live: self._mark_dirty(live))  # type: ignore[misc]
 
-    async def _final_flush(self, live: _Live) -> None:
+    async def _final_flush(self, live: _Live) -> bool:
+        """Write what is left of ``live``; False if that failed (it is retried)."""
         try:
             await self._flush(live, final=True)
         except Exception as exc:  # retried in the background; the generation has ended here
             self._store_write_failed(live, exc)
+            return False
+        return True
 
     def _store_write_failed(self, live: _Live, exc: Exception) -> None:
         """A write of ``live`` to the store failed: retry it, and end it if it cannot be."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import anyio
@@ -311,3 +312,39 @@ async def test_on_disconnect_cancel_and_continue(make_server) -> None:
         with anyio.fail_after(10):
             while (await client.get_generation(gen.id))["generation"]["state"] != "cancelled":
                 await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_one_generation_at_a_time_per_conversation(make_server, tmp_path, store: str) -> None:
+    # Requests that race to continue one conversation: exactly one wins, the others get
+    # 409 at once, and the conversation can be continued once the winner has ended.
+    # (sqlite reads the conversation in a worker thread: the race has room there.)
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'conv.db'}"
+    server = make_server(store_url=url)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        first = (await http.post("/generations", json={"generator": "echo", "prompt": "a "})).json()
+        file_id = first["generation"]["file_id"]
+        await ended(http, first["generation"]["id"])
+        slow = {"generator": "echo", "prompt": "b ", "file_id": file_id, "options": {"repeat": 40, "delay_ms": 25}}
+        answers = await asyncio.gather(*[http.post("/generations", json=slow) for _ in range(8)])
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201] + [409] * 7, codes
+        for r in answers:
+            if r.status_code == 409:
+                assert r.json()["error"]["code"] == "conflict"
+        winners = [r.json()["generation"]["id"] for r in answers if r.status_code == 201]
+        busy = await http.post("/generations", json={"generator": "echo", "prompt": "c ", "file_id": file_id})
+        assert busy.status_code == 409 and winners[0] in busy.json()["error"]["message"]
+        async with StreamingClient(server.url) as client:
+            assert await (await client.attach(winners[0])).text() == "b " * 40
+        again = await http.post("/generations", json={"generator": "echo", "prompt": "c ", "file_id": file_id})
+        assert again.status_code == 201, again.text
+        await ended(http, again.json()["generation"]["id"])
+        texts = [b["text"] for b in (await http.get(f"/files/{file_id}")).json()["blocks"]]
+        assert texts == ["a ", "a ", "b ", "b " * 40, "c ", "c "]
+
+
+async def ended(http: httpx.AsyncClient, gen_id: str) -> None:
+    with anyio.fail_after(5):
+        while (await http.get(f"/generations/{gen_id}")).json()["generation"]["state"] == "running":
+            await anyio.sleep(0.02)

@@ -268,6 +268,44 @@ async def test_claim_tool_result_once(store: Store) -> None:
     assert await store.claim_tool_result(gen_id, "call_2") is False
 
 
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_one_claim_per_conversation_across_processes(make_store: Factory) -> None:
+    a, b = await make_store(), await make_store()
+    gen_a = Generation(generator="echo", file_id="conv")
+    gen_b = Generation(generator="echo", file_id="conv")
+    # Racing claims from two processes: exactly one wins, the other is told who holds it.
+    got = [await a.claim_file("conv", gen_a.id), await b.claim_file("conv", gen_b.id)]
+    assert got == [None, gen_a.id]
+    assert await a.claim_file("conv", gen_a.id) is None  # the holder may claim again
+    # Held while the holder is starting (no record yet) or running, by a live process.
+    await a.put_generation(gen_a.model_copy(update={"state": GenerationState.RUNNING}))
+    assert await b.claim_file("conv", gen_b.id) == gen_a.id
+    # Released: free for the next one.
+    await a.release_file("conv", gen_a.id)
+    assert await b.claim_file("conv", gen_b.id) is None
+    await a.release_file("conv", gen_a.id)  # not the holder: changes nothing
+    assert await a.claim_file("conv", gen_a.id) == gen_b.id
+    # A holder that ended without releasing (its last write failed, say) is stale.
+    machine, _ = _play(gen_b, ["x"])
+    await b.put_generation(machine.generation)
+    assert await a.claim_file("conv", gen_a.id) is None
+    # A holder whose process died is stale too (once its lease lapses).
+    gen_c = Generation(generator="echo", file_id="conv2")
+    assert await b.claim_file("conv2", gen_c.id) is None
+    await b.close()
+    with anyio.fail_after(10):
+        while await a.claim_file("conv2", gen_a.id) is not None:
+            await anyio.sleep(0.2)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_single_process_stores_leave_claims_to_the_runtime(store: Store) -> None:
+    assert not store.shared
+    assert await store.claim_file("conv", "gen_1") is None
+    assert await store.claim_file("conv", "gen_2") is None
+    await store.release_file("conv", "gen_1")
+
+
 # -- recovery (durable stores) --
 
 

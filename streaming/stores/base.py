@@ -93,6 +93,21 @@ class Store(ABC):
     async def claim_tool_result(self, generation_id: str, call_id: str) -> bool:
         """Atomically mark a tool call answered; False if it already was."""
 
+    # -- conversations --
+
+    async def claim_file(self, file_id: str, generation_id: str) -> str | None:
+        """Claim conversation ``file_id`` for ``generation_id`` across every process that
+        shares this store; None if claimed, else the id of the generation holding it.
+
+        A claim whose generation has ended (or whose process died) is stale and is taken
+        over. Stores used by one process need not claim (the runtime's own claims cover
+        it): the default claims nothing and always succeeds.
+        """
+        return None
+
+    async def release_file(self, file_id: str, generation_id: str) -> None:  # noqa: B027 - optional hook
+        """Drop ``generation_id``'s claim on ``file_id`` (if it still holds it)."""
+
     # -- recovery --
 
     async def recover_interrupted(self) -> list[str]:

@@ -11,7 +11,9 @@ Layout (every key under a prefix, ``streaming:`` by default):
   ``lease:{owner}``: that process's lease, a key with a TTL it renews while it lives;
 - ``ctl:{id}``: a list of control messages (cancel, tool results) for the process running
   a generation, woken by a pub/sub message on the channel of the same name;
-- ``claim:{gen}:{call}``: a tool call answered (``SET NX``: exactly one answer wins).
+- ``claim:{gen}:{call}``: a tool call answered (``SET NX``: exactly one answer wins);
+- ``busy:{file}``: the generation extending a conversation and its process (``SET NX``;
+  taken over once that generation has ended or its process died, deleted at its end).
 
 Appending checks ``seq`` continuity and refuses writes after a terminal event atomically (a
 Lua script), and a finished generation record is never replaced by an older state. A
@@ -98,6 +100,21 @@ else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 end
 return 1
+"""
+
+# KEYS[1] a claim; ARGV[1] the value it must have, ARGV[2] the new one, ARGV[3] its TTL
+# in ms (0: none). 1 if swapped.
+_SWAP_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else redis.call('SET', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS[1] a claim; ARGV[1] the value it must have to be deleted.
+_DROP_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS[1] gen hash, KEYS[2] running hash; ARGV[1] id, ARGV[2] lease key prefix.
@@ -254,6 +271,8 @@ class RedisStore(Store):
         self._append = client.register_script(_APPEND)
         self._put_gen = client.register_script(_PUT_GENERATION)
         self._get_gen = client.register_script(_GET_GENERATION)
+        self._swap_claim = client.register_script(_SWAP_CLAIM)
+        self._drop_claim = client.register_script(_DROP_CLAIM)
         try:
             with self._mapped("connect"):
                 await self._renew_lease()
@@ -584,6 +603,47 @@ class RedisStore(Store):
                 px=self.ttl_ms if self.ttl_ms > 0 else None,
             )
         return bool(won)
+
+    # -- conversations: ``busy:<file id>`` names the generation extending it and its process --
+
+    async def claim_file(self, file_id: str, generation_id: str) -> str | None:
+        key = self._k("busy", file_id)
+        mine = f"{generation_id} {self.owner}"
+        # A claim left by a dead process goes away with the rest of its records.
+        px = self.ttl_ms if self.ttl_ms > 0 else None
+        holder = "another generation"
+        with self._mapped("claim_file"):
+            for _ in range(3):
+                if await self._r.set(key, mine, nx=True, px=px):
+                    return None
+                held: str | None = await self._r.get(key)
+                if held is None:
+                    continue  # released meanwhile
+                holder, _, process = held.partition(" ")
+                if holder == generation_id:
+                    return None
+                if not await self._claim_is_stale(holder, process):
+                    return holder
+                # Its generation has ended (or its process died): take it over, unless
+                # someone else did first.
+                if await self._swap_claim(keys=[key], args=[held, mine, px or 0]):
+                    return None
+            return holder
+
+    async def _claim_is_stale(self, holder: str, process: str) -> bool:
+        found = await self._read_generation(holder)
+        if found is None:
+            # Not written yet (it is starting) or expired: alive while its process is.
+            return not await self._r.exists(self._k("lease", process))
+        gen, alive = found
+        if not alive:
+            await self._reap(holder)
+            return True
+        return gen.state.finished
+
+    async def release_file(self, file_id: str, generation_id: str) -> None:
+        with self._mapped("release_file"):
+            await self._drop_claim(keys=[self._k("busy", file_id)], args=[f"{generation_id} {self.owner}"])
 
     # -- model archives: a hash ``archive:<key>`` (``data`` base64, ``digest``), never expiring --
 
