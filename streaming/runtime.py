@@ -328,6 +328,7 @@ class Runtime:
         # Conversation (file id) -> the generation extending it in this process.
         self._file_claims: dict[str, str] = {}
         self._claiming: set[str] = set()  # conversations whose claim is being made
+        self._running_per_owner: dict[str, int] = {}  # API key owner -> running generations
         self._running = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._dirty: set[_Live] = set()
@@ -451,7 +452,7 @@ class Runtime:
                 suggestion="retry in a few seconds",
             )
         if owner is not None:
-            mine = sum(1 for lv in self._live.values() if lv.owner == owner and not lv.done.is_set())
+            mine = self._running_per_owner.get(owner, 0)
             if mine >= self.settings.max_running_per_owner:
                 raise LimitExceededError(
                     f"this key already has {mine} generations running",
@@ -524,6 +525,8 @@ class Runtime:
             await self.store.put_generation(generation)
         self._live[generation.id] = live
         self._running += 1
+        if owner is not None:
+            self._running_per_owner[owner] = self._running_per_owner.get(owner, 0) + 1
         self.counters["started"] += 1
         # A plain asyncio task rather than one in the task group: an idle generation is
         # mostly this task, and anyio's per-task handle and cancel scope cost more.
@@ -737,6 +740,12 @@ class Runtime:
                     del self._file_claims[live.file.id]
         live.done.set()
         self._running -= 1
+        if live.owner is not None:
+            left = self._running_per_owner[live.owner] - 1
+            if left:
+                self._running_per_owner[live.owner] = left
+            else:
+                del self._running_per_owner[live.owner]
         for listener in self.listeners:
             listener("finished", machine.generation)
         if self._tg is not None:

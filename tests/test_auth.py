@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -168,5 +169,11 @@ async def test_per_key_limit_and_duration_limit() -> None:
             events = [ev async for ev in await client.attach(first.json()["generation"]["id"])]
         assert events[-1].type == "generation.failed"
         assert events[-1].data["error"]["code"] == "max_duration"
+        # Once it has ended, Alice's slot is free again.
+        async with httpx.AsyncClient(base_url=live.url) as http:
+            with anyio.fail_after(5):
+                while (r := await http.post("/generations", json=body, headers=bearer(KEY_A))).status_code == 429:
+                    await anyio.sleep(0.05)
+            assert r.status_code == 201, r.text
     finally:
         live.stop()
