@@ -554,6 +554,9 @@ class Runtime:
         file = await self.store.get_file(file_id)
         if file is None or file.owner != owner:
             raise NotFoundError(f"no conversation {file_id!r}")
+        # A client that continues as soon as it has the terminal event must not be told
+        # "busy" while the generation before writes its last state: wait for that.
+        waited = await self._wait_if_finishing(file_id)
         if file_id in self._claiming:
             raise ConflictError(
                 f"conversation {file_id} has a generation starting",
@@ -575,15 +578,26 @@ class Runtime:
                 f"conversation {file_id} has a generation running ({holder})",
                 suggestion="wait for it to finish or cancel it first",
             )
-        if self.store.shared:
+        if self.store.shared or waited:
             # Read again now that it is ours: the generation before may have ended (and
-            # written its blocks) in another process since the first read.
+            # written its blocks) since the first read, here or in another process.
             fresh = await self.store.get_file(file_id)
             if fresh is None:
                 await self._release_conversation(file_id, generation_id)
                 raise NotFoundError(f"no conversation {file_id!r}")
             file = fresh
         return file
+
+    async def _wait_if_finishing(self, file_id: str, timeout_s: float = 10.0) -> bool:
+        """If this process's generation on ``file_id`` has sent its terminal event and is
+        writing its last state, wait until it is done; True if it waited."""
+        holder = self._file_claims.get(file_id)
+        live = self._live.get(holder) if holder is not None else None
+        if live is None or not live.log.closed or live.done.is_set():
+            return False
+        with anyio.move_on_after(timeout_s):
+            await live.done.wait()
+        return True
 
     async def _claim_new_conversation(self, file_id: str, generation_id: str) -> None:
         # Nobody else knows this id yet; the claim is there for the requests that will.
@@ -1388,9 +1402,13 @@ class Runtime:
             gen.last_seq = live.persisted_seq
             if final or events:
                 await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
-                await self.store.put_generation(gen)
             if final:
+                # The conversation before the record that says finished: whoever sees the
+                # generation finished (another process claiming the conversation) finds
+                # its blocks in the file.
                 await self.store.put_file(self._file_snapshot(live))
+            if final or events:
+                await self.store.put_generation(gen)
 
 
 def _block_types(response: Any) -> list[str]:

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from clients.client import StreamingClient
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
 
@@ -63,8 +64,41 @@ async def test_two_processes_never_extend_one_conversation_at_once(redis_server:
             again = await other.post("/generations", json={"generator": "echo", "prompt": "c ", "file_id": file_id})
             assert again.status_code == 201, again.text
             await ended(other, again.json()["generation"]["id"])
-            texts = [blk["text"] for blk in (await on_a.get(f"/files/{file_id}")).json()["blocks"]]
+            texts = [blk["text"] for blk in (await other.get(f"/files/{file_id}")).json()["blocks"]]
             assert texts == ["a ", "a ", "b ", "b " * 20, "c ", "c "]
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_continuing_at_the_terminal_event_is_never_busy(redis_server: RedisServer, tmp_path: Path) -> None:
+    # A client that sends the next turn the moment it reads the terminal event, through
+    # the process that ran the turn or through the other one: always accepted, and the
+    # conversation holds every turn in order.
+    url = f"{redis_server.url}?lease=2&prefix=turns{uuid.uuid4().hex[:8]}:"
+    a = ServerProcess(tmp_path / "a.log", store=url).start()
+    b = ServerProcess(tmp_path / "b.log", store=url)
+    try:
+        b.start()
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            file_id = None
+            for turn in range(12):
+                # Odd turns run on A and are read through B; even turns run and are read
+                # on B; each next turn goes at once to the other process than the one
+                # that ran the turn before.
+                runs_on, read_on = (on_a, on_b) if turn % 2 else (on_b, on_b)
+                gen = await runs_on.generate("echo", prompt=f"t{turn} ", file_id=file_id,
+                                             options={"repeat": 3})
+                file_id = gen.file_id if file_id is None else file_id
+                if read_on is runs_on:
+                    assert await gen.text() == f"t{turn} " * 3
+                else:
+                    stream = await read_on.attach(gen.id)
+                    assert await stream.text() == f"t{turn} " * 3
+                    await gen.aclose()
+            async with httpx.AsyncClient(base_url=a.url, timeout=10) as http:
+                texts = [blk["text"] for blk in (await http.get(f"/files/{file_id}")).json()["blocks"]]
+            assert texts == [t for turn in range(12) for t in (f"t{turn} ", f"t{turn} " * 3)]
     finally:
         a.kill()
         b.kill()

@@ -191,6 +191,8 @@ class RedisStore(Store):
         self.lease_s = lease
         self.retry_s = retry
         self.block_s = min(block_s, lease / 2)
+        # How long a claim waits for a generation that has ended to write its last state.
+        self.finishing_wait_s = 5.0
         self.presence_s = presence_s
         self.pool_size = max(pool, 4)
         self.max_followers = max_followers
@@ -612,8 +614,9 @@ class RedisStore(Store):
         # A claim left by a dead process goes away with the rest of its records.
         px = self.ttl_ms if self.ttl_ms > 0 else None
         holder = "another generation"
+        finishing_until: float | None = None
         with self._mapped("claim_file"):
-            for _ in range(3):
+            for _ in range(1000):
                 if await self._r.set(key, mine, nx=True, px=px):
                     return None
                 held: str | None = await self._r.get(key)
@@ -622,13 +625,26 @@ class RedisStore(Store):
                 holder, _, process = held.partition(" ")
                 if holder == generation_id:
                     return None
-                if not await self._claim_is_stale(holder, process):
+                if await self._claim_is_stale(holder, process):
+                    # Its generation has ended (or its process died): take it over,
+                    # unless someone else did first.
+                    if await self._swap_claim(keys=[key], args=[held, mine, px or 0]):
+                        return None
+                    continue
+                if not await self._log_ended(holder):
                     return holder
-                # Its generation has ended (or its process died): take it over, unless
-                # someone else did first.
-                if await self._swap_claim(keys=[key], args=[held, mine, px or 0]):
-                    return None
+                # It has sent its terminal event and is writing its last state (a client
+                # that continues at once must not be told "busy"): wait a little.
+                now = anyio.current_time()
+                finishing_until = finishing_until or now + self.finishing_wait_s
+                if now >= finishing_until:
+                    return holder
+                await anyio.sleep(0.02)
             return holder
+
+    async def _log_ended(self, generation_id: str) -> bool:
+        last = await self._r.xrevrange(self._k("log", generation_id), count=1)
+        return bool(last) and self._events(last)[-1].terminal
 
     async def _claim_is_stale(self, holder: str, process: str) -> bool:
         found = await self._read_generation(holder)
