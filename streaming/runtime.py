@@ -744,14 +744,10 @@ class Runtime:
         metrics.chunks += live.chunks
         metrics.duration.observe(time.monotonic() - live.started_at)
         with anyio.CancelScope(shield=True):
-            flushed = await self._final_flush(live)
-            if self._file_claims.get(live.file.id) == live.id:
-                if flushed:
-                    await self._release_conversation(live.file.id, live.id)
-                else:
-                    # Its record says running until a retried write lands; then a claim
-                    # by the next generation finds this one ended and takes over.
-                    del self._file_claims[live.file.id]
+            if await self._final_flush(live):
+                await self._release_conversation(live.file.id, live.id)
+            # Otherwise the conversation stays claimed until a retried write lands (the
+            # next turn must not start from a conversation without this one's blocks).
         live.done.set()
         self._running -= 1
         if live.owner is not None:
@@ -1378,9 +1374,11 @@ class Runtime:
                 await anyio.sleep(delay)
                 try:
                     await self._flush(live, final=True)
+                    await self._release_conversation(live.file.id, live.id)
                     return
                 except StoreError as exc:
                     if exc.code == "log_closed":
+                        await self._release_conversation(live.file.id, live.id)
                         return
                     logger.warning("writing generation %s to the store failed again: %s", live.id, exc, extra={"generation_id": live.id})
                 except Exception as exc:
