@@ -407,6 +407,35 @@ async def test_follower_sees_a_dead_owner_fail(make_store: Factory) -> None:
     check_invariants(seen)
 
 
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_a_reader_waits_for_a_reap_in_progress(make_store: Factory) -> None:
+    # Another process is reaping a dead owner's generation: it has ended the log but not
+    # yet written the record. A reader must not answer "running" for that ended log.
+    owner = await make_store()
+    reader = await make_store()
+    gen = Generation(generator="echo", file_id="f")
+    machine, _ = _play(gen, ["half"], finish=False)
+    await owner.put_generation(gen)
+    await owner.append_events(gen.id, machine.log.read(0))
+    await owner.close()  # its lease is gone
+    assert isinstance(reader, RedisStore)
+    lock = reader._k("reap", gen.id)
+    await reader._r.set(lock, "another-process", px=30_000)  # that reaper, mid-way
+    got: list[Generation | None] = []
+
+    async def read() -> None:
+        got.append(await reader.get_generation(gen.id))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        await anyio.sleep(0.3)
+        assert not got  # still waiting for the reaper
+        machine.fail("interrupted", "its process died")
+        await reader.put_generation(machine.generation)  # the reaper's last writes
+        await reader._r.delete(lock)
+    assert got[0] is not None and got[0].state is GenerationState.FAILED
+
+
 async def test_redis_retention_ttl(redis_server: RedisServer) -> None:
     prefix = f"ttl{uuid.uuid4().hex[:8]}:"
     store = RedisStore(f"{redis_server.url}?prefix={prefix}&ttl=120")

@@ -361,10 +361,23 @@ class RedisStore(Store):
         if found is None:
             return None
         gen, alive = found
-        if not alive and await self._reap(generation_id):
-            again = await self._read_generation(generation_id)
-            return again[0] if again else None
-        return gen
+        if alive:
+            return gen
+        if not await self._reap(generation_id):
+            # Someone else is reaping it: it ends the log before it writes the record,
+            # so wait for it rather than answer "running" for a log that has ended.
+            await self._wait_for_reap(generation_id)
+        again = await self._read_generation(generation_id)
+        return again[0] if again else None
+
+    async def _wait_for_reap(self, generation_id: str) -> None:
+        lock = self._k("reap", generation_id)
+        with anyio.move_on_after(self.finishing_wait_s):
+            while True:
+                with self._mapped("get_generation"):
+                    if not await self._r.exists(lock):
+                        return
+                await anyio.sleep(0.01)
 
     async def put_blocks(self, blocks: Sequence[Block]) -> None:
         if not blocks:
