@@ -371,14 +371,22 @@ async def test_recover_generation_that_never_flushed(make_store: Factory) -> Non
 # -- shared stores: leases across processes --
 
 
-@pytest.mark.parametrize("kind", ["redis"])
-async def test_a_live_process_keeps_its_generations(make_store: Factory) -> None:
+async def _running_in_another_process(make_store: Factory, text: str) -> tuple[Store, Store, GenerationMachine]:
+    """(owner, other, machine): a generation ``owner`` runs, half written; ``other`` is a
+    second process on the same data."""
     owner = await make_store()
     other = await make_store()
     gen = Generation(generator="echo", file_id="f")
-    machine, _ = _play(gen, ["still going"], finish=False)
+    machine, _ = _play(gen, [text], finish=False)
     await owner.put_generation(gen)
     await owner.append_events(gen.id, machine.log.read(0))
+    return owner, other, machine
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_a_live_process_keeps_its_generations(make_store: Factory) -> None:
+    owner, other, machine = await _running_in_another_process(make_store, "still going")
+    gen = machine.generation
     assert gen.id not in await other.recover_interrupted()
     got = await other.get_generation(gen.id)
     assert got is not None and got.state is GenerationState.RUNNING
@@ -386,12 +394,8 @@ async def test_a_live_process_keeps_its_generations(make_store: Factory) -> None
 
 @pytest.mark.parametrize("kind", ["redis"])
 async def test_follower_sees_a_dead_owner_fail(make_store: Factory) -> None:
-    owner = await make_store()
-    other = await make_store()
-    gen = Generation(generator="echo", file_id="f")
-    machine, _ = _play(gen, ["half"], finish=False)
-    await owner.put_generation(gen)
-    await owner.append_events(gen.id, machine.log.read(0))
+    owner, other, machine = await _running_in_another_process(make_store, "half")
+    gen = machine.generation
     seen: list[Event] = []
     with anyio.fail_after(15):
         async with anyio.create_task_group() as tg:
@@ -411,12 +415,8 @@ async def test_follower_sees_a_dead_owner_fail(make_store: Factory) -> None:
 async def test_a_reader_waits_for_a_reap_in_progress(make_store: Factory) -> None:
     # Another process is reaping a dead owner's generation: it has ended the log but not
     # yet written the record. A reader must not answer "running" for that ended log.
-    owner = await make_store()
-    reader = await make_store()
-    gen = Generation(generator="echo", file_id="f")
-    machine, _ = _play(gen, ["half"], finish=False)
-    await owner.put_generation(gen)
-    await owner.append_events(gen.id, machine.log.read(0))
+    owner, reader, machine = await _running_in_another_process(make_store, "half")
+    gen = machine.generation
     await owner.close()  # its lease is gone
     assert isinstance(reader, RedisStore)
     lock = reader._k("reap", gen.id)
