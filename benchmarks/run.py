@@ -60,7 +60,7 @@ class Sizes:
     warmup: int = 3
     single_runs: int = 3  # the one-stream figure is the median run
     model_tokens: int = 128  # max_tokens of each local-model run (f)
-    model_runs: int = 5
+    model_runs: int = 15  # paired runs; the ratio moves a few percent from run to run
 
 
 FULL = Sizes(single=100_000, ttfd=200, ttfd_chunks=8, conc=((100, 1000), (1000, 100)), idle=10_000)
