@@ -630,9 +630,11 @@ def _commit() -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+    # The results of an earlier run are not the measured code.
+    dirty = [line for line in dirty if not line.endswith(("benchmarks/results.json", "benchmarks/results-quick.json"))]
     return head + ("+dirty" if dirty else "") if head else "unknown"
 
 
