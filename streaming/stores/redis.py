@@ -660,14 +660,12 @@ class RedisStore(Store):
         return bool(last) and self._events(last)[-1].terminal
 
     async def _claim_is_stale(self, holder: str, process: str) -> bool:
-        found = await self._read_generation(holder)
-        if found is None:
+        # A dead process's generation is reaped on the way (or waited for, if another
+        # process is reaping it), so its blocks are in the conversation before it is taken.
+        gen = await self.get_generation(holder)
+        if gen is None:
             # Not written yet (it is starting) or expired: alive while its process is.
             return not await self._r.exists(self._k("lease", process))
-        gen, alive = found
-        if not alive:
-            await self._reap(holder)
-            return True
         return gen.state.finished
 
     async def release_file(self, file_id: str, generation_id: str) -> None:
