@@ -85,9 +85,11 @@ class EventStreamResponse:
             with contextlib.suppress(TimeoutError):
                 await self._send(send, frame.encode())
         except asyncio.CancelledError:
+            self._done = True  # (before any await: the listener stops cancelling now)
             if not self._stopped:
                 raise  # the server is cancelling us, not the listener
-            me.uncancel()
+            while me.cancelling():
+                me.uncancel()
         finally:
             self._done = True
             listener.cancel()
@@ -132,10 +134,17 @@ class EventStreamResponse:
                 if message["type"] == "http.disconnect":
                     return
         finally:
-            # However this ends (even by a bug here), the pump must not outlive it.
-            if not self._done:
-                self._stopped = True
+            # However this ends (even by a bug here), the pump must not outlive it. Like
+            # an anyio cancel scope, keep cancelling until it has stopped: code under the
+            # pump (a store client, say) that swallows one cancellation cannot keep a
+            # stream nobody reads alive.
+            self._stopped = True
+            while not self._done:
                 pump.cancel()
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    break  # the pump has ended and cancels us
 
 
 class StreamingEndpoint:
