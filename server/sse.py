@@ -75,15 +75,16 @@ class EventStreamResponse:
         assert me is not None
         listener = loop.create_task(self._listen(receive, send, me))
         try:
-            await self._pump(send)
+            try:
+                await self._pump(send)
+            except StreamingError as exc:
+                # Refused after the headers went out (a race on a limit): end the stream
+                # with an SSE error event rather than a broken connection.
+                frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
+                with contextlib.suppress(TimeoutError):
+                    await self._send(send, frame.encode())
         except TimeoutError:
             self.timed_out = True
-        except StreamingError as exc:
-            # Refused after the headers went out (a race on a limit): end the stream
-            # with an SSE error event rather than a broken connection.
-            frame = f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n"
-            with contextlib.suppress(TimeoutError):
-                await self._send(send, frame.encode())
         except asyncio.CancelledError:
             self._done = True  # (before any await: the listener stops cancelling now)
             if not self._stopped:
