@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tests.redis_server import free_port
 
-__all__ = ["ServerProcess"]
+__all__ = ["ServerProcess", "server_pair"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +66,16 @@ class ServerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextmanager
+def server_pair(log_dir: Path, store: str, *args: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers ``(a, b)`` on one ``store`` (logs ``a.log``, ``b.log``), killed on exit."""
+    a = ServerProcess(log_dir / "a.log", *args, store=store).start()
+    b = ServerProcess(log_dir / "b.log", *args, store=store)
+    try:
+        b.start()
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()

@@ -13,7 +13,7 @@ import pytest
 
 from clients.client import StreamingClient
 from tests.redis_server import RedisServer
-from tests.server_process import ServerProcess
+from tests.server_process import server_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -36,10 +36,7 @@ async def ended(http: httpx.AsyncClient, gen_id: str) -> dict[str, object]:
 
 async def test_two_processes_never_extend_one_conversation_at_once(redis_server: RedisServer, tmp_path: Path) -> None:
     url = f"{redis_server.url}?lease=2&prefix=conv{uuid.uuid4().hex[:8]}:"
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a, \
                 httpx.AsyncClient(base_url=b.url, timeout=10) as on_b:
             first = (await on_a.post("/generations", json={"generator": "echo", "prompt": "a "})).json()
@@ -66,9 +63,6 @@ async def test_two_processes_never_extend_one_conversation_at_once(redis_server:
             await ended(other, again.json()["generation"]["id"])
             texts = [blk["text"] for blk in (await other.get(f"/files/{file_id}")).json()["blocks"]]
             assert texts == ["a ", "a ", "b ", "b " * 20, "c ", "c "]
-    finally:
-        a.kill()
-        b.kill()
 
 
 async def test_continuing_at_the_terminal_event_is_never_busy(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -76,10 +70,7 @@ async def test_continuing_at_the_terminal_event_is_never_busy(redis_server: Redi
     # the process that ran the turn or through the other one: always accepted, and the
     # conversation holds every turn in order.
     url = f"{redis_server.url}?lease=2&prefix=turns{uuid.uuid4().hex[:8]}:"
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
             file_id = None
             for turn in range(12):
@@ -99,6 +90,3 @@ async def test_continuing_at_the_terminal_event_is_never_busy(redis_server: Redi
             async with httpx.AsyncClient(base_url=a.url, timeout=10) as http:
                 texts = [blk["text"] for blk in (await http.get(f"/files/{file_id}")).json()["blocks"]]
             assert texts == [t for turn in range(12) for t in (f"t{turn} ", f"t{turn} " * 3)]
-    finally:
-        a.kill()
-        b.kill()

@@ -20,7 +20,7 @@ from clients.client import StreamingClient
 from streaming.events import Event
 from tests.invariants import check_invariants
 from tests.redis_server import RedisServer
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, server_pair
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -45,14 +45,8 @@ def pair(
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     logs = tmp_path_factory.mktemp("logs")
     url = store_url(redis_server, f"mp{uuid.uuid4().hex[:8]}:")
-    a = ServerProcess(logs / "a.log", "--disconnect-grace", str(GRACE_S), store=url).start()
-    b = ServerProcess(logs / "b.log", "--disconnect-grace", str(GRACE_S), store=url)
-    try:
-        b.start()
+    with server_pair(logs, url, "--disconnect-grace", str(GRACE_S)) as (a, b):
         yield a, b
-    finally:
-        a.kill()
-        b.kill()
 
 
 SLOW_TEXT = {"rounds": [[{"text": "slow words arrive one by one ", "chunk": 5}, {"sleep_ms": 300},
@@ -192,10 +186,7 @@ async def test_kill_a_mid_stream_b_reports_interrupted(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     url = store_url(redis_server, f"kill{uuid.uuid4().hex[:8]}:")
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
             gen = await on_a.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
             watching = await on_b.attach(gen.id)
@@ -213,9 +204,6 @@ async def test_kill_a_mid_stream_b_reports_interrupted(
             assert stored["generation"]["error"]["code"] == "interrupted"
             assert [blk["stream_state"] for blk in stored["blocks"]] == ["aborted"]
             assert stored["blocks"][0]["text"].startswith("sta")
-    finally:
-        a.kill()
-        b.kill()
 
 
 # -- Redis going away --
@@ -230,12 +218,9 @@ def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 async def test_redis_restart_mid_stream_is_retried(durable_redis: RedisServer, tmp_path: Path) -> None:
     url = store_url(durable_redis, "restart:")
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
     script = {"rounds": [[{"text": "before the restart, ", "chunk": 5}, {"sleep_ms": 1500},
                          {"text": "after the restart.", "chunk": 5}]]}
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
             gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
             watching = await on_b.attach(gen.id)
@@ -248,21 +233,15 @@ async def test_redis_restart_mid_stream_is_retried(durable_redis: RedisServer, t
             block = stored["blocks"][0]
             assert block["text"] == "before the restart, after the restart."
             check_invariants(watching.events, final_blocks={block["id"]: block["text"]})
-    finally:
-        a.kill()
-        b.kill()
 
 
 async def test_redis_gone_too_long_fails_store_unavailable(durable_redis: RedisServer, tmp_path: Path) -> None:
     # Commands are retried for 0.5 s, far less than the lease: A gives up before anyone
     # could take A for dead.
     url = f"{durable_redis.url}?lease=30&retry=0.5&prefix=gone:"
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
     script = {"rounds": [[{"text": "before", "chunk": 3}, {"sleep_ms": 500},
                          {"text": " during", "chunk": 3}, {"sleep_ms": 600_000}]]}
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
             gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
             await until(gen, lambda e: e.type == "block.delta")
@@ -285,20 +264,14 @@ async def test_redis_gone_too_long_fails_store_unavailable(durable_redis: RedisS
                     await anyio.sleep(0.1)
                 from_b = [e async for e in on_b.iter_events(gen.id)]
             assert [e.to_json() for e in from_b] == [e.to_json() for e in gen.events]
-    finally:
-        a.kill()
-        b.kill()
 
 
 async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisServer, tmp_path: Path) -> None:
     """A frozen (not dead) past its lease: B fails the generation; A, thawed, gives it up too."""
     url = store_url(redis_server, f"pause{uuid.uuid4().hex[:8]}:")
-    a = ServerProcess(tmp_path / "a.log", store=url).start()
-    b = ServerProcess(tmp_path / "b.log", store=url)
     script = {"rounds": [[{"text": "one", "chunk": 3}, {"sleep_ms": int(LEASE_S * 1000)},
                          {"text": " two", "chunk": 4}, {"sleep_ms": 600_000}]]}
-    try:
-        b.start()
+    with server_pair(tmp_path, url) as (a, b):
         async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
             gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
             await until(gen, lambda e: e.type == "block.delta")
@@ -324,6 +297,3 @@ async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisSer
             with anyio.fail_after(30):
                 final = [e async for e in on_b.iter_events(gen.id)]
             assert [e.to_json() for e in final] == [e.to_json() for e in watching.events]
-    finally:
-        a.kill()
-        b.kill()
