@@ -56,7 +56,7 @@ def main() -> int:
 
     signal.signal(signal.SIGUSR1, baseline)
     signal.signal(signal.SIGUSR2, dump)
-    from server.cli import main as cli
+    from streaming.server.cli import main as cli
 
     return cli(argv)
 

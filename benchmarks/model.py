@@ -60,7 +60,7 @@ async def measure_model(max_tokens: int, runs: int, logdir: Path) -> dict[str, A
     counts: list[tuple[int, int]] = []
     notes: list[str] = []
     port = free_port()
-    argv = [sys.executable, "-m", "server.cli", "serve", "--store", "memory://", "--port", str(port),
+    argv = [sys.executable, "-m", "streaming.server.cli", "serve", "--store", "memory://", "--port", str(port),
             "--log-level", "warning"]
     with ServerProcess(argv, port, name="model-runtime", log_dir=logdir, ready_timeout_s=120):
         [warm] = await run_streams([_request(port, 4)], timeout_s=180)  # loads the model there

@@ -126,7 +126,7 @@ def _runtime_body(n: int, delay_ms: float = 0) -> dict[str, Any]:
 def runtime_target(key: str, label: str, store: Callable[[], str], extra: list[str] | None = None) -> Target:
     def argv(port: int) -> list[str]:
         return [
-            sys.executable, "-m", "server.cli", "serve", "--store", store(), "--port", str(port),
+            sys.executable, "-m", "streaming.server.cli", "serve", "--store", store(), "--port", str(port),
             "--log-level", "warning", *(extra or []),
         ]
 
@@ -356,7 +356,7 @@ async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool, mem
         m.port = port
         argv = target.argv(port)
         memout: Path | None = None
-        if memprofile and argv[1:3] == ["-m", "server.cli"]:
+        if memprofile and argv[1:3] == ["-m", "streaming.server.cli"]:
             memout = logdir.parent / "profiles" / f"{target.key}-idle-memory.txt"
             memout.parent.mkdir(parents=True, exist_ok=True)
             argv = [argv[0], "-m", "benchmarks.memprofile", str(memout), *argv[3:]]

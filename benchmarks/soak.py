@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import httpx
+from streaming.client.client import StreamingClient
+from streaming.client.sse import SSEDecoder
 
-from clients.client import StreamingClient
-from clients.sse import SSEDecoder
 from streaming.events import Event
 
 TOOL = {

@@ -16,10 +16,10 @@ from typing import Any, TextIO
 
 import anyio
 import anyio.abc
+from streaming.client.client import GenerationStream, ToolHandler
+from streaming.client.ws import WebSocketClient
 from websockets.exceptions import WebSocketException
 
-from clients.client import GenerationStream, ToolHandler
-from clients.ws import WebSocketClient
 from streaming.errors import StreamingError
 from streaming.events import Event
 from streaming.model import MimeTypes

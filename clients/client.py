@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 import httpx
+from streaming.client.sse import SSEDecoder
 
-from clients.sse import SSEDecoder
 from streaming import errors as E
 from streaming.events import Event
 

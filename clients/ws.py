@@ -28,10 +28,10 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+from streaming.client.client import StreamingClient, error_from_dict
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from clients.client import StreamingClient, error_from_dict
 from streaming import errors as E
 from streaming.events import Event
 

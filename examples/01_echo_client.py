@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 
 import anyio
-
-from clients.client import StreamingClient
-from server.background import BackgroundServer
+from streaming.client import StreamingClient
+from streaming.server.background import BackgroundServer
 
 
 async def main(url: str) -> None:

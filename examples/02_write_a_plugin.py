@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from streaming.client import StreamingClient
+from streaming.server.app import ServerSettings
+from streaming.server.background import BackgroundServer
 
-from clients.client import StreamingClient
-from server.app import ServerSettings
-from server.background import BackgroundServer
 from streaming import (
     ConversationSupport,
     InvocableResponse,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 import anyio
+from streaming.client import StreamingClient
+from streaming.server.background import BackgroundServer
 
-from clients.client import StreamingClient
-from server.background import BackgroundServer
 from streaming import ToolRegistry
 
 tools = ToolRegistry()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 
 import anyio
+from streaming.client import StreamingClient
+from streaming.server.background import BackgroundServer
 
-from clients.client import StreamingClient
-from server.background import BackgroundServer
 from streaming.tools import ToolRegistry
 
 

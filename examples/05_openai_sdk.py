@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 import openai
-
-from server.background import BackgroundServer
+from streaming.server.background import BackgroundServer
 
 WEATHER: Any = {
     "type": "function",

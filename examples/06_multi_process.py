@@ -23,8 +23,7 @@ from pathlib import Path
 
 import anyio
 import httpx
-
-from clients.client import StreamingClient
+from streaming.client import StreamingClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +77,7 @@ def serve(store: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--store", store,
+        [sys.executable, "-m", "streaming.server.cli", "serve", "--port", str(port), "--store", store,
          "--log-level", "warning"],
         cwd=ROOT, env=env,
     )

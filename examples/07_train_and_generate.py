@@ -21,8 +21,7 @@ from pathlib import Path
 
 import anyio
 import httpx
-
-from clients.client import StreamingClient
+from streaming.client import StreamingClient
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "README.md").read_text()
@@ -33,7 +32,7 @@ def serve(store: str) -> tuple[subprocess.Popen[bytes], str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--store", store, "--log-level", "warning"],
+        [sys.executable, "-m", "streaming.server.cli", "serve", "--port", str(port), "--store", store, "--log-level", "warning"],
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -19,8 +19,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute
+from streaming.server.errors import EXCEPTION_HANDLERS, validation_error
 
-from server.errors import EXCEPTION_HANDLERS, validation_error
 from streaming.errors import MalformedRequestError, PayloadTooLargeError
 from streaming.generators import BUILTIN
 from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
@@ -111,7 +111,7 @@ def create_app(
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     """Build the ASGI app. Pass ``runtime`` to share one you built (e.g. in tests)."""
-    from server.routes import routes
+    from streaming.server.routes import routes
 
     settings = settings or ServerSettings()
     if runtime is None:
@@ -133,8 +133,8 @@ def create_app(
             app.state.loop = asyncio.get_running_loop()
             yield
 
-    from server import metrics, openapi
-    from server.auth import AuthConfig, AuthMiddleware
+    from streaming.server import metrics, openapi
+    from streaming.server.auth import AuthConfig, AuthMiddleware
 
     auth = AuthConfig(settings.api_keys, settings.token_secret)
     middleware = []
@@ -157,7 +157,7 @@ def create_app(
     )
     app.state.auth = auth
     app.state.runtime = runtime
-    from server.routes.plugins import build_host
+    from streaming.server.routes.plugins import build_host
 
     app.state.plugins = build_host(settings, runtime)
     app.state.settings = settings

@@ -147,7 +147,7 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, presented: bool) -> None:
-        from server.errors import error_response
+        from streaming.server.errors import error_response
 
         message = "invalid credentials" if presented else "credentials required"
         if scope["type"] == "websocket":

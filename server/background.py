@@ -8,8 +8,8 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
+from streaming.server.app import ServerSettings, create_app
 
-from server.app import ServerSettings, create_app
 from streaming.tools import ToolRegistry
 
 __all__ = ["BackgroundServer"]

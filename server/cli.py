@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from streaming.server.app import ServerSettings, create_app
 
-    from server.app import ServerSettings, create_app
     from streaming.plugin.service import import_spec
     from streaming.runtime import RuntimeSettings
     from streaming.tools import ToolRegistry
@@ -126,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         ),
     )
     app = create_app(settings, tools=tools)
-    from server.logs import configure_logging
+    from streaming.server.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     print(f"streaming: serving on http://{args.host}:{args.port} (store {settings.store_url})", flush=True)
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "chat":
             try:
-                from clients.chat import run_chat
+                from streaming.client.chat import run_chat
             except ImportError:
                 print("streaming chat: the terminal client is not installed", file=sys.stderr)
                 return 2

@@ -39,10 +39,10 @@ import anyio.abc
 from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from streaming.server.app import ServerSettings
+from streaming.server.auth import AuthConfig, authorize_generation, new_owner
+from streaming.server.errors import validation_error
 
-from server.app import ServerSettings
-from server.auth import AuthConfig, authorize_generation, new_owner
-from server.errors import validation_error
 from streaming.errors import (
     InvalidRequestError,
     MalformedRequestError,

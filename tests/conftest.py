@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from streaming.server.app import ServerSettings, create_app
 
-from server.app import ServerSettings, create_app
 from streaming.runtime import RuntimeSettings
 from streaming.tools import ToolRegistry
 

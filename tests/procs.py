@@ -24,7 +24,7 @@ class ServeProcess:
     def __init__(self, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), "--log-level", "warning", *args]
+        cmd = [sys.executable, "-m", "streaming.server.cli", "serve", "--port", str(self.port), "--log-level", "warning", *args]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -35,7 +35,7 @@ class ServerProcess:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
+                [sys.executable, "-m", "streaming.server.cli", "serve", "--port", str(self.port),
                  "--log-level", "warning", *self.args],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from starlette.testclient import TestClient
+from streaming.server.app import ServerSettings, create_app
 
-from server.app import ServerSettings, create_app
 from streaming.events import Event
 from tests.invariants import check_invariants
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
+from streaming.server.app import ServerSettings, create_app
+from streaming.server.auth import AuthConfig
 
-from clients.client import StreamingClient
-from server.app import ServerSettings, create_app
-from server.auth import AuthConfig
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.anyio

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from streaming.client.sse import SSEDecoder
+from streaming.server.app import ServerSettings, create_app
 
-from clients.sse import SSEDecoder
-from server.app import ServerSettings, create_app
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
 

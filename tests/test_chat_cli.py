@@ -26,7 +26,7 @@ def chat(server: LiveServer) -> Iterator[Any]:
     def spawn(generator: str = "echo") -> pexpect.spawn:
         child = pexpect.spawn(
             sys.executable,
-            ["-m", "server.cli", "chat", server.url, "--generator", generator],
+            ["-m", "streaming.server.cli", "chat", server.url, "--generator", generator],
             encoding="utf-8",
             timeout=20,
             dimensions=(50, 400),
@@ -160,7 +160,7 @@ def test_errors_are_shown_and_the_chat_goes_on(server: LiveServer, chat: Any) ->
 def test_unreachable_server(tmp_path: Any) -> None:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "server.cli", "chat", "http://127.0.0.1:9"],
+        ["-m", "streaming.server.cli", "chat", "http://127.0.0.1:9"],
         encoding="utf-8",
         timeout=20,
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from tests.redis_server import RedisServer
 from tests.server_process import server_pair
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from tests.invariants import check_invariants
 
 pytestmark = pytest.mark.anyio

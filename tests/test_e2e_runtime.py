@@ -8,8 +8,8 @@ import random
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from streaming.errors import (
     GenerationFailedError,
     InvalidRequestError,

@@ -11,8 +11,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from clients.sse import SSEDecoder
+from streaming.client.sse import SSEDecoder
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -48,7 +47,8 @@ generate_bodies = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    from server.app import ServerSettings, create_app
+    from streaming.server.app import ServerSettings, create_app
+
     from streaming.runtime import RuntimeSettings
     from tests.conftest import LiveServer
 

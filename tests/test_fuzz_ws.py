@@ -38,7 +38,8 @@ frames = st.one_of(
 
 @pytest.fixture(scope="module")
 def ws_server():
-    from server.app import ServerSettings, create_app
+    from streaming.server.app import ServerSettings, create_app
+
     from streaming.runtime import RuntimeSettings
     from tests.conftest import LiveServer
 

@@ -9,8 +9,8 @@ import time
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from tests.invariants import check_invariants
 from tests.procs import ServeProcess
 
@@ -83,7 +83,8 @@ async def test_paused_consumer_does_not_delay_another(make_server) -> None:
 
 
 async def test_stuck_consumer_is_dropped_after_the_send_timeout(make_server) -> None:
-    from server.app import ServerSettings, create_app
+    from streaming.server.app import ServerSettings, create_app
+
     from streaming.runtime import RuntimeSettings
     from tests.conftest import LiveServer
 
@@ -169,7 +170,8 @@ async def test_metrics_in_prometheus_format(server) -> None:
 
 
 async def test_cors_is_off_by_default_and_configurable(make_server) -> None:
-    from server.app import ServerSettings, create_app
+    from streaming.server.app import ServerSettings, create_app
+
     from tests.conftest import LiveServer
 
     plain = make_server()

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from streaming.events import Event
 from streaming.generators import BUILTIN
 from streaming.generators.llama import LlamaGenerator, load_model

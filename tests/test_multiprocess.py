@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from streaming.events import Event
 from tests.invariants import check_invariants
 from tests.redis_server import RedisServer

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from streaming.client.sse import SSEDecoder
 
-from clients.sse import SSEDecoder
 from tests.invariants import check_invariants
 
 WEATHER: Any = {

@@ -6,8 +6,7 @@ import re
 
 from starlette.routing import Route
 from starlette.testclient import TestClient
-
-from server.app import ServerSettings, create_app
+from streaming.server.app import ServerSettings, create_app
 
 
 def test_every_route_is_documented() -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
+from streaming.server.app import ServerSettings, create_app
 
-from clients.client import StreamingClient
-from server.app import ServerSettings, create_app
 from streaming.builtins.text import words
 from streaming.events import Event
 from streaming.model import Block, Usage

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from streaming.client.client import error_from_response
+from streaming.server.errors import EXCEPTION_HANDLERS
 
 import streaming
 import streaming.errors as E
-from clients.client import error_from_response
-from server.errors import EXCEPTION_HANDLERS
 
 
 def test_package_exports() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from tests.invariants import check_invariants
 from tests.server_process import ServerProcess
 

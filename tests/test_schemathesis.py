@@ -7,8 +7,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
+from streaming.server.app import ServerSettings, create_app
 
-from server.app import ServerSettings, create_app
 from streaming.runtime import RuntimeSettings
 from tests.conftest import LiveServer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from clients.sse import SSEDecoder
+from streaming.client.sse import SSEDecoder
 
 STREAM = (
     "id: 1\r\nevent: block.delta\r\ndata: {\"text\":\"héllo € 日本 🎉\"}\r\n\r\n"

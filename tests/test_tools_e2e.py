@@ -8,8 +8,8 @@ from typing import Literal
 
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
 
-from clients.client import StreamingClient
 from streaming.errors import GenerationFailedError
 from streaming.model import MimeTypes
 from streaming.tools import ToolRegistry

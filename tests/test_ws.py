@@ -14,12 +14,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from streaming.client.client import StreamingClient
+from streaming.client.ws import WebSocketClient, ws_url_of
+from streaming.server.app import ServerSettings, create_app
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from clients.client import StreamingClient
-from clients.ws import WebSocketClient, ws_url_of
-from server.app import ServerSettings, create_app
 from streaming import errors as E
 from streaming.runtime import RuntimeSettings
 from tests.conftest import LiveServer

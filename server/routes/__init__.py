@@ -6,8 +6,8 @@ from starlette.routing import BaseRoute
 
 
 def routes() -> list[BaseRoute]:
-    from server import ws
-    from server.routes import blocks, files, generations, health, openai, plugins, static
+    from streaming.server import ws
+    from streaming.server.routes import blocks, files, generations, health, openai, plugins, static
 
     return [
         *generations.ROUTES,

@@ -7,9 +7,9 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from streaming.server.app import runtime_of
+from streaming.server.auth import principal, require_key
 
-from server.app import runtime_of
-from server.auth import principal, require_key
 from streaming.errors import NotFoundError
 
 __all__ = ["ROUTES"]

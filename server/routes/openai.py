@@ -33,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from streaming.server.app import read_json, runtime_of
+from streaming.server.auth import new_owner
 
-from server.app import read_json, runtime_of
-from server.auth import new_owner
 from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, Tool
 from streaming.errors import InvalidRequestError, StreamingError
 from streaming.events import Event

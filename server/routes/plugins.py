@@ -14,9 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from streaming.server.app import ServerSettings, read_json
+from streaming.server.auth import AuthConfig, new_owner, require_key
 
-from server.app import ServerSettings, read_json
-from server.auth import AuthConfig, new_owner, require_key
 from streaming.errors import StreamingError
 from streaming.plugin.request import TaskState
 from streaming.plugin_host import PluginHost

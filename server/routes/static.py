@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import streaming.client as client_package
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from streaming.server.app import runtime_of
 
-import clients
-from server.app import runtime_of
 from streaming.errors import NotFoundError
 
 __all__ = ["ROUTES", "asset_path"]
 
-_ROOT = Path(clients.__file__).resolve().parent
+_ROOT = Path(client_package.__file__).resolve().parent
 _JS = _ROOT / "js"
 _STATIC = _ROOT / "static"
 
