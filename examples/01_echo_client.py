@@ -2,6 +2,8 @@
 
     python examples/01_echo_client.py                # starts its own server
     python examples/01_echo_client.py http://127.0.0.1:8000   # or talks to yours
+
+Needs nothing beyond ``pip install -e .``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The plugin says which blocks it will write (`determine_output_block_types`); the runtime
 preallocates them and streams whatever `run` yields into them. If `run` raises, its open
 blocks are aborted and the generation fails with a code: nothing is left "started".
+
+Needs nothing beyond ``pip install -e .``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 its signature. `get_location` is declared by the client and answered by the client, while
 the stream is open. The `scripted` generator plays the model's part so this runs anywhere;
 swap in `smollm2` or `openai` for a real model.
+
+Needs nothing beyond ``pip install -e .``.
 """
 
 from __future__ import annotations

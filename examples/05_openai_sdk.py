@@ -4,6 +4,8 @@ Any OpenAI SDK works the same way: point its base URL at ``<server>/v1`` and use
 registered generator's name as the model (``smollm2`` with the ``local`` extra, else
 ``echo``). Each completion is also a generation under ``/generations/{id}``.
 
+Needs the ``openai`` package: ``pip install -e '.[examples]'``.
+
     python examples/05_openai_sdk.py                # starts its own server
     python examples/05_openai_sdk.py http://127.0.0.1:8000
 """
@@ -62,11 +64,15 @@ def main(url: str) -> None:
     )
     print("non-streaming:", reply.choices[0].message.content)
 
-    # A tool call, run by the client and answered in a second request.
+    # A tool call, run by the client and answered in a second request. ``tool_choice``
+    # names the tool: left at ``auto``, a model this small may just as well answer in words.
     if model != "smollm2":
         return
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER], temperature=0)
+    first = client.chat.completions.create(
+        model=model, messages=messages, tools=[WEATHER], temperature=0,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     calls = first.choices[0].message.tool_calls or []
     print("finish_reason:", first.choices[0].finish_reason)
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
@@ -75,6 +81,7 @@ def main(url: str) -> None:
         args = json.loads(fn.arguments)
         print(f"tool call: {fn.name}({args})")
         messages.append({"role": "tool", "tool_call_id": call.id, "content": f"Sunny, 21 C in {args['city']}"})
+    # The conversation now ends in the tool's result, which the model answers.
     answer = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER], temperature=0)
     print("answer:", answer.choices[0].message.content)
 

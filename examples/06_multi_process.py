@@ -6,6 +6,9 @@
 Both processes run ``streaming serve --store redis://...``. Everything a generation is made
 of (its record, blocks, event log, control signals) lives in Redis, so any process can
 stream it, resume it, cancel it or answer its tool calls, whichever process runs it.
+
+Needs the ``redis`` package (``pip install -e '.[examples]'``) and ``redis-server`` on the
+PATH (Debian: ``apt-get install redis-server``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
 4. polls the training task with `isStatusCheck` for its results and checkpoint path;
 5. stops the server and starts a new process on the same sqlite file;
 6. streams generated text from the saved checkpoint (`POST /generations`, generator `ngram`).
+
+Needs nothing beyond ``pip install -e .``.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ EXPECTED = {
         "Here is what I found: [get_location result: Lisbon][get_weather result: Sunny, 21°C in Lisbon]",
         "succeeded",
     ],
-    "04_local_model.py": ["tool call: get_weather({'city': 'Paris'})", "[cancelled]", "(succeeded;"],
+    "04_local_model.py": ["tool call: get_weather({'city': '", "tool result: ['Sunny, 21 C in ", "[cancelled]", "(succeeded;"],
     "06_multi_process.py": ["streaming it from B", "state seen by B: succeeded", "cancelled through B: cancelled"],
-    "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': 'Paris'})", ": succeeded"],
+    "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': '", "answer: ", ": succeeded"],
     "07_train_and_generate.py": [
         "progress: ", "training generation.completed", "status: succeeded", "archive: ngram/default.zip",
         "restarted", "generation generation.completed",
