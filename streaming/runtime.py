@@ -556,7 +556,7 @@ class Runtime:
             raise NotFoundError(f"no conversation {file_id!r}")
         # A client that continues as soon as it has the terminal event must not be told
         # "busy" while the generation before writes its last state: wait for that.
-        waited = await self._wait_if_finishing(file_id)
+        await self._wait_if_finishing(file_id)
         if file_id in self._claiming:
             raise ConflictError(
                 f"conversation {file_id} has a generation starting",
@@ -578,26 +578,25 @@ class Runtime:
                 f"conversation {file_id} has a generation running ({holder})",
                 suggestion="wait for it to finish or cancel it first",
             )
-        if self.store.shared or waited:
-            # Read again now that it is ours: the generation before may have ended (and
-            # written its blocks) since the first read, here or in another process.
-            fresh = await self.store.get_file(file_id)
-            if fresh is None:
-                await self._release_conversation(file_id, generation_id)
-                raise NotFoundError(f"no conversation {file_id!r}")
-            file = fresh
-        return file
+        # Read again now that it is ours: the generation before may have ended (and
+        # written its blocks, then dropped its claim) while the first read was under
+        # way, here or in another process. Starting from that first read would lose
+        # those blocks, and writing it back would erase them from the store.
+        fresh = await self.store.get_file(file_id)
+        if fresh is None:
+            await self._release_conversation(file_id, generation_id)
+            raise NotFoundError(f"no conversation {file_id!r}")
+        return fresh
 
-    async def _wait_if_finishing(self, file_id: str, timeout_s: float = 10.0) -> bool:
+    async def _wait_if_finishing(self, file_id: str, timeout_s: float = 10.0) -> None:
         """If this process's generation on ``file_id`` has sent its terminal event and is
-        writing its last state, wait until it is done; True if it waited."""
+        writing its last state, wait until it is done."""
         holder = self._file_claims.get(file_id)
         live = self._live.get(holder) if holder is not None else None
         if live is None or not live.log.closed or live.done.is_set():
-            return False
+            return
         with anyio.move_on_after(timeout_s):
             await live.done.wait()
-        return True
 
     async def _claim_new_conversation(self, file_id: str, generation_id: str) -> None:
         # Nobody else knows this id yet; the claim is there for the requests that will.

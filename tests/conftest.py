@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import uvicorn
 from streaming.server.app import ServerSettings, create_app
 
-from streaming.runtime import RuntimeSettings
+from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
+from streaming.stores.base import Store
 from streaming.tools import ToolRegistry
 
 
@@ -81,3 +83,33 @@ def make_server() -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def server(make_server: Callable[..., LiveServer]) -> LiveServer:
     return make_server()
+
+
+#: generators every in-process runtime of the tests has
+IN_PROCESS_GENERATORS = {
+    "echo": "streaming.generators.echo:EchoGenerator",
+    "counting": "tests.plugins:CountingGenerator",
+    "scripted": "streaming.generators.scripted:ScriptedGenerator",
+}
+
+
+@pytest.fixture
+async def make_runtime() -> AsyncIterator[Callable[..., Any]]:
+    """``await make_runtime(store=None, generators={name: plugin}, tools=None, **settings)``
+    -> an entered in-process :class:`Runtime` (no server, no socket), closed after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            store: Store | None = None,
+            *,
+            generators: dict[str, Any] | None = None,
+            tools: ToolRegistry | None = None,
+            **settings: Any,
+        ) -> Runtime:
+            registry = GeneratorRegistry()
+            for name, plugin in {**IN_PROCESS_GENERATORS, **(generators or {})}.items():
+                registry.register(name, plugin)
+            runtime = Runtime(store, generators=registry, tools=tools, settings=RuntimeSettings(**settings))
+            return await stack.enter_async_context(runtime)
+
+        yield make
