@@ -1155,7 +1155,7 @@ class Runtime:
             self._request_cancel(live, reason)
             with anyio.move_on_after(wait_s):
                 await live.done.wait()
-            return live.generation.snapshot()
+            return self._live_snapshot(live)
         generation = await self.get_generation(generation_id)
         if not generation.state.finished:
             await self.store.publish_control(generation_id, {"type": "cancel", "reason": reason})
@@ -1254,13 +1254,17 @@ class Runtime:
         """Raises NotFoundError."""
         live = self._live.get(generation_id)
         if live is not None:
-            gen = live.generation.snapshot()
-            gen.last_seq = live.log.last_seq
-            return gen
+            return self._live_snapshot(live)
         gen2 = await self.store.get_generation(generation_id)
         if gen2 is None:
             raise NotFoundError(f"no generation {generation_id!r}")
         return gen2
+
+    @staticmethod
+    def _live_snapshot(live: _Live) -> Generation:
+        gen = live.generation.snapshot()
+        gen.last_seq = live.log.last_seq
+        return gen
 
     async def get_generation_blocks(self, generation: Generation) -> list[Block]:
         live = self._live.get(generation.id)
