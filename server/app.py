@@ -1,106 +1,38 @@
-"""The Starlette application: ``create_app(settings)``.
+"""The Starlette application: ``create_app(settings)``, the wiring of the server.
 
 The app owns a :class:`~streaming.runtime.Runtime` for its lifespan. Routes only move
 requests and events between sockets and the runtime; they never reach into its internals.
+
+Imports go one way: this module imports the routes; routes import the helper modules
+(:mod:`~streaming.server.settings`, :mod:`~streaming.server.context`, ...) and never this
+one. ``ServerSettings``, ``read_json`` and ``runtime_of`` are re-exported here for callers
+that import them from the app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.routing import BaseRoute
-from streaming.server.errors import EXCEPTION_HANDLERS, validation_error
+from streaming.server import metrics, openapi
+from streaming.server.auth import AuthConfig, AuthMiddleware
+from streaming.server.context import read_json, runtime_of, settings_of
+from streaming.server.errors import EXCEPTION_HANDLERS
+from streaming.server.routes import routes
+from streaming.server.routes.plugins import build_host
+from streaming.server.settings import ServerSettings
 
-from streaming.errors import MalformedRequestError, PayloadTooLargeError
 from streaming.generators import BUILTIN
-from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
+from streaming.runtime import GeneratorRegistry, Runtime
 from streaming.stores import open_store
 from streaming.tools import ToolRegistry
 
-__all__ = ["ServerSettings", "create_app", "read_json", "runtime_of"]
-
-
-@dataclass
-class ServerSettings:
-    """What a server is configured with (CLI flags and environment end up here)."""
-
-    store_url: str = "memory://"
-    #: extra generators, name -> "module:Class" (the built-ins are always there)
-    generators: dict[str, str] = field(default_factory=dict)
-    generator_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: extra plugin instances, name -> "module:Class" (the built-ins are always there)
-    plugins: dict[str, str] = field(default_factory=dict)
-    #: config of plugin instances, by name
-    plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    heartbeat_s: float = 15.0
-    #: a client that takes longer than this to accept one write is dropped
-    send_timeout_s: float = 30.0
-    max_body_bytes: int = 1 << 20
-    #: largest WebSocket frame accepted (None: ``max_body_bytes``); uvicorn's own
-    #: ``ws_max_size`` (16 MiB) closes the socket above that
-    ws_max_frame_bytes: int | None = None
-    #: origins allowed by CORS (empty: CORS off)
-    cors_origins: list[str] = field(default_factory=list)
-    #: API keys; empty: no auth (see server/auth.py)
-    api_keys: list[str] = field(default_factory=list)
-    #: signs read tokens; default derived from the keys (same keys, same tokens everywhere)
-    token_secret: str | None = None
-    #: seconds a signed block content URL stays valid
-    signed_url_ttl_s: float = 3600.0
-    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
-
-
-def runtime_of(request: Any) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def settings_of(request: Any) -> ServerSettings:
-    settings: ServerSettings = request.app.state.settings
-    return settings
-
-
-async def read_json(request: Request, model: type[BaseModel] | None = None) -> Any:
-    """The body as JSON (validated into ``model`` if given).
-
-    Raises:
-        PayloadTooLargeError: the body is over the server's limit.
-        MalformedRequestError: it is not JSON.
-        InvalidRequestError: it does not fit ``model``.
-    """
-    limit = settings_of(request).max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the body is over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"the body is over {limit} bytes")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequestError(
-            f"the body is not valid JSON: {exc}", suggestion="send a JSON object"
-        ) from exc
-    if model is None:
-        return data
-    if not isinstance(data, dict):
-        raise MalformedRequestError("the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+__all__ = ["ServerSettings", "create_app", "read_json", "runtime_of", "settings_of"]
 
 
 def create_app(
@@ -111,8 +43,6 @@ def create_app(
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     """Build the ASGI app. Pass ``runtime`` to share one you built (e.g. in tests)."""
-    from streaming.server.routes import routes
-
     settings = settings or ServerSettings()
     if runtime is None:
         registry = GeneratorRegistry()
@@ -132,9 +62,6 @@ def create_app(
             # The CLI's signal handler drains through this loop (see server.cli).
             app.state.loop = asyncio.get_running_loop()
             yield
-
-    from streaming.server import metrics, openapi
-    from streaming.server.auth import AuthConfig, AuthMiddleware
 
     auth = AuthConfig(settings.api_keys, settings.token_secret)
     middleware = []
@@ -157,8 +84,6 @@ def create_app(
     )
     app.state.auth = auth
     app.state.runtime = runtime
-    from streaming.server.routes.plugins import build_host
-
     app.state.plugins = build_host(settings, runtime)
     app.state.settings = settings
     return app

@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
+from streaming.server.errors import error_response
 
 from streaming.errors import ForbiddenError, NotFoundError
 from streaming.model import Generation
@@ -147,8 +148,6 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, presented: bool) -> None:
-        from streaming.server.errors import error_response
-
         message = "invalid credentials" if presented else "credentials required"
         if scope["type"] == "websocket":
             await receive()  # websocket.connect

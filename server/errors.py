@@ -52,7 +52,7 @@ def validation_error(exc: ValidationError) -> InvalidRequestError:
         problems.append(f"{where}: {err['msg']}")
     return InvalidRequestError(
         "invalid request: " + "; ".join(problems),
-        suggestion="see the route's body in DESIGN section 5 or /openapi.json",
+        suggestion="see the route's body in docs/protocol.md or /openapi.json",
     )
 
 

@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from streaming.server.app import runtime_of
 from streaming.server.auth import require_key
+from streaming.server.context import runtime_of
 
 from streaming.metrics import Histogram
 from streaming.runtime import Runtime

@@ -1,4 +1,4 @@
-"""``WS /ws``: the JSON frame protocol of DESIGN section 4.
+"""``WS /ws``: the JSON frame protocol (docs/protocol.md, "WebSocket frames").
 
 Client to server (every frame may carry a ``ref``, echoed in the answer to that frame)::
 
@@ -39,9 +39,9 @@ import anyio.abc
 from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from streaming.server.app import ServerSettings
 from streaming.server.auth import AuthConfig, authorize_generation, new_owner
 from streaming.server.errors import validation_error
+from streaming.server.settings import ServerSettings
 
 from streaming.errors import (
     InvalidRequestError,

@@ -1,14 +1,19 @@
-"""All HTTP routes of the server."""
+"""All HTTP routes of the server (and the WebSocket route).
+
+Route modules import the helper modules of the server (settings, context, auth, errors,
+sse) and never the app; ``create_app`` imports this list.
+"""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
+from streaming.server import ws
+from streaming.server.routes import blocks, files, generations, health, openai, plugins, static
+
+__all__ = ["routes"]
 
 
 def routes() -> list[BaseRoute]:
-    from streaming.server import ws
-    from streaming.server.routes import blocks, files, generations, health, openai, plugins, static
-
     return [
         *generations.ROUTES,
         *blocks.ROUTES,

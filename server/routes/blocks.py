@@ -8,8 +8,8 @@ from contextlib import aclosing
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from streaming.server.app import runtime_of
 from streaming.server.auth import AuthConfig, authorize_generation, principal
+from streaming.server.context import runtime_of
 
 from streaming.errors import NotFoundError
 from streaming.model import Block, StreamState

@@ -7,8 +7,8 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.app import runtime_of
 from streaming.server.auth import principal, require_key
+from streaming.server.context import runtime_of
 
 from streaming.errors import NotFoundError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.app import read_json, runtime_of, settings_of
 from streaming.server.auth import AuthConfig, authorize_generation, new_owner
+from streaming.server.context import read_json, runtime_of, settings_of
 from streaming.server.sse import EventStreamResponse, StreamingEndpoint
 
 from streaming.errors import InvalidRequestError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.app import runtime_of
+from streaming.server.context import runtime_of
 
 __all__ = ["ROUTES"]
 

@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
-from streaming.server.app import read_json, runtime_of
 from streaming.server.auth import new_owner
+from streaming.server.context import read_json, runtime_of
 
 from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, Tool
 from streaming.errors import InvalidRequestError, StreamingError

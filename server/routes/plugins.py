@@ -14,8 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.app import ServerSettings, read_json
 from streaming.server.auth import AuthConfig, new_owner, require_key
+from streaming.server.context import read_json
+from streaming.server.settings import ServerSettings
 
 from streaming.errors import StreamingError
 from streaming.plugin.request import TaskState

@@ -13,7 +13,7 @@ import streaming.client as client_package
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.app import runtime_of
+from streaming.server.context import runtime_of
 
 from streaming.errors import NotFoundError
 
