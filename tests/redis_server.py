@@ -21,13 +21,17 @@ def free_port() -> int:
 class RedisServer:
     """``redis-server`` bound to 127.0.0.1 on a free port (persistent only if ``durable``)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, durable: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, durable: bool = False, password: str | None = None
+    ) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.exe = exe
         self.workdir = workdir
         self.port = port or free_port()
         #: keep data across a restart (an append-only file synced on every write)
         self.durable = durable
+        #: ``requirepass``: clients must AUTH first
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,6 +50,7 @@ class RedisServer:
                 "--appendfsync", "always",
                 "--dir", str(self.workdir),
                 "--loglevel", "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -54,8 +59,10 @@ class RedisServer:
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    sock.sendall(auth + b"PING\r\n")
+                    time.sleep(0.01)
+                    if b"+PONG" in sock.recv(64):
                         return self
             except OSError:
                 pass
