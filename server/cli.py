@@ -59,6 +59,16 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def default_store_url(data_dir: str) -> str:
+    """The embedded default: sqlite in ``data_dir`` where that store exists, else memory."""
+    try:
+        import streaming.stores.sqlite  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "memory://"
+    os.makedirs(data_dir, exist_ok=True)
+    return f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'streaming.db'))}"
+
+
 def _pair(value: str) -> tuple[str, str]:
     name, sep, spec = value.partition("=")
     if not sep or not name or ":" not in spec:
