@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from enum import Enum, Flag
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from streaming.errors import InvalidRequestError
-from streaming.model import Block, MimeTypes, Tag
+from streaming.model import BOTH_SPELLINGS, Block, MimeTypes, Tag
 
 __all__ = [
     "Capability",
@@ -38,6 +38,8 @@ __all__ = [
     "SystemPromptSupport",
     "Tool",
     "UnsupportedCapabilityError",
+    "is_capability_request",
+    "read_capability_requests",
 ]
 
 
@@ -61,7 +63,7 @@ class SupportLevel(Flag):
 class Capability(BaseModel):
     """Base class for all capabilities; unknown fields are kept (``extra = allow``)."""
 
-    model_config = ConfigDict(extra="allow", use_enum_values=False)
+    model_config = ConfigDict(extra="allow", use_enum_values=False, alias_generator=BOTH_SPELLINGS)
 
     NAME: ClassVar[str] = ""
 
@@ -75,7 +77,7 @@ class Capability(BaseModel):
     class Response(BaseModel):
         """How the plugin served one capability."""
 
-        model_config = ConfigDict(extra="allow")
+        model_config = ConfigDict(extra="allow", alias_generator=BOTH_SPELLINGS)
 
         name: str
         fulfilled_at: SupportLevel
@@ -126,7 +128,7 @@ class Capability(BaseModel):
 class CapabilityImpl(Capability):
     """A concrete capability: its fields are exactly those it declares."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", alias_generator=BOTH_SPELLINGS)
 
 
 class ConversationSupport(CapabilityImpl):
@@ -148,7 +150,7 @@ class SystemPromptSupport(CapabilityImpl):
 class Tool(BaseModel):
     """A function the model may call; ``parameters`` is a JSON Schema object."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", alias_generator=BOTH_SPELLINGS)
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
     description: str = ""
@@ -164,6 +166,8 @@ class Tool(BaseModel):
 
 class FunctionCallInvocation(BaseModel):
     """A plugin's request to call a tool; answered by a FunctionCallResult next round."""
+
+    model_config = ConfigDict(alias_generator=BOTH_SPELLINGS)
 
     MIME_TYPE: ClassVar[str] = MimeTypes.FUNCTION_CALL_INVOCATION
 
@@ -186,6 +190,8 @@ class FunctionCallInvocation(BaseModel):
 
 class FunctionCallResult(BaseModel):
     """The result of a tool call: text items, or ``Block(<id>)`` references."""
+
+    model_config = ConfigDict(alias_generator=BOTH_SPELLINGS)
 
     MIME_TYPE: ClassVar[str] = MimeTypes.FUNCTION_CALL_RESULT
 
@@ -261,6 +267,8 @@ class UnsupportedCapabilityError(InvalidRequestError):
 class CapabilityPluginRequest(BaseModel):
     """The text of a capabilities-request block."""
 
+    model_config = ConfigDict(alias_generator=BOTH_SPELLINGS)
+
     requested_capabilities: list[SerializeAsAny[Capability]]
 
     def to_block(self) -> Block:
@@ -277,6 +285,8 @@ class CapabilityPluginRequest(BaseModel):
 class CapabilityPluginResponse(BaseModel):
     """The text of a capabilities-response block."""
 
+    model_config = ConfigDict(alias_generator=BOTH_SPELLINGS)
+
     capability_responses: list[SerializeAsAny[Capability.Response]]
 
     def to_block(self) -> Block:
@@ -288,6 +298,41 @@ class CapabilityPluginResponse(BaseModel):
     @classmethod
     def from_block(cls, block: Block) -> CapabilityPluginResponse:
         return _parse(cls, block.text)
+
+
+class _TextBlock(Protocol):
+    text: str
+    mime_type: str | None
+
+
+def is_capability_request(block: _TextBlock) -> bool:
+    """Whether ``block`` is a capabilities-request block (the seed's way to ask)."""
+    return block.mime_type == MimeTypes.STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST
+
+
+def read_capability_requests(blocks: Iterable[_TextBlock]) -> list[Capability] | None:
+    """Every capability the capabilities-request blocks among ``blocks`` ask for, in order;
+    None if there is no such block.
+
+    The one reader of capability blocks: a plugin's :meth:`RequestedCapabilities.extract_from_blocks`
+    and the runtime's request normalisation (``GenerateRequest``) both go through it.
+
+    Raises:
+        InvalidRequestError: a block's text is not a capabilities request, a capability has
+            no name, or one is asked for twice.
+    """
+    found: list[Capability] | None = None
+    for block in blocks:
+        if not is_capability_request(block):
+            continue
+        found = found if found is not None else []
+        for cap in _parse(CapabilityPluginRequest, block.text).requested_capabilities:
+            if not cap.name:
+                raise InvalidRequestError("every requested capability needs a 'name'")
+            if any(c.name == cap.name for c in found):
+                raise InvalidRequestError(f"capability {cap.name!r} is requested twice")
+            found.append(cap)
+    return found
 
 
 CapabilityType = TypeVar("CapabilityType", bound=CapabilityImpl)
@@ -331,17 +376,17 @@ class RequestedCapabilities:
         return self.response
 
     def extract_from_blocks(self, blocks: Iterable[Block]) -> CapabilityPluginResponse | None:
-        """Load the capabilities-request block among ``blocks``; None if there is none
+        """Load the capabilities-request blocks among ``blocks``; None if there is none
         (an older client: the plugin serves its legacy behaviour).
 
         Raises:
             UnsupportedCapabilityError: as :meth:`load_requests`.
-            InvalidRequestError: the request block's text is not a capabilities request.
+            InvalidRequestError: as :func:`read_capability_requests`.
         """
-        for block in blocks:
-            if block.mime_type == MimeTypes.STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST:
-                return self.load_requests(CapabilityPluginRequest.from_block(block))
-        return None
+        caps = read_capability_requests(blocks)
+        if caps is None:
+            return None
+        return self.load_requests(CapabilityPluginRequest(requested_capabilities=caps))
 
     def get(
         self, typ: type[CapabilityType], default: CapabilityType | None = None

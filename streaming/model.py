@@ -11,9 +11,11 @@ import uuid
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "BOTH_SPELLINGS",
     "Block",
     "ChatTag",
     "ErrorInfo",
@@ -35,6 +37,11 @@ __all__ = [
 def new_id(prefix: str) -> str:
     """A fresh, URL-safe identifier such as ``gen_3f2a…``."""
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+#: Reads every field under its snake_case name or the seed's camelCase one (``mimeType``);
+#: JSON out stays snake_case.
+BOTH_SPELLINGS = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
 
 
 class StreamState(StrEnum):
@@ -127,7 +134,7 @@ class TagValueKey:
 class Tag(BaseModel):
     """A tag on a block or file; ``start_idx`` inclusive, ``end_idx`` exclusive."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", alias_generator=BOTH_SPELLINGS)
 
     kind: str
     name: str | None = None
@@ -153,7 +160,7 @@ class BlockWriter(Protocol):
 class Block(BaseModel):
     """A unit of content in a file. Output blocks are streamed while ``started``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", alias_generator=BOTH_SPELLINGS)
 
     id: str = Field(default_factory=lambda: new_id("blk"))
     file_id: str | None = None
@@ -242,7 +249,7 @@ class Block(BaseModel):
 class File(BaseModel):
     """A conversation: an ordered list of blocks."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", alias_generator=BOTH_SPELLINGS)
 
     id: str = Field(default_factory=lambda: new_id("file"))
     handle: str | None = None

@@ -140,6 +140,13 @@ def _unwrap(response: Any, expected: type[BaseModel]) -> Any:
     raise PluginError(f"the plugin returned {type(response).__name__}, not {expected.__name__}")
 
 
+def _invalid(what: str, exc: ValidationError) -> InvalidRequestError:
+    problems = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + e["msg"] for e in exc.errors()[:5])
+    return InvalidRequestError(
+        f"invalid {what}: {problems}", suggestion="send {\"data\": {...}} shaped as the seed's " + what
+    )
+
+
 class TrainingRun(StreamingGenerator):
     """The adapter that runs a trainable plugin's training as a generation.
 
@@ -283,13 +290,7 @@ class PluginHost:
         try:
             request: PluginRequest[Any] = PluginRequest[model].model_validate(body)  # type: ignore[valid-type]
         except ValidationError as exc:
-            problems = "; ".join(
-                ".".join(str(p) for p in e.get("loc", ())) + ": " + e["msg"] for e in exc.errors()[:5]
-            )
-            raise InvalidRequestError(
-                f"invalid {model.__name__}: {problems}",
-                suggestion="send {\"data\": {...}} shaped as the seed's " + model.__name__,
-            ) from exc
+            raise _invalid(model.__name__, exc) from exc
         if request.data is None:
             raise InvalidRequestError(f"'data' is required: a {model.__name__}")
         # The hosted instance is who answers: its context, not the caller's.
@@ -307,11 +308,15 @@ class PluginHost:
         data = req.data
         assert isinstance(data, RawBlockAndTagPluginInput)
         self._check_blocks(data.blocks)
-        return GenerateRequest(
-            generator=name,
-            blocks=[BlockInput(text=b.text, mime_type=b.mime_type, tags=b.tags) for b in data.blocks],
-            options=data.options,
-        )
+        try:
+            # Its capability blocks become the generation's requested capabilities here.
+            return GenerateRequest(
+                generator=name,
+                blocks=[BlockInput(text=b.text, mime_type=b.mime_type, tags=b.tags) for b in data.blocks],
+                options=data.options,
+            )
+        except ValidationError as exc:
+            raise _invalid(RawBlockAndTagPluginInput.__name__, exc) from exc
 
     async def _generate(
         self, name: str, plugin: PluginService[Any, Any], body: dict[str, Any], owner: str | None
@@ -345,6 +350,9 @@ class PluginHost:
     ) -> InvocableResponse[Any]:
         assert isinstance(plugin, StreamingGenerator)
         req = self._request(RawBlockAndTagPluginInput, body, plugin)
+        assert isinstance(req.data, RawBlockAndTagPluginInput)
+        # Capabilities are checked before the plugin is asked anything, as for a generation.
+        plugin.requested_capabilities(req.data.blocks)
         from streaming.plugin.outputs import BlockTypePluginOutput
 
         response = await _maybe_await(plugin.determine_output_block_types(req))
@@ -442,8 +450,7 @@ class PluginHost:
             raise PluginError(f"the importer returned data that is not base64: {exc}") from exc
         if len(raw) > self.max_import_bytes:
             raise PayloadTooLargeError(f"the imported data is over {self.max_import_bytes} bytes")
-        split = body["data"].get("blockify", "paragraphs") if isinstance(body.get("data"), dict) else "paragraphs"
-        out.file_id = await self._store_import(raw, out, str(split), owner)
+        out.file_id = await self._store_import(raw, out, data.blockify, owner)
         return InvocableResponse(data=out, status=Task())
 
     async def _store_import(self, raw: bytes, out: RawDataPluginOutput, split: str, owner: str | None) -> str:
@@ -499,9 +506,6 @@ class PluginHost:
             raise InvalidRequestError(
                 "no training data", suggestion="give data.file_id (a file from /plugins/{importer}/import)"
             )
-        handle = data.training_params.get("checkpoint_handle")
-        if handle is not None:
-            check_handle(str(handle))
         gen = await runtime.start(
             GenerateRequest(
                 generator=f"{name}.train",

@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streaming.capabilities import Tool
-from streaming.model import Block, MimeTypes, OnDisconnect, RoleTag, Tag
+from streaming.capabilities import Tool, is_capability_request, read_capability_requests
+from streaming.errors import InvalidRequestError
+from streaming.model import BOTH_SPELLINGS, Block, MimeTypes, OnDisconnect, RoleTag, Tag
 
 __all__ = ["BlockInput", "GenerateRequest", "Message", "ToolResultRequest"]
 
@@ -20,7 +21,9 @@ class Message(BaseModel):
 
 
 class BlockInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """An input block; its fields in either spelling (``mime_type`` or the seed's ``mimeType``)."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=BOTH_SPELLINGS)
 
     text: str = ""
     mime_type: str | None = MimeTypes.TXT
@@ -31,7 +34,10 @@ class GenerateRequest(BaseModel):
     """The body of ``POST /generations`` (and of a WebSocket ``generate`` frame).
 
     Exactly one of ``prompt``, ``messages`` or ``blocks`` is the input. ``tools`` items are
-    tool declarations, or names of server-side tools.
+    tool declarations, or names of server-side tools. A capabilities-request block among
+    ``blocks`` (the seed's way to ask for capabilities) is taken out of the input and its
+    capabilities added to ``capabilities``, so the runtime checks them exactly as if they
+    had come in that field.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +65,24 @@ class GenerateRequest(BaseModel):
                 "give exactly one input: 'prompt', 'messages' or 'blocks'"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        return self
+
+    @model_validator(mode="after")
+    def _capability_blocks(self) -> GenerateRequest:
+        if self.blocks is None:
+            return self
+        try:
+            found = read_capability_requests(self.blocks)
+        except InvalidRequestError as exc:
+            raise ValueError(exc.message) from exc
+        if found is None:
+            return self
+        self.blocks = [b for b in self.blocks if not is_capability_request(b)]
+        named = {c.get("name") for c in self.capabilities}
+        for cap in found:
+            if cap.name in named:
+                raise ValueError(f"capability {cap.name!r} is requested both in 'capabilities' and in a block")
+            self.capabilities.append(cap.model_dump(mode="json"))
         return self
 
     @field_validator("capabilities")

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streaming.builtins.text import split_holdout, words
+from streaming.builtins.text import words
 from streaming.errors import InvalidRequestError
 from streaming.model import Block, Tag, TagValueKey
 from streaming.plugin.inputs import (
@@ -121,10 +121,7 @@ class NaiveBayesModel(TrainableModel[dict[str, Any]]):
             raise InvalidRequestError(
                 f"the training file needs blocks with at least two labels (tags of kind {self.label_kind!r})"
             )
-        train_ids, test_ids = split_holdout(
-            len(examples), 0.2 if data.testing_holdout_percent is None else data.testing_holdout_percent,
-            data.test_split_seed or 0,
-        )
+        train_ids, test_ids = data.split(len(examples), default_percent=0.2)
         epochs = max(1, min(int(data.training_epochs or 1), 100))
         step = max(1, len(train_ids) // 5)
         for epoch in range(1, epochs + 1):

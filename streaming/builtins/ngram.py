@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio.lowlevel
 
-from streaming.builtins.text import split_holdout, words
+from streaming.builtins.text import words
 from streaming.errors import InvalidRequestError
 from streaming.model import Block, MimeTypes
 from streaming.plugin.generator import TrainableGenerator
@@ -114,10 +114,7 @@ class NGramModel(TrainableModel[dict[str, Any]]):
         self.order = order
         self.counts = {}
         texts = _texts(input)
-        train_ids, test_ids = split_holdout(
-            len(texts), data.testing_holdout_percent if data.testing_holdout_percent is not None else 0.1,
-            data.test_split_seed or 0,
-        )
+        train_ids, test_ids = data.split(len(texts), default_percent=0.1)
         epochs = max(1, min(int(data.training_epochs or 1), 100))
         step = max(1, len(train_ids) // 10)
         tokens_seen = 0

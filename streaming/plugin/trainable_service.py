@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from streaming.errors import PluginError
-from streaming.plugin.inputs import TrainingParameterPluginInput, TrainPluginInput
+from streaming.plugin.inputs import CheckpointParams, TrainingParameterPluginInput, TrainPluginInput
 from streaming.plugin.outputs import TrainingParameterPluginOutput, TrainPluginOutput
 from streaming.plugin.request import InvocableResponse, PluginRequest, Task, TaskState
 from streaming.plugin.service import PluginService
@@ -116,9 +116,15 @@ class TrainablePluginService(PluginService[IN, OUT], ABC):
         """Train ``model`` (in a worker thread), save it as the instance's checkpoint
         (``training_params["checkpoint_handle"]``, default ``default``), and report.
 
+        Nothing is saved unless the training succeeded: a training that raises or reports
+        a failure leaves every checkpoint as it was.
+
         Raises:
             PluginError: the model's training reported a failure.
+            ValueError: the checkpoint parameters are bad (as :meth:`TrainPluginInput.checkpoint`).
         """
+        # Where it will be saved is checked before any training (a bad handle: no run).
+        checkpoint = request.data.checkpoint() if request.data is not None else CheckpointParams()
         response = await anyio.to_thread.run_sync(model.train, request)
         if response.status is not None and response.status.state == TaskState.FAILED:
             raise PluginError(
@@ -127,13 +133,11 @@ class TrainablePluginService(PluginService[IN, OUT], ABC):
                 suggestion=response.status.status_suggestion,
             )
         output = response.data or TrainPluginOutput()
-        params = request.data.training_params if request.data is not None else {}
-        handle = params.get("checkpoint_handle")
         output.archive_path = await model.save_remote(
             self.archives,
             self.instance_id(request),
-            str(handle) if handle is not None else None,
-            set_as_default=bool(params.get("set_as_default", True)),
+            checkpoint.checkpoint_handle,
+            set_as_default=checkpoint.set_as_default,
         )
         return InvocableResponse(data=output, status=Task(state=TaskState.SUCCEEDED))
 
