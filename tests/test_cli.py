@@ -87,3 +87,13 @@ def test_the_startup_line_comes_once_serving_and_hides_the_password(tmp_path: Pa
     finally:
         server.kill()
         redis.stop()
+
+
+def test_the_embedded_default_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "serve.log", "--data-dir", str(tmp_path / "data")).start()
+    try:
+        db = tmp_path / "data" / "streaming.db"
+        assert f"(store sqlite:///{db});" in server.log.read_text()
+        assert db.exists()
+    finally:
+        server.kill()
