@@ -407,3 +407,30 @@ def test_page_with_an_api_key(context: BrowserContext) -> None:
         assert httpx.get(f"{live.url}/generations/{gen_id}").status_code == 401
     finally:
         live.stop()
+
+
+def test_the_page_offers_what_answers_and_says_why_not(context: BrowserContext, server: LiveServer) -> None:
+    page = open_page(context, server)
+    # The empty conversation says what to try and what the chosen generator does.
+    hint = page.get_attribute("#messages", "data-hint") or ""
+    assert "Type a message" in hint and "echo: streams your last message back" in hint
+    assert page.evaluate("getComputedStyle(document.querySelector('#messages'), '::before').content") != "none"
+    # The openai generator has no upstream here: listed, greyed out, with the reason.
+    openai = page.locator("#generator option[value=openai]")
+    assert openai.is_disabled()
+    assert "no upstream configured" in openai.inner_text()
+    assert page.locator("#generator option[value=echo]").is_enabled()
+    assert page.input_value("#generator") == "echo"
+    # Once a message is there the hint is gone.
+    gen_id = send(page, "hi there")
+    wait_state(page, gen_id, "succeeded")
+    assert page.evaluate("getComputedStyle(document.querySelector('#messages'), '::before').content") == "none"
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_generators_route_says_which_answer_a_chat(server: LiveServer) -> None:
+    body = httpx.get(server.url + "/generators").json()
+    details = {d["name"]: d for d in body["details"]}
+    assert body["generators"] == [d["name"] for d in body["details"]]
+    assert details["echo"]["chat"] is True and details["echo"]["reason"] is None
+    assert details["openai"]["chat"] is False and "OPENAI_MODEL" in details["openai"]["reason"]

@@ -665,6 +665,12 @@ export class StreamingClient {
     return (await this._json("GET", "/generators")).generators;
   }
 
+  /** Each generator with ``chat`` (answers a chat as it is), ``description`` and ``reason``. */
+  async generatorDetails() {
+    const body = await this._json("GET", "/generators");
+    return body.details || body.generators.map((name) => ({ name, chat: true, description: "", reason: null }));
+  }
+
   async cancel(id) {
     if (this._ws?.subs.has(id)) {
       return (await this._ws.request({ type: "cancel", generation_id: id })).generation;

@@ -312,24 +312,44 @@ async function restore() {
   }
 }
 
+let generatorInfo = new Map(); // name -> {chat, description, reason}
+
+/** What the empty conversation says: what to try, and what the chosen generator does. */
+function showHint() {
+  const info = generatorInfo.get($("generator").value);
+  const what = info?.description ? `${$("generator").value}: ${info.description}.` : "";
+  $("messages").dataset.hint =
+    `Type a message and press Send (Enter). ${what} ` +
+    "Stop ends an answer mid-stream; a reload picks up where it was. " +
+    "Other generators are in the list above; the greyed ones say why they cannot answer yet.";
+}
+
 async function loadGenerators() {
   const saved = store.load();
   const select = $("generator");
-  let names = [];
+  let details = [];
   try {
-    names = await client.generators();
+    details = await client.generatorDetails();
   } catch (err) {
     status(`cannot list generators: ${err.message}`);
   }
+  generatorInfo = new Map(details.map((d) => [d.name, d]));
+  // The ones that answer a chat first; the others stay visible, disabled, with the reason.
+  const ordered = [...details.filter((d) => d.chat), ...details.filter((d) => !d.chat)];
   select.replaceChildren(
-    ...names.map((n) => {
-      const option = el("option", null, n);
-      option.value = n;
+    ...ordered.map((d) => {
+      const option = el("option", null, d.chat ? d.name : `${d.name} (${d.reason})`);
+      option.value = d.name;
+      option.disabled = !d.chat;
+      option.title = d.chat ? d.description : d.reason;
       return option;
     }),
   );
-  if (saved.generator && names.includes(saved.generator)) select.value = saved.generator;
-  else if (names.includes("echo")) select.value = "echo";
+  const ready = details.filter((d) => d.chat).map((d) => d.name);
+  if (saved.generator && ready.includes(saved.generator)) select.value = saved.generator;
+  else if (ready.includes("echo")) select.value = "echo";
+  else if (ready.length) select.value = ready[0];
+  showHint();
 }
 
 function wire() {
@@ -365,7 +385,10 @@ function wire() {
     setBusy(false);
     status("");
   });
-  $("generator").addEventListener("change", () => store.save({ generator: $("generator").value }));
+  $("generator").addEventListener("change", () => {
+    store.save({ generator: $("generator").value });
+    showHint();
+  });
   $("transport").addEventListener("change", () => {
     store.save({ transport: $("transport").value });
     if (!current) makeClient();

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from streaming.server.context import runtime_of
 
 from streaming.errors import NotFoundError
+from streaming.readiness import describe
 
 __all__ = ["ROUTES", "asset_path"]
 
@@ -60,7 +61,12 @@ async def asset(request: Request) -> Response:
 
 
 async def generators(request: Request) -> Response:
-    return JSONResponse({"generators": runtime_of(request).generators.names()})
+    """The registered names, and for each whether it answers a chat as it is (and if not,
+    why): what the demo page and ``streaming chat`` offer."""
+    registry = runtime_of(request).generators
+    names = registry.names()
+    details = [describe(name, registry.get(name)) for name in names]
+    return JSONResponse({"generators": names, "details": details})
 
 
 ROUTES = [

@@ -37,6 +37,8 @@ def split_words(text: str) -> list[str]:
 class EchoGenerator(StreamingGenerator):
     """Options: ``repeat`` (int, default 1), ``delay_ms`` (between chunks, default 0)."""
 
+    description = "streams your last message back word by word (options: repeat, delay_ms)"
+
     supported_capabilities = {
         ConversationSupport: SupportLevel.NATIVE,
         SystemPromptSupport: SupportLevel.BEST_EFFORT,

@@ -446,6 +446,18 @@ _KEY = re.compile(r'^\s*\{\s*"(\w+)"')
 class LlamaGenerator(StreamingGenerator):
     """The ``smollm2`` generator (any chat GGUF through ``model_path``)."""
 
+    description = "SmolLM2-135M-Instruct on this machine through llama.cpp (options: max_tokens, temperature, tool_choice)"
+
+    def chat_unavailable_reason(self) -> str | None:
+        path = self.config.get("model_path")
+        if path:
+            return None if os.path.exists(str(path)) else f"no model file at {path!r}"
+        try:
+            default_model_path()
+        except ModelUnavailableError as exc:
+            return exc.message
+        return None
+
     supported_capabilities = {
         SystemPromptSupport: SupportLevel.NATIVE,
         ConversationSupport: SupportLevel.NATIVE,

@@ -195,6 +195,15 @@ class OpenAIGenerator(StreamingGenerator):
         FunctionCallingSupport: SupportLevel.NATIVE,
     }
 
+    description = "an OpenAI-compatible upstream (OPENAI_BASE_URL, OPENAI_MODEL, OPENAI_API_KEY), streamed"
+
+    def chat_unavailable_reason(self) -> str | None:
+        if not self._setting("model", "OPENAI_MODEL"):
+            return "no upstream configured: set OPENAI_MODEL and OPENAI_BASE_URL (or OPENAI_API_KEY)"
+        if self.base_url == DEFAULT_BASE_URL and not self._setting("api_key", "OPENAI_API_KEY"):
+            return "no API key: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local server"
+        return None
+
     def _setting(self, name: str, env: str, default: str | None = None) -> str | None:
         value = self.config.get(name)
         if value is None:

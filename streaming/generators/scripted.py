@@ -61,6 +61,11 @@ def _round_index(blocks: list[Any]) -> int:
 
 
 class ScriptedGenerator(StreamingGenerator):
+    description = (
+        "a test double: plays the script in its 'rounds' option (text, sleeps, tool calls, "
+        "errors); without one it says hello"
+    )
+
     supported_capabilities = {
         ConversationSupport: SupportLevel.NATIVE,
         SystemPromptSupport: SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
