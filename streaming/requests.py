@@ -82,7 +82,7 @@ class GenerateRequest(BaseModel):
         for cap in found:
             if cap.name in named:
                 raise ValueError(f"capability {cap.name!r} is requested both in 'capabilities' and in a block")
-            self.capabilities.append(cap.model_dump(mode="json"))
+        self.capabilities = [*self.capabilities, *(cap.model_dump(mode="json") for cap in found)]
         return self
 
     @field_validator("capabilities")

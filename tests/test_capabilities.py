@@ -124,3 +124,29 @@ def test_tool_parameters_must_be_an_object_schema() -> None:
         Tool(name="t", parameters={"type": "string"})
     with pytest.raises(ValueError):
         Tool(name="bad name!")
+
+
+def test_capability_blocks_are_read_in_either_spelling_and_checked() -> None:
+    from streaming.capabilities import read_capability_requests
+    from streaming.errors import InvalidRequestError
+
+    mime = MimeTypes.STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST
+    camel = Block.model_validate({
+        "mimeType": mime,
+        "text": '{"requestedCapabilities": [{"name": "steamship.conversation_support", "requestLevel": "optional"}]}',
+    })
+    snake = CapabilityPluginRequest(requested_capabilities=[SystemPromptSupport()]).to_block()
+    caps = read_capability_requests([Block(text="hi"), camel, snake])
+    assert caps is not None
+    assert [(c.name, c.request_level) for c in caps] == [
+        (ConversationSupport.NAME, RequestLevel.OPTIONAL), (SystemPromptSupport.NAME, RequestLevel.BEST_EFFORT),
+    ]
+    assert read_capability_requests([Block(text="hi")]) is None
+    # Both blocks reach the plugin's check, not only the first.
+    with pytest.raises(UnsupportedCapabilityError):
+        RequestedCapabilities({ConversationSupport: SupportLevel.NATIVE}).extract_from_blocks([camel, snake])
+    for text in ('{"requested_capabilities": [{"request_level": "native"}]}', "not json"):
+        with pytest.raises(InvalidRequestError):
+            read_capability_requests([Block(text=text, mime_type=mime)])
+    with pytest.raises(InvalidRequestError, match="twice"):
+        read_capability_requests([camel, camel])

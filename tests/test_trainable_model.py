@@ -186,3 +186,24 @@ def test_archives_for_memory_store_is_one_per_store() -> None:
     one, two = MemoryStore(), MemoryStore()
     assert archives_for(one) is archives_for(one)
     assert archives_for(one) is not archives_for(two)
+
+
+@pytest.mark.parametrize("percent", [None, 0.0, 0.1, 0.5, 0.9, 0.999])
+def test_the_split_always_trains_on_something(percent: float | None) -> None:
+    for n in range(1, 25):
+        data = TrainPluginInput(testing_holdout_percent=percent, test_split_seed=n)
+        train, held = data.split(n, default_percent=0.2)
+        assert train and sorted(train + held) == list(range(n))
+        if n >= 2 and (percent is None or percent > 0):
+            assert held
+        assert data.split(n, default_percent=0.2) == (train, held)  # the seed decides it
+    with pytest.raises(InvalidRequestError):
+        TrainPluginInput().split(0)
+
+
+@pytest.mark.parametrize("bad", [1.0, 50, -0.01, float("nan")])
+def test_a_holdout_is_a_fraction_below_one(bad: float) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="0.2 holds out 20%"):
+        TrainPluginInput.model_validate({"testingHoldoutPercent": bad})
