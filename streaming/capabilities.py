@@ -376,14 +376,16 @@ class RequestedCapabilities:
         return self.response
 
     def extract_from_blocks(self, blocks: Iterable[Block]) -> CapabilityPluginResponse | None:
-        """Load the capabilities-request blocks among ``blocks``; None if there is none
-        (an older client: the plugin serves its legacy behaviour).
+        """Load the first capabilities-request block among ``blocks`` (as the seed does: the
+        runtime puts the request's one block first); None if there is none (an older
+        client: the plugin serves its legacy behaviour).
 
         Raises:
             UnsupportedCapabilityError: as :meth:`load_requests`.
             InvalidRequestError: as :func:`read_capability_requests`.
         """
-        caps = read_capability_requests(blocks)
+        first = next((b for b in blocks if is_capability_request(b)), None)
+        caps = read_capability_requests([first] if first is not None else [])
         if caps is None:
             return None
         return self.load_requests(CapabilityPluginRequest(requested_capabilities=caps))

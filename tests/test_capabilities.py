@@ -142,9 +142,12 @@ def test_capability_blocks_are_read_in_either_spelling_and_checked() -> None:
         (ConversationSupport.NAME, RequestLevel.OPTIONAL), (SystemPromptSupport.NAME, RequestLevel.BEST_EFFORT),
     ]
     assert read_capability_requests([Block(text="hi")]) is None
-    # Both blocks reach the plugin's check, not only the first.
+    # A plugin reads the first request block, as the seed does (the runtime puts one first).
+    requested = RequestedCapabilities({ConversationSupport: SupportLevel.NATIVE})
+    assert requested.extract_from_blocks([Block(text="hi"), camel, snake]) is not None
+    assert list(requested.requested) == [ConversationSupport.NAME]
     with pytest.raises(UnsupportedCapabilityError):
-        RequestedCapabilities({ConversationSupport: SupportLevel.NATIVE}).extract_from_blocks([camel, snake])
+        RequestedCapabilities({ConversationSupport: SupportLevel.NATIVE}).extract_from_blocks([snake, camel])
     for text in ('{"requested_capabilities": [{"request_level": "native"}]}', "not json"):
         with pytest.raises(InvalidRequestError):
             read_capability_requests([Block(text=text, mime_type=mime)])
