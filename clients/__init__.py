@@ -2,8 +2,9 @@
 
 ``from streaming.client import StreamingClient`` (SSE over HTTP) or ``WebSocketClient``
 (several generations on one socket). Importing this package loads neither the runtime nor
-Starlette, pydantic or a store: a client needs only the wire module, httpx, anyio and
-(for the socket) websockets.
+Starlette, pydantic or a store: a client needs only the wire module
+(:mod:`streaming.wire`: events, errors, SSE decoding, the fold of a generation's events),
+httpx, anyio and (for the socket) websockets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ _WHERE = {
     "GenerationStream": "streaming.client.client",
     "BlockStream": "streaming.client.client",
     "WebSocketClient": "streaming.client.ws",
-    "SSEDecoder": "streaming.client.sse",
+    "SSEDecoder": "streaming.wire",
 }
 
 __all__ = ["BlockStream", "GenerationStream", "SSEDecoder", "StreamingClient", "WebSocketClient"]
@@ -33,5 +34,6 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from streaming.client.client import BlockStream, GenerationStream, StreamingClient
-    from streaming.client.sse import SSEDecoder
     from streaming.client.ws import WebSocketClient
+
+    from streaming.wire import SSEDecoder

@@ -20,10 +20,9 @@ from typing import Any
 
 import anyio
 import httpx
-from streaming.client.sse import SSEDecoder
 
-from streaming import errors as E
-from streaming.events import Event
+from streaming import wire
+from streaming.wire import BlockState, Event, EventDecoder, GenerationFold
 
 __all__ = [
     "BlockStream",
@@ -33,50 +32,20 @@ __all__ = [
     "error_from_response",
 ]
 
-_BY_CODE: dict[str, type[E.StreamingError]] = {
-    cls.code: cls
-    for cls in (
-        E.InvalidRequestError,
-        E.UnknownGeneratorError,
-        E.MalformedRequestError,
-        E.NotFoundError,
-        E.ConflictError,
-        E.ToolCallConflictError,
-        E.IllegalTransitionError,
-        E.PayloadTooLargeError,
-        E.LimitExceededError,
-        E.StoreError,
-    )
-}
-_BY_STATUS: dict[int, type[E.StreamingError]] = {
-    400: E.MalformedRequestError,
-    404: E.NotFoundError,
-    409: E.ConflictError,
-    413: E.PayloadTooLargeError,
-    422: E.InvalidRequestError,
-    429: E.LimitExceededError,
-}
-
 ToolHandler = Callable[[dict[str, Any]], Any]
 
+error_from_dict = wire.error_from_dict
 
-def error_from_response(response: httpx.Response) -> E.StreamingError:
-    """The server's JSON error as the matching exception of :mod:`streaming.errors`."""
+
+def error_from_response(response: httpx.Response) -> wire.StreamingError:
+    """The server's JSON error as the matching exception of :mod:`streaming.wire`."""
     try:
         body = response.json()["error"]
-        code, message, suggestion = body["code"], body["message"], body.get("suggestion")
+        if not isinstance(body, dict) or "code" not in body or "message" not in body:
+            raise TypeError
     except (ValueError, KeyError, TypeError):
-        code, message, suggestion = "http_error", f"HTTP {response.status_code}", None
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, E.StreamingError)
-    return cls(message, suggestion=suggestion, code=code)
-
-
-def error_from_dict(error: dict[str, Any]) -> E.StreamingError:
-    """A wire error object ``{code, message, suggestion}`` (a WebSocket ``error`` frame's
-    ``error``) as the matching exception of :mod:`streaming.errors`."""
-    code = str(error.get("code") or "internal_error")
-    cls = _BY_CODE.get(code, E.StreamingError)
-    return cls(str(error.get("message") or code), suggestion=error.get("suggestion"), code=code)
+        body = {"code": "http_error", "message": f"HTTP {response.status_code}"}
+    return wire.error_from_dict(body, response.status_code)
 
 
 class StreamingClient:
@@ -142,7 +111,7 @@ class StreamingClient:
         """Start a generation and return its stream (not yet connected).
 
         Raises:
-            StreamingError: the server refused it (see :mod:`streaming.errors`).
+            StreamingError: the server refused it (see :mod:`streaming.wire`).
         """
         body: dict[str, Any] = {"generator": generator}
         for key, value in (
@@ -174,9 +143,7 @@ class StreamingClient:
     async def attach(self, generation_id: str, after: int = 0) -> GenerationStream:
         """A stream of an existing generation, from event ``after`` on."""
         data = await self.get_generation(generation_id)
-        stream = GenerationStream(self, data["generation"], data.get("blocks", []))
-        stream.last_seq = after
-        return stream
+        return GenerationStream(self, data["generation"], data.get("blocks", []), after=after)
 
     async def get_generation(self, generation_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("GET", f"/generations/{generation_id}")
@@ -230,12 +197,9 @@ class StreamingClient:
                     if response.status_code >= 400:
                         await response.aread()
                         raise error_from_response(response)
-                    decoder = SSEDecoder()
+                    decoder = EventDecoder()
                     async for chunk in response.aiter_bytes():
-                        for sse in decoder.decode(chunk):
-                            if not sse.data:
-                                continue
-                            event = Event.from_json(sse.data)
+                        for event in decoder.decode(chunk):
                             if event.seq <= last:
                                 continue  # already seen: never twice
                             last = event.seq
@@ -243,6 +207,7 @@ class StreamingClient:
                             yield event
                             if event.terminal:
                                 return
+                    decoder.flush()  # raises the error frame of a stream refused late
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 pass
             # The stream ended without its terminal event: reconnect and resume, unless
@@ -250,7 +215,7 @@ class StreamingClient:
             if not progressed:
                 try:
                     gen = (await self.get_generation(generation_id))["generation"]
-                except (httpx.TransportError, E.StreamingError):
+                except (httpx.TransportError, wire.StreamingError):
                     gen = {}
                 if gen.get("state") in ("succeeded", "failed", "cancelled") and last >= int(
                     gen.get("last_seq") or 0
@@ -265,34 +230,48 @@ class StreamingClient:
 
 
 class BlockStream:
-    """One block of a generation: iterate it for its text as it streams."""
+    """One block of a generation: iterate it for its text as it streams.
 
-    def __init__(self, owner: GenerationStream, block: dict[str, Any]) -> None:
+    A view of the block's :class:`~streaming.wire.BlockState` in the generation's fold.
+    """
+
+    def __init__(self, owner: GenerationStream, state: BlockState) -> None:
         self._owner = owner
-        self.block = block
-        self.id: str = block["id"]
-        self.mime_type: str | None = block.get("mime_type")
-        self.state: str = "started"
-        self._parts: list[str] = []
-        self._pending: list[str] = []
+        self._state = state
+        self.id: str = state.id
+        self._read = 0  # parts of the text handed out by iteration
+
+    @property
+    def block(self) -> dict[str, Any]:
+        return self._state.block
+
+    @property
+    def mime_type(self) -> str | None:
+        return self._state.mime_type
+
+    @property
+    def state(self) -> str:
+        """``started``, ``complete`` or ``aborted``."""
+        return self._state.stream_state
 
     @property
     def text(self) -> str:
         """The text received so far."""
-        return "".join(self._parts)
+        return self._state.text
 
     @property
     def done(self) -> bool:
-        return self.state in ("complete", "aborted")
+        return self._state.done
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iter()
 
     async def _iter(self) -> AsyncIterator[str]:
         while True:
-            if self._pending:
-                chunk = "".join(self._pending)
-                self._pending.clear()
+            parts = self._state.parts
+            if self._read < len(parts):
+                chunk = "".join(parts[self._read :])
+                self._read = len(parts)
                 yield chunk
                 continue
             if self.done or self._owner.finished:
@@ -302,24 +281,51 @@ class BlockStream:
 
 
 class GenerationStream:
-    """A generation as the client sees it: events, blocks, text, cancel, tool handlers."""
+    """A generation as the client sees it: events, blocks, text, cancel, tool handlers.
 
-    def __init__(self, client: StreamingClient, generation: dict[str, Any], blocks: list[dict[str, Any]]):
+    Its state is a :class:`~streaming.wire.GenerationFold` of the events read so far
+    (``fold``), started from the blocks the server described.
+    """
+
+    def __init__(
+        self,
+        client: StreamingClient,
+        generation: dict[str, Any],
+        blocks: list[dict[str, Any]],
+        *,
+        after: int = 0,
+    ):
         self.client = client
-        self.generation = generation
         self.id: str = generation["id"]
-        self.file_id: str | None = generation.get("file_id")
-        self.last_seq = 0
+        self.fold = GenerationFold(self.id, generation=generation, blocks=blocks, after=after)
         self.events: list[Event] = []
-        self.state: str = generation.get("state", "running")
-        self.error: dict[str, Any] | None = None
-        self._blocks: dict[str, BlockStream] = {}
-        self._order: list[str] = []
+        self._streams: dict[str, BlockStream] = {}
         self._source: AsyncIterator[Event] | None = None
         self._handlers: dict[str, ToolHandler] = {}
-        self._terminal: Event | None = None
-        for block in blocks:
-            self._add_block(block)
+
+    @property
+    def generation(self) -> dict[str, Any]:
+        return self.fold.generation
+
+    @property
+    def file_id(self) -> str | None:
+        value = self.fold.generation.get("file_id")
+        return str(value) if value is not None else None
+
+    @property
+    def state(self) -> str:
+        """``running`` (or ``waiting``) until the terminal event: then ``succeeded``,
+        ``failed`` or ``cancelled``."""
+        return self.fold.state
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """``{code, message, suggestion}`` of a failed generation."""
+        return self.fold.error
+
+    @property
+    def last_seq(self) -> int:
+        return self.fold.last_seq
 
     # -- tool handlers --
 
@@ -331,19 +337,18 @@ class GenerationStream:
         """
         self._handlers[name] = handler
 
-    async def _answer(self, event: Event) -> None:
-        handler = self._handlers.get(event.data["tool_name"])
-        if handler is None or not event.data.get("client_side", True):
+    async def _answer(self, call: wire.ToolCall) -> None:
+        handler = self._handlers.get(call.tool_name)
+        if handler is None or not call.client_side:
             return
-        call_id = event.data["call_id"]
         try:
-            value = handler(event.data.get("args") or {})
+            value = handler(call.args or {})
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
             try:
-                await self.client.submit_tool_result(self.id, call_id, error=f"{type(exc).__name__}: {exc}")
-            except E.ConflictError:
+                await self.client.submit_tool_result(self.id, call.call_id, error=f"{type(exc).__name__}: {exc}")
+            except wire.ConflictError:
                 pass
             return
         if isinstance(value, str):
@@ -353,15 +358,15 @@ class GenerationStream:
         else:
             result = [json.dumps(value)]
         try:
-            await self.client.submit_tool_result(self.id, call_id, result)
-        except E.ConflictError:
+            await self.client.submit_tool_result(self.id, call.call_id, result)
+        except wire.ConflictError:
             pass  # answered elsewhere (another tab, a cancel): the stream says what happened
 
     # -- events --
 
     @property
     def finished(self) -> bool:
-        return self._terminal is not None
+        return self.fold.finished
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iter_events()
@@ -390,61 +395,32 @@ class GenerationStream:
             event = await self._source.__anext__()
         except StopAsyncIteration:
             return False
-        self._apply(event)
-        if event.type == "tool.call":
-            await self._answer(event)
+        if self.fold.apply(event):
+            self.events.append(event)
+            if event.type == wire.EventType.TOOL_CALL:
+                await self._answer(self.fold.tool_calls[event.data["call_id"]])
         if event.terminal:
             # Close the HTTP stream now, not when the generator is collected.
             await self._source.aclose()  # type: ignore[attr-defined]
         return True
 
-    def _add_block(self, block: dict[str, Any]) -> BlockStream:
-        stream = self._blocks.get(block["id"])
+    def _stream(self, block_id: str) -> BlockStream:
+        stream = self._streams.get(block_id)
         if stream is None:
-            stream = BlockStream(self, block)
-            self._blocks[stream.id] = stream
-            self._order.append(stream.id)
-        # Text comes only from deltas, so it always matches the event cursor.
+            stream = self._streams[block_id] = BlockStream(self, self.fold.blocks[block_id])
         return stream
-
-    def _apply(self, event: Event) -> None:
-        self.events.append(event)
-        self.last_seq = event.seq
-        data = event.data
-        kind = event.type
-        if kind == "generation.started":
-            self.generation = data["generation"]
-            for block in data["blocks"]:
-                self._add_block(block)
-        elif kind == "block.created":
-            self._add_block(data["block"])
-        elif kind == "block.delta":
-            stream = self._blocks[data["block_id"]]
-            stream._parts.append(data["text"])
-            stream._pending.append(data["text"])
-        elif kind == "block.completed":
-            self._blocks[data["block_id"]].state = "complete"
-        elif kind == "block.aborted":
-            self._blocks[data["block_id"]].state = "aborted"
-        elif event.terminal:
-            self._terminal = event
-            self.state = {
-                "generation.completed": "succeeded",
-                "generation.failed": "failed",
-                "generation.cancelled": "cancelled",
-            }[kind]
-            self.error = data.get("error")
 
     async def blocks(self) -> AsyncIterator[BlockStream]:
         """Each block (preallocated or created mid-stream) in creation order."""
         index = 0
+        order = self.fold.order
         while True:
-            while index < len(self._order):
-                yield self._blocks[self._order[index]]
+            while index < len(order):
+                yield self._stream(order[index])
                 index += 1
             if self.finished or not await self._pump():
-                while index < len(self._order):
-                    yield self._blocks[self._order[index]]
+                while index < len(order):
+                    yield self._stream(order[index])
                     index += 1
                 return
 
@@ -464,19 +440,17 @@ class GenerationStream:
         await self.wait()
         if self.state == "failed":
             err = self.error or {}
-            raise E.GenerationFailedError(
+            raise wire.GenerationFailedError(
                 err.get("message", "generation failed"),
                 code=err.get("code", "generation_failed"),
                 suggestion=err.get("suggestion"),
             )
         if self.state == "cancelled":
-            raise E.GenerationCancelledError(f"generation {self.id} was cancelled")
-        return "".join(
-            b.text for b in (self._blocks[i] for i in self._order) if (b.mime_type or "").startswith("text/")
-        )
+            raise wire.GenerationCancelledError(f"generation {self.id} was cancelled")
+        return self.fold.text()
 
     def block_streams(self) -> list[BlockStream]:
-        return [self._blocks[i] for i in self._order]
+        return [self._stream(bid) for bid in self.fold.order]
 
     async def cancel(self) -> dict[str, Any]:
         return await self.client.cancel(self.id)
@@ -487,4 +461,3 @@ class GenerationStream:
     async def aclose(self) -> None:
         if self._source is not None:
             await self._source.aclose()  # type: ignore[attr-defined]
-

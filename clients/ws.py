@@ -12,8 +12,8 @@ matched to their ``ack`` or ``error`` by ``ref``. When the socket drops the clie
 reconnects by itself and re-subscribes each generation after the last ``seq`` it saw, so
 every event reaches the caller exactly once. Reads that have no WebSocket frame
 (``get_generation``, ``get_block``, ``get_file``) go over HTTP as in
-:class:`~clients.client.StreamingClient`, which this class extends;
-:class:`~clients.client.GenerationStream` and ``BlockStream`` are shared as they are.
+:class:`~streaming.client.client.StreamingClient`, which this class extends;
+:class:`~streaming.client.client.GenerationStream` and ``BlockStream`` are shared as they are.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
-from streaming.client.client import StreamingClient, error_from_dict
+from streaming.client.client import StreamingClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from streaming import errors as E
-from streaming.events import Event
+from streaming.wire import Event, StreamingError, ToolCallConflictError, error_from_dict
 
 __all__ = ["WebSocketClient", "ws_url_of"]
 
@@ -340,7 +339,7 @@ class WebSocketClient(StreamingClient):
         answer = pending.frame or {}
         if answer.get("type") == "error":
             error = error_from_dict(answer.get("error") or {})
-            if attempts > 1 and isinstance(error, E.ToolCallConflictError):
+            if attempts > 1 and isinstance(error, ToolCallConflictError):
                 return {}  # our first attempt got through before the drop
             raise error
         return answer
@@ -421,7 +420,7 @@ class WebSocketClient(StreamingClient):
                         return
                     continue
                 if sub.error is not None:
-                    if isinstance(sub.error, E.StreamingError):
+                    if isinstance(sub.error, StreamingError):
                         raise sub.error
                     raise ConnectionLostError(str(sub.error)) from sub.error
                 await sub.changed.wait()
