@@ -14,9 +14,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from streaming.client.client import StreamingClient
+from streaming.client.ws import ws_url_of
+from websockets.asyncio.client import connect
 
 from streaming.capabilities import ConversationSupport, FunctionCallingSupport
 from streaming.model import MimeTypes
@@ -65,6 +68,13 @@ async def test_capability_blocks_are_checked_on_every_path(make_plugin_server: C
                 assert refused == [{"name": FunctionCallingSupport.NAME, "request_level": "native"}]
             r = await http.post("/generations", json={"generator": "ngram", "blocks": [block, {"text": "hi"}]})
             assert r.status_code == 422 and r.json()["error"]["code"] == "unsupported_capability", r.text
+        # And a WebSocket generate frame.
+        async with connect(ws_url_of(server.url)) as ws:
+            await ws.send(json.dumps({"type": "generate", "ref": "r1", "generator": "ngram", "blocks": [FC_NATIVE, {"text": "hi"}]}))
+            with anyio.fail_after(10):
+                frame = json.loads(await ws.recv())
+            assert frame["type"] == "error" and frame["ref"] == "r1", frame
+            assert frame["error"]["code"] == "unsupported_capability"
         # The same as through the documented field.
         r = await http.post("/generations", json={
             "generator": "ngram", "prompt": "hi",
