@@ -16,9 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+import streaming.errors
 from streaming.errors import InvalidRequestError, StreamingError
 
-__all__ = ["EXCEPTION_HANDLERS", "error_response", "validation_error"]
+__all__ = ["EXCEPTION_HANDLERS", "error_response", "status_for_code", "validation_error"]
 
 logger = logging.getLogger("streaming.server")
 
@@ -34,6 +35,36 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "limit_exceeded",
 }
+
+
+#: the status of each error class's code (streaming/errors.py), as a route raising it answers
+_STATUS_OF_CODE: dict[str, int] = {
+    cls.code: cls.status
+    for cls in vars(streaming.errors).values()
+    if isinstance(cls, type) and issubclass(cls, StreamingError)
+}
+# Codes raised as an instance's refinement of a class, or by classes above the core.
+_STATUS_OF_CODE.update(
+    {
+        "unsupported_capability": 422,  # UnsupportedCapabilityError (streaming.capabilities)
+        "unsupported_content": 422,
+        "context_length_exceeded": 422,  # an InvalidRequestError of the local model
+        "upstream_timeout": 504,
+        "shutdown": 503,
+        "interrupted": 503,
+    }
+)
+
+
+def status_for_code(code: str) -> int:
+    """The HTTP status of an error ``code``: the one its class in :mod:`streaming.errors`
+    has (``invalid_request`` 422, ``tool_timeout`` 504, ...), as a route that raised it
+    would answer. For a generation that failed, whose event carries only the code.
+    Unknown codes are 500, but ``upstream_*`` (an upstream model's failure) is 502."""
+    status = _STATUS_OF_CODE.get(code)
+    if status is not None:
+        return status
+    return 502 if code.startswith("upstream") else 500
 
 
 def error_response(
