@@ -11,7 +11,8 @@ Options:
   - ``{"sleep_ms": N}``;
   - ``{"tool_call": {"name": ..., "args": {...}}}``: call a tool;
   - ``{"echo_tool_results": true}``: write the results of the previous round's tools;
-  - ``{"error": "message"}``: raise.
+  - ``{"error": "message"}``: raise (with ``"code": "..."``, a :class:`StreamingError` of
+    that code, as a plugin refusing a request would: ``"invalid_request"``, say).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from streaming.capabilities import (
     SupportLevel,
     SystemPromptSupport,
 )
-from streaming.errors import InvalidRequestError
+from streaming.errors import InvalidRequestError, StreamingError
 from streaming.model import MimeTypes
 from streaming.plugin.inputs import (
     RawBlockAndTagPluginInput,
@@ -115,6 +116,8 @@ class ScriptedGenerator(StreamingGenerator):
                         prefix = "error" if res.is_error else "result"
                         yield f"[{res.tool_name} {prefix}: {'; '.join(res.result)}]"
             elif "error" in step:
+                if "code" in step:
+                    raise StreamingError(str(step["error"]), code=str(step["code"]))
                 raise ScriptError(str(step["error"]))
             else:
                 raise InvalidRequestError(f"unknown script step {step!r}")
