@@ -159,6 +159,13 @@ class TrainingRun(StreamingGenerator):
         self.plugin = plugin
         self.name = name
 
+    @property
+    def description(self) -> str:
+        return f"trains {self.name} from the text you send (progress as JSON lines, then the result)"
+
+    def chat_unavailable_reason(self) -> str:
+        return f"it trains {self.name} from your text and reports progress; it does not reply"
+
     def determine_output_block_types(self, request: Any) -> list[str]:  # type: ignore[override]
         return [PROGRESS_MIME, MimeTypes.JSON]
 

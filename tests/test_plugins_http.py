@@ -261,12 +261,18 @@ async def test_train_generators_restart_and_generate(make_plugin_server: Callabl
     examples = labelled_docstrings()
     async with httpx.AsyncClient(base_url=first.url, timeout=60) as http:
         file_id = (await call(http, "file-importer", "import", {"value": TEXT})).json()["data"]["file_id"]
+        # Before training, the demo page and the chat are told why ngram cannot answer.
+        details = {d["name"]: d for d in (await http.get("/generators")).json()["details"]}
+        assert details["ngram"]["chat"] is False and "not trained yet" in details["ngram"]["reason"]
+        assert details["ngram.train"]["chat"] is False and "does not reply" in details["ngram.train"]["reason"]
         for name in ("ngram", "ngram-blocks"):
             output, events = await train(first.url, http, name, {"file_id": file_id, "training_params": {"order": 3}})
             results = output["training_results"]
             assert results["heldout_tokens"] > 0
             assert results["heldout_next_word_accuracy"] > results["baseline_accuracy"]
             assert any('"event":"progress"' in ln for ln in progress_lines(events))
+        details = {d["name"]: d for d in (await http.get("/generators")).json()["details"]}
+        assert details["ngram"]["chat"] is True and details["ngram-blocks"]["chat"] is True
         # A named checkpoint that does not replace the default one.
         r = await call(http, "ngram", "train", {"file_id": file_id, "training_params": {"order": 1, "checkpoint_handle": "unigram", "set_as_default": False}})
         assert r.status_code == 202

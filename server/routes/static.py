@@ -65,7 +65,7 @@ async def generators(request: Request) -> Response:
     why): what the demo page and ``streaming chat`` offer."""
     registry = runtime_of(request).generators
     names = registry.names()
-    details = [describe(name, registry.get(name)) for name in names]
+    details = [await describe(name, registry.get(name)) for name in names]
     return JSONResponse({"generators": names, "details": details})
 
 

@@ -23,7 +23,7 @@ from streaming.plugin.inputs import CheckpointParams, TrainingParameterPluginInp
 from streaming.plugin.outputs import TrainingParameterPluginOutput, TrainPluginOutput
 from streaming.plugin.request import InvocableResponse, PluginRequest, Task, TaskState
 from streaming.plugin.service import PluginService
-from streaming.plugin.trainable_model import TrainableModel
+from streaming.plugin.trainable_model import DEFAULT_CHECKPOINT, TrainableModel, archive_key
 from streaming.stores.archives import ArchiveStore, MemoryArchives
 
 __all__ = ["TrainablePluginService"]
@@ -64,6 +64,13 @@ class TrainablePluginService(PluginService[IN, OUT], ABC):
                 if found:
                     return found
         return "default"
+
+    async def chat_unavailable_reason(self) -> str | None:
+        """None once the instance has a ``default`` checkpoint; else how to train it."""
+        name = self.instance_id()
+        if await self.archives.archive_digest(archive_key(name, DEFAULT_CHECKPOINT)) is None:
+            return f"not trained yet: train it first (POST /plugins/{name}/train, or the {name}.train generator)"
+        return None
 
     async def load_model(
         self, request: PluginRequest[Any] | None = None, checkpoint_handle: str | None = None
