@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from streaming.server.context import settings_of
 
 from streaming.dialects import Failure, Projection
 from streaming.errors import StreamingError
@@ -43,6 +44,7 @@ __all__ = [
     "Frames",
     "NativeFrames",
     "StreamingEndpoint",
+    "sse_response",
 ]
 
 T = TypeVar("T")
@@ -172,9 +174,9 @@ class ClientWatch:
         try:
             return await work
         except asyncio.CancelledError:
-            if not self.left:
-                raise  # the server is cancelling us, not the listener
-            raise ClientGone from None  # (still CancelledError if the server cancels too)
+            if not self.left or me.cancelling() > 1:
+                raise  # the server is cancelling us (too), not only the listener
+            raise ClientGone from None
         finally:
             self._done = True  # (before any await: the listener will not cancel us now)
             if self.left:
@@ -310,6 +312,26 @@ class EventStreamResponse(ClientWatch):
                     return
         finally:
             self._stop(work)
+
+
+def sse_response(
+    request: Request,
+    batches: AsyncGenerator[list[Event], None],
+    *,
+    frames: Frames = NATIVE,
+    status: int = 200,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> EventStreamResponse:
+    """A stream of ``batches`` with the server's heartbeat and send timeout."""
+    settings = settings_of(request)
+    return EventStreamResponse(
+        batches,
+        frames=frames,
+        heartbeat_s=settings.heartbeat_s,
+        send_timeout_s=settings.send_timeout_s,
+        status=status,
+        headers=headers,
+    )
 
 
 class StreamingEndpoint:

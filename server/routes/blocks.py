@@ -8,8 +8,8 @@ from contextlib import aclosing
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from streaming.server.auth import AuthConfig, authorize_generation, principal
-from streaming.server.context import runtime_of
+from streaming.server.auth import authorize_generation, principal
+from streaming.server.context import auth_of, runtime_of, settings_of
 
 from streaming.errors import NotFoundError
 from streaming.model import Block, StreamState
@@ -46,10 +46,11 @@ async def read(request: Request) -> Response:
     block = await visible_block(request)
     out = block.model_dump(mode="json")
     # Where its content can be fetched: with auth on, a signed URL that expires.
-    auth: AuthConfig = request.app.state.auth
-    settings = request.app.state.settings
+    auth = auth_of(request)
     out["content_url"] = (
-        auth.signed_raw_url(block.id, settings.signed_url_ttl_s) if auth.enabled else f"/blocks/{block.id}/raw"
+        auth.signed_raw_url(block.id, settings_of(request).signed_url_ttl_s)
+        if auth.enabled
+        else f"/blocks/{block.id}/raw"
     )
     return JSONResponse(out)
 

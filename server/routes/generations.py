@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from streaming.server.auth import AuthConfig, authorize_generation, new_owner
-from streaming.server.context import read_json, runtime_of, settings_of
-from streaming.server.sse import EventStreamResponse, StreamingEndpoint
+from streaming.server.auth import authorize_generation, new_owner
+from streaming.server.context import auth_of, read_json, runtime_of
+from streaming.server.sse import EventStreamResponse, StreamingEndpoint, sse_response
 
 from streaming.errors import InvalidRequestError
 from streaming.requests import GenerateRequest, ToolResultRequest
@@ -45,19 +45,13 @@ async def create(request: Request) -> Response | EventStreamResponse:
     stream = wants_stream(request)
     generation = await runtime.start(body, subscribed=stream, owner=owner)
     location = f"/generations/{generation.id}"
-    auth: AuthConfig = request.app.state.auth
+    auth = auth_of(request)
     token = auth.read_token(generation.id) if auth.enabled else None
     if stream:
         headers = [(b"location", location.encode())]
         if token:
             headers.append((b"x-read-token", token.encode()))
-        return EventStreamResponse(
-            runtime.subscribe(generation.id, 0),
-            heartbeat_s=settings_of(request).heartbeat_s,
-            send_timeout_s=settings_of(request).send_timeout_s,
-            status=201,
-            headers=headers,
-        )
+        return sse_response(request, runtime.subscribe(generation.id, 0), status=201, headers=headers)
     blocks = await runtime.get_generation_blocks(generation)
     out = {
         "generation": generation.public(),
@@ -89,11 +83,7 @@ async def events(request: Request) -> EventStreamResponse:
     after = resume_cursor(request)
     await authorize_generation(request, runtime, gen_id)
     await runtime.check_subscribable(gen_id)  # 404 / 429 before the stream starts
-    return EventStreamResponse(
-        runtime.subscribe(gen_id, after),
-        heartbeat_s=settings_of(request).heartbeat_s,
-        send_timeout_s=settings_of(request).send_timeout_s,
-    )
+    return sse_response(request, runtime.subscribe(gen_id, after))
 
 
 async def cancel(request: Request) -> Response:

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from streaming.server.auth import new_owner
-from streaming.server.context import read_json, runtime_of, settings_of
+from streaming.server.context import read_json, runtime_of
 from streaming.server.openai.convert import generate_request
 from streaming.server.openai.errors import failure_error, openai_error, stream_error
 from streaming.server.openai.schema import ChatCompletionRequest
@@ -45,6 +45,7 @@ from streaming.server.sse import (
     DialectFrames,
     EventStreamResponse,
     StreamingEndpoint,
+    sse_response,
 )
 
 from streaming.dialects.openai_chat import ChatChunkProjection
@@ -94,14 +95,8 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     )
     batches = runtime.subscribe(generation.id, 0)
     if body.stream:
-        settings = settings_of(request)
-        return EventStreamResponse(
-            batches,
-            frames=DialectFrames(projection, error=stream_error),
-            heartbeat_s=settings.heartbeat_s,
-            send_timeout_s=settings.send_timeout_s,
-            headers=[(b"x-generation-id", generation.id.encode())],
-        )
+        frames = DialectFrames(projection, error=stream_error)
+        return sse_response(request, batches, frames=frames, headers=[(b"x-generation-id", generation.id.encode())])
     watch = ClientWatch()
     try:
         await watch.watch(request.receive, _follow(batches, projection, watch))
