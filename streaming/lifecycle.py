@@ -5,7 +5,7 @@ through this module. The tables below are the whole of the rules; an illegal mov
 :class:`~streaming.errors.IllegalTransitionError`.
 
 :class:`GenerationMachine` is the sans-I/O core of one generation: it owns the generation's
-blocks, applies the tables, and writes the events of DESIGN section 4 into an
+blocks, applies the tables, and writes the events of docs/protocol.md into an
 :class:`~streaming.log.EventLog`, guaranteeing its invariants: exactly one terminal event
 and nothing after it; every block created is completed or aborted before it; the deltas of
 a block concatenate to its final text.

@@ -1,5 +1,5 @@
 """A short soak: concurrent streams with random cancels, disconnects, resumes and tool
-answers; every generation's log holds DESIGN section 4's invariants."""
+answers; every generation's log holds the invariants of docs/protocol.md."""
 
 from __future__ import annotations
 

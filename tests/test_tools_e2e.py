@@ -1,4 +1,4 @@
-"""Function-call round trips mid-stream, end to end (DESIGN section 6)."""
+"""Function-call round trips mid-stream, end to end (docs/protocol.md, "Tool calls mid-stream")."""
 
 from __future__ import annotations
 

@@ -286,3 +286,20 @@ def test_unknown_codes_fall_back_by_status_and_keep_their_code() -> None:
     back = error_from_dict({"code": "unsupported_capability", "message": "no"})
     assert isinstance(back, E.InvalidRequestError) and back.code == "unsupported_capability"
     assert error_from_dict({}).code == "internal_error"
+
+
+# -- the written protocol --
+
+
+def test_docs_protocol_names_every_event_type_and_error_code() -> None:
+    from pathlib import Path
+
+    from streaming.wire import EventType
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    missing = [f"`{t.value}`" for t in EventType if f"`{t.value}`" not in doc]
+    for cls in _error_classes():
+        row = f"| `{cls.code}` | {cls.status} | `{cls.__name__}` |"
+        if row not in doc:
+            missing.append(row)
+    assert not missing, f"docs/protocol.md does not describe: {missing}"
