@@ -107,6 +107,9 @@ class ChatSession:
             f"Chatting with {self.generator!r} at {self.client.base_url}. "
             "Ctrl-C stops an answer, /quit leaves, /help lists commands.\n"
         )
+        problem = await self.check_generator(self.generator)
+        if problem is not None:
+            self.write(f"({problem}; pick one with /generator NAME)\n")
         while True:
             try:
                 line = await anyio.to_thread.run_sync(input, PROMPT, abandon_on_cancel=True)
@@ -116,12 +119,26 @@ class ChatSession:
             if not line.strip():
                 continue
             if line.strip().startswith("/"):
-                if not self.command(line.strip()):
+                if not await self.command(line.strip()):
                     return 0
                 continue
             await self.ask(line)
 
-    def command(self, line: str) -> bool:
+    async def check_generator(self, name: str) -> str | None:
+        """Why ``name`` cannot answer here (unknown, or not ready), or None when it can."""
+        try:
+            details = (await self.client._json("GET", "/generators")).get("details") or []
+        except (StreamingError, OSError) as exc:
+            return f"cannot list the server's generators: {_describe(exc)}"
+        ready = [d["name"] for d in details if d.get("chat")]
+        found = next((d for d in details if d.get("name") == name), None)
+        if found is None:
+            return f"no generator named {name!r}; these answer: {', '.join(ready) or 'none'}"
+        if not found.get("chat"):
+            return f"{name!r} cannot answer a chat: {found.get('reason')}; these can: {', '.join(ready) or 'none'}"
+        return None
+
+    async def command(self, line: str) -> bool:
         """Run a ``/command``; False to leave."""
         name, _, arg = line.partition(" ")
         arg = arg.strip()
@@ -133,6 +150,10 @@ class ChatSession:
             self.file_id = None
             self.write("(new conversation)\n")
         elif name == "/generator" and arg:
+            problem = await self.check_generator(arg)
+            if problem is not None:
+                self.write(f"({problem}; still talking to {self.generator!r})\n")
+                return True
             self.generator = arg
             self.file_id = None
             self.write(f"(now talking to {arg!r}, new conversation)\n")
@@ -190,9 +211,18 @@ class ChatSession:
         mime: dict[str, str | None] = {b.id: b.mime_type for b in gen.block_streams()}
         at_line_start = True  # the cursor is at the start of a line
         prefixed = False  # "bot> " is printed for the text being written
+        # "[aborted: why]" lines wait for the next event: when it is the terminal event
+        # giving the same reason (a cancel, a failure), one line says it.
+        held: list[tuple[str, str]] = []
         async for event in gen:
             data = event.data
             kind = event.type
+            if held and kind != "block.aborted" and not event.terminal:
+                for held_line, _ in held:
+                    self.write(("" if at_line_start else "\n") + held_line + "\n")
+                    at_line_start = True
+                held.clear()
+                prefixed = False
             if kind == "generation.started":
                 mime.update({b["id"]: b.get("mime_type") for b in data["blocks"]})
             elif kind == "block.created":
@@ -207,10 +237,20 @@ class ChatSession:
                     at_line_start = text.endswith("\n")
             else:
                 line = _event_line(event, mime)
-                if line is not None:
-                    self.write(("" if at_line_start else "\n") + line + "\n")
+                if line is None:
+                    continue
+                if kind == "block.aborted":
+                    held.append((line, str(data.get("reason") or "")))
+                    continue
+                lines = [held_line for held_line, why in held if not (event.terminal and why and why in line)]
+                held.clear()
+                for text in [*lines, line]:
+                    self.write(("" if at_line_start else "\n") + text + "\n")
                     at_line_start = True
-                    prefixed = kind == "block.aborted" and prefixed
+                prefixed = False
+        for held_line, _ in held:
+            self.write(("" if at_line_start else "\n") + held_line + "\n")
+            at_line_start = True
         if not at_line_start:
             self.write("\n")
 

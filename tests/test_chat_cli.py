@@ -168,3 +168,35 @@ def test_unreachable_server(tmp_path: Any) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2
+
+
+def test_an_unknown_or_unready_generator_is_refused_at_once(server: LiveServer, chat: Any) -> None:
+    child = chat()
+    child.sendline("/generator nope")
+    child.expect_exact("no generator named 'nope'; these answer: ")
+    child.expect_exact("still talking to 'echo'")
+    child.sendline("/generator openai")
+    child.expect_exact("'openai' cannot answer a chat: no upstream configured")
+    child.sendline("hello")
+    child.expect_exact("bot> hello\r\n")
+    child.sendline("/generator scripted")
+    child.expect_exact("(now talking to 'scripted'")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_ctrl_c_mid_answer_says_it_once(server: LiveServer, chat: Any) -> None:
+    child = chat()
+    child.sendline(json.dumps({"repeat": 2000, "delay_ms": 5}).join(["/options ", ""]))
+    child.expect_exact("you> ")
+    child.sendline("tok ")
+    child.expect_exact("bot> tok tok tok ")
+    child.sendintr()
+    child.expect_exact("you> ")
+    said = child.before
+    assert said.count("cancelled by client") == 1, said
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
