@@ -11,7 +11,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streaming.client.sse import SSEDecoder
+
+from streaming.wire import EventDecoder, GenerationFold
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -61,22 +62,21 @@ def fuzz_server():
         with httpx.Client(base_url=live.url, timeout=60) as http:
             with http.stream("POST", "/generations", headers={"Accept": "text/event-stream"},
                              json={"generator": "echo", "prompt": text, "options": {"delay_ms": 2}}) as r:
-                decoder = SSEDecoder()
-                parts = []
+                decoder = EventDecoder()
+                fold = GenerationFold(strict=True)
                 for chunk in r.iter_bytes():
                     for ev in decoder.decode(chunk):
-                        data = json.loads(ev.data)
-                        if data["type"] == "block.delta":
-                            parts.append(data["text"])
-                        result["last"] = data["type"]
-        result["text"] = "".join(parts)
+                        fold.apply(ev)
+        fold.check_complete()
+        result["state"] = fold.state
+        result["text"] = fold.text()
 
     thread = threading.Thread(target=innocent)
     thread.start()
     yield live
     thread.join(timeout=60)
     live.stop()
-    assert result.get("last") == "generation.completed"
+    assert result.get("state") == "succeeded"
     assert result.get("text") == text
 
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
+from streaming.wire import GenerationFold
 from tests.test_fuzz import json_values
 
 frame_types = st.sampled_from(["generate", "tool.result", "cancel", "subscribe", "unsubscribe", "ping", "nope", 5, None])
@@ -51,15 +52,13 @@ def ws_server():
     def innocent() -> None:
         with connect(url) as ws:
             ws.send(json.dumps({"type": "generate", "generator": "echo", "prompt": text, "options": {"delay_ms": 2}}))
-            parts = []
-            while True:
+            fold = GenerationFold(strict=True)
+            while not fold.finished:
                 frame = json.loads(ws.recv(timeout=60))
-                if frame.get("type") == "block.delta":
-                    parts.append(frame["text"])
-                if frame.get("type") in ("generation.completed", "generation.failed", "generation.cancelled"):
-                    result["last"] = frame["type"]
-                    break
-        result["text"] = "".join(parts)
+                if "seq" in frame:
+                    fold.apply(frame)
+        result["state"] = fold.state
+        result["text"] = fold.text()
 
     thread = threading.Thread(target=innocent)
     thread.start()
@@ -67,7 +66,7 @@ def ws_server():
     yield live
     thread.join(timeout=60)
     live.stop()
-    assert result.get("last") == "generation.completed"
+    assert result.get("state") == "succeeded"
     assert result.get("text") == text
 
 
