@@ -36,36 +36,26 @@ class RuntimeCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[Any]:
-        rt = self.runtime
-        m = rt.metrics
-        live = [lv for lv in rt._live.values() if not lv.done.is_set()]
-        yield GaugeMetricFamily("streaming_generations_running", "Generations running now.", value=len(live))
+        stats = self.runtime.stats()
+        yield GaugeMetricFamily("streaming_generations_running", "Generations running now.", value=stats.running)
         finished = CounterMetricFamily(
             "streaming_generations_finished", "Generations finished, by outcome.", labels=["outcome"]
         )
-        for outcome in ("succeeded", "failed", "cancelled"):
-            finished.add_metric([outcome], m.generations.get(outcome, 0))
+        for outcome, count in stats.finished.items():
+            finished.add_metric([outcome], count)
         yield finished
-        yield CounterMetricFamily(
-            "streaming_events", "Events written to generation logs.",
-            value=m.events + sum(lv.log.last_seq for lv in live),
-        )
-        yield CounterMetricFamily(
-            "streaming_chunks", "Chunks written by plugins.", value=m.chunks + sum(lv.chunks for lv in live)
-        )
-        yield GaugeMetricFamily(
-            "streaming_subscribers", "Open subscriptions.", value=sum(lv.subscribers for lv in rt._live.values())
-        )
+        yield CounterMetricFamily("streaming_events", "Events written to generation logs.", value=stats.events)
+        yield CounterMetricFamily("streaming_chunks", "Chunks written by plugins.", value=stats.chunks)
+        yield GaugeMetricFamily("streaming_subscribers", "Open subscriptions.", value=stats.subscribers)
         tools = CounterMetricFamily("streaming_tool_calls", "Tool calls, by outcome.", labels=["outcome"])
-        errors = rt.counters.get("tool_errors", 0)
-        tools.add_metric(["ok"], rt.counters.get("tool_calls", 0) - errors)
-        tools.add_metric(["error"], errors)
+        tools.add_metric(["ok"], stats.tool_calls - stats.tool_errors)
+        tools.add_metric(["error"], stats.tool_errors)
         yield tools
-        yield CounterMetricFamily("streaming_store_errors", "Store operations that failed.", value=m.store_errors)
+        yield CounterMetricFamily("streaming_store_errors", "Store writes that failed.", value=stats.store_errors)
         yield _histogram(
-            "streaming_time_to_first_delta_seconds", "From start to the first chunk.", m.time_to_first_delta
+            "streaming_time_to_first_delta_seconds", "From start to the first chunk.", stats.time_to_first_delta
         )
-        yield _histogram("streaming_generation_duration_seconds", "From start to the end.", m.duration)
+        yield _histogram("streaming_generation_duration_seconds", "From start to the end.", stats.duration)
 
 
 def registry_for(runtime: Runtime) -> CollectorRegistry:

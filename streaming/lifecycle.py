@@ -99,6 +99,10 @@ class GenerationMachine:
     def open_block_ids(self) -> list[str]:
         return [bid for bid in self.order if bid in self._open]
 
+    def is_open(self, block_id: str) -> bool:
+        """True while the block streams (created, neither completed nor aborted)."""
+        return block_id in self._open
+
     def block_snapshot(self, block_id: str) -> Block:
         """A copy of the block with the text streamed so far."""
         block = self.blocks[block_id]

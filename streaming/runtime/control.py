@@ -1,0 +1,33 @@
+"""Control messages from other processes to a generation running here (shared stores):
+cancel it, answer one of its tool calls, fail it (its lease lapsed and another process
+failed it), or say that someone streams it there (restart the disconnect grace)."""
+
+from __future__ import annotations
+
+from streaming.errors import StoreError
+from streaming.runtime.run import Run
+from streaming.runtime.subscriptions import Subscriptions
+from streaming.runtime.tool_rounds import ToolRounds
+from streaming.stores.base import Store
+
+__all__ = ["obey_control"]
+
+
+async def obey_control(run: Run, store: Store, rounds: ToolRounds, subscriptions: Subscriptions) -> None:
+    """Act on ``run``'s control messages until it ends (a child task of the run)."""
+    async with store.control(run.id) as messages:
+        async for msg in messages:
+            kind = msg.get("type")
+            if kind == "cancel":
+                run.request_cancel(str(msg.get("reason") or "cancelled"))
+            elif kind == "tool.result":
+                rounds.resolve_message(run, msg)
+            elif kind == "interrupted":
+                run.request_stop(
+                    StoreError(
+                        "the generation was failed by another process: this one's lease lapsed",
+                        code="interrupted",
+                    )
+                )
+            elif kind == "subscriber":
+                subscriptions.left(run)

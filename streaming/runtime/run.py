@@ -1,0 +1,214 @@
+"""One generation running in this process: its blocks, its cancel and stop requests, and
+its child tasks (server tools, the control listener).
+
+A :class:`Run` is what a plugin's blocks write through (it implements
+:class:`~streaming.model.BlockWriter`, also from a worker thread); the runtime's
+collaborators act on it. It stays in memory for ``live_retention_s`` after it ends, for
+late subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.from_thread
+
+from streaming.capabilities import Tool
+from streaming.errors import GenerationCancelledError, StreamingError
+from streaming.lifecycle import GenerationMachine
+from streaming.model import Block, File, Generation, RoleTag, Tag
+from streaming.plugin.service import PluginService
+from streaming.requests import GenerateRequest
+from streaming.runtime.aio import LazyEvent, TaskOwner
+
+__all__ = ["Call", "Run"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One tool call of a round."""
+
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    block_id: str
+    done: LazyEvent = field(default_factory=LazyEvent)
+    resolved: bool = False
+    result_block_id: str | None = None
+    client_side: bool = False
+
+
+class Run:
+    """A generation running (or recently finished) in this process."""
+
+    # Slots: thousands of these may be open at once (idle streams).
+    __slots__ = (
+        "calls", "cancel_reason", "children", "chunks", "client_tools", "closed_hook",
+        "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
+        "generation", "grace_timer", "history_ids", "log", "loop_thread", "machine", "options",
+        "owner", "persisted_seq", "plugin", "round_blocks", "round_calls", "scope",
+        "started_at", "stop_error", "subscribers", "tools", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        machine: GenerationMachine,
+        plugin: PluginService[Any, Any],
+        request: GenerateRequest,
+        context_blocks: list[Block],
+        file: File,
+        tools: dict[str, Tool],
+        owner: str | None,
+        closed_hook: Callable[[Run, str], None],
+    ) -> None:
+        self.machine = machine
+        self.log = machine.log
+        self.generation = machine.generation
+        self.plugin = plugin
+        # Only what later rounds need (not the whole request body).
+        self.options = request.options
+        self.client_tools = request.client_tools
+        self.context_blocks = context_blocks  # capability request block + history + inputs
+        # What the plugin sees: the context, then each finished round's blocks.
+        self.conversation = context_blocks
+        self.history_ids: list[str] = []
+        self.file = file
+        self.tools = tools
+        self.owner = owner
+        #: called when a block completes (a tool call block is then routed)
+        self.closed_hook = closed_hook
+        self.scope: anyio.CancelScope | None = None
+        self.cancel_reason: str | None = None
+        self.stop_error: StreamingError | None = None
+        self.done = LazyEvent()
+        self.subscribers = 0
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.calls: dict[str, Call] = {}
+        self.round_calls: list[Call] = []
+        self.round_blocks: list[str] = []
+        self.persisted_seq = 0
+        self.flush_lock: anyio.Lock | None = None
+        self.loop_thread = threading.get_ident()
+        #: cancel scopes of the child tasks running now; None once the run has ended
+        self.children: set[anyio.CancelScope] | None = set()
+        self.chunks = 0
+        self.started_at = time.monotonic()
+        self.first_delta_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.generation.id
+
+    # -- what readers see --
+
+    def snapshot(self) -> Generation:
+        """The generation record now, with the log's last seq."""
+        gen = self.generation.snapshot()
+        gen.last_seq = self.log.last_seq
+        return gen
+
+    def file_snapshot(self) -> File:
+        """The conversation with this run's blocks as they are now."""
+        machine = self.machine
+        blocks = [machine.block_snapshot(b.id) if b.id in machine.blocks else b.model_copy() for b in self.file.blocks]
+        return self.file.model_copy(update={"blocks": blocks})
+
+    def output_blocks(self) -> list[Block]:
+        return [self.machine.block_snapshot(b) for b in self.generation.output_block_ids]
+
+    # -- blocks --
+
+    def new_block(self, mime: str) -> Block:
+        """A new assistant block at the end of the conversation (not yet in the log)."""
+        block = Block(file_id=self.file.id, index=len(self.file.blocks), mime_type=mime, tags=[Tag.chat_role(RoleTag.ASSISTANT)])
+        self.file.blocks.append(block)
+        return block
+
+    def add_whole_block(self, block: Block) -> None:
+        """Add a block that arrives whole (a result, a block a plugin returned)."""
+        block.file_id = self.file.id
+        block.index = len(self.file.blocks)
+        self.file.blocks.append(block)
+        self.machine.add_block_text(block)
+
+    # -- BlockWriter: what plugins' blocks write through --
+
+    def _check_writable(self) -> None:
+        if self.cancel_reason is not None:
+            raise GenerationCancelledError(f"generation {self.id} was cancelled: {self.cancel_reason}")
+
+    def _in_loop(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def append(self, block_id: str, text: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.append, block_id, text)
+            return
+        self._check_writable()
+        self.machine.append(block_id, text)
+
+    def complete(self, block_id: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.complete, block_id)
+            return
+        self._check_writable()
+        self.machine.complete_block(block_id)
+        self.closed_hook(self, block_id)
+
+    def abort(self, block_id: str, reason: str) -> None:
+        if not self._in_loop():
+            anyio.from_thread.run_sync(self.abort, block_id, reason)
+            return
+        self.machine.abort_block(block_id, reason)
+
+    # -- cancel and stop requests --
+
+    def request_cancel(self, reason: str) -> None:
+        """End the run with ``generation.cancelled`` (idempotent; the first reason wins)."""
+        if self.done.is_set() or self.cancel_reason is not None:
+            return
+        self.cancel_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def request_stop(self, error: StreamingError) -> None:
+        """End the run with ``generation.failed`` carrying ``error``."""
+        if self.done.is_set() or self.cancel_reason is not None or self.stop_error is not None:
+            return
+        self.stop_error = error
+        self.cancel_reason = error.code
+        if self.scope is not None:
+            self.scope.cancel()
+
+    # -- child tasks --
+
+    def spawn(self, owner: TaskOwner, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of ``owner`` (which awaits it and logs its failure),
+        cancelled when this run ends: no task group per generation, so an idle generation
+        costs one task, not three."""
+
+        async def child() -> None:
+            if self.children is None:
+                return  # the run ended before this child got to run
+            with anyio.CancelScope() as scope:
+                self.children.add(scope)
+                try:
+                    await fn(*args)
+                finally:
+                    if self.children is not None:
+                        self.children.discard(scope)
+
+        owner.spawn(child(), name=f"generation {self.id}: {getattr(fn, '__name__', fn)}")
+
+    def end_children(self) -> None:
+        """Cancel every child task (level-triggered: a child that swallows a cancel is
+        cancelled again at its next await); none starts after this."""
+        children, self.children = self.children, None
+        for scope in children or ():
+            scope.cancel()

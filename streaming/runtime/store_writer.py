@@ -1,0 +1,160 @@
+"""The store writer: what runs here reaches the store in batches, once more when a run
+ends, and again until it lands.
+
+Only a store that outlives the process or is shared with others needs a running
+generation's events before it ends (``durable`` or ``shared``); the memory store gets
+each generation whole when it ends. A run with new events is *dirty*; every
+``persist_interval_s`` one flusher writes each dirty run's new events, its blocks and its
+record. The final write adds the conversation, before the record that says the run has
+finished, so whoever sees it finished finds its blocks. A write that fails is counted
+(``store_errors``), retried, and, if the store stays unavailable, ends the run with
+``generation.failed`` for its subscribers here; a final write is retried in the background
+until it lands, and only then is the conversation released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from streaming.errors import StoreError, StoreUnavailableError
+from streaming.metrics import RuntimeMetrics
+from streaming.model import Block
+from streaming.runtime.aio import TaskOwner
+from streaming.runtime.run import Run
+from streaming.runtime.settings import RuntimeSettings
+from streaming.stores.base import Store
+
+__all__ = ["StoreWriter"]
+
+logger = logging.getLogger("streaming.runtime")
+
+
+class StoreWriter:
+    def __init__(
+        self,
+        store: Store,
+        settings: RuntimeSettings,
+        metrics: RuntimeMetrics,
+        tasks: TaskOwner,
+        release: Callable[[Run], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.tasks = tasks
+        self.release = release  # drop a run's conversation claim once it is written
+        self._dirty: set[Run] = set()
+        self._wanted = anyio.Event()
+        self._final_retries: set[str] = set()
+
+    @property
+    def writes_while_running(self) -> bool:
+        return self.store.durable or self.store.shared
+
+    def start(self) -> None:
+        self.tasks.spawn(self._flusher(), name="store writer")
+
+    async def write_started(self, run: Run, inputs: list[Block]) -> None:
+        """Write a run that has just started (its inputs, conversation and record)."""
+        if self.writes_while_running:
+            await self.store.put_blocks(inputs)
+            await self.store.put_file(run.file_snapshot())
+            await self.store.put_generation(run.generation)
+
+    def mark_dirty(self, run: Run) -> None:
+        if not self.writes_while_running:
+            return
+        self._dirty.add(run)
+        if not self._wanted.is_set():
+            self._wanted.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted = anyio.Event()
+            await anyio.sleep(self.settings.persist_interval_s)
+            dirty, self._dirty = self._dirty, set()
+            for run in dirty:
+                try:
+                    await self._flush(run)
+                except Exception as exc:  # a store hiccup must not kill the flusher
+                    self._failed(run, exc)
+                    continue
+                if not run.log.closed:
+                    run.log.wait(lambda run=run: self.mark_dirty(run))  # type: ignore[misc]
+
+    async def final_flush(self, run: Run) -> bool:
+        """Write what is left of ``run``; False if that failed (it is retried)."""
+        try:
+            await self._flush(run, final=True)
+        except Exception as exc:  # retried in the background; the run has ended here
+            self._failed(run, exc)
+            return False
+        return True
+
+    def _failed(self, run: Run, exc: Exception) -> None:
+        """A write of ``run`` failed: count it, retry it, and end the run if it cannot be."""
+        self.metrics.store_errors += 1
+        logger.warning("writing generation %s to the store failed: %s", run.id, exc, extra={"generation_id": run.id})
+        if isinstance(exc, StoreError) and exc.code == "log_closed":
+            # Another process found our lease lapsed and failed it: nothing more can be written.
+            run.request_stop(StoreError(exc.message, code="interrupted", suggestion=exc.suggestion))
+            return
+        stored = exc.details.get("stored_seq") if isinstance(exc, StoreError) and exc.code == "log_gap" else None
+        if isinstance(stored, int) and 0 <= stored <= run.log.last_seq:
+            # The store has less (it restarted empty) or more (a retried write landed twice)
+            # of the log than we thought: carry on from what it has.
+            run.persisted_seq = stored
+        elif isinstance(exc, StoreUnavailableError):
+            run.request_stop(exc)  # retried with backoff already: fail it, clearly
+        if not run.log.closed:
+            self.mark_dirty(run)
+        elif run.id not in self._final_retries:
+            self._final_retries.add(run.id)
+            self.tasks.spawn(self._retry_final_flush(run), name=f"generation {run.id}: final write")
+
+    async def _retry_final_flush(self, run: Run, max_delay_s: float = 5.0) -> None:
+        delay = self.settings.persist_interval_s
+        try:
+            while True:
+                await anyio.sleep(delay)
+                try:
+                    await self._flush(run, final=True)
+                    await self.release(run)
+                    return
+                except StoreError as exc:
+                    if exc.code == "log_closed":
+                        await self.release(run)
+                        return
+                    self.metrics.store_errors += 1
+                    logger.warning("writing generation %s to the store failed again: %s", run.id, exc, extra={"generation_id": run.id})
+                except Exception as exc:
+                    self.metrics.store_errors += 1
+                    logger.warning("writing generation %s to the store failed again: %s", run.id, exc, extra={"generation_id": run.id})
+                delay = min(delay * 2, max_delay_s)
+        finally:
+            self._final_retries.discard(run.id)
+
+    async def _flush(self, run: Run, *, final: bool = False) -> None:
+        if run.flush_lock is None:
+            run.flush_lock = anyio.Lock()
+        async with run.flush_lock:
+            events = run.log.read(run.persisted_seq)
+            if events:
+                await self.store.append_events(run.id, events)
+                run.persisted_seq = events[-1].seq
+            machine = run.machine
+            gen = machine.generation.snapshot()
+            gen.last_seq = run.persisted_seq
+            if final or events:
+                await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
+            if final:
+                # The conversation before the record that says finished: whoever sees the
+                # generation finished (another process claiming the conversation) finds
+                # its blocks in the file.
+                await self.store.put_file(run.file_snapshot())
+            if final or events:
+                await self.store.put_generation(gen)
