@@ -235,6 +235,16 @@ def test_stop_cancels(context: BrowserContext, server: LiveServer, transport: st
     assert text.startswith("tok ") and len(text) < len("tok ") * 2000
     check_against_server(page, server, gen_id)
     screenshot(page, f"browser-stop-{transport}.png")
+    # A reload shows the same state, with its reason.
+    shown = turn(page, gen_id).locator(".gen-state").inner_text()
+    assert shown == "cancelled (cancelled by client)"
+    page.reload()
+    page.evaluate("window.streamingDemo.ready")
+    page.wait_for_function(
+        "(id) => document.querySelector(`[data-generation-id=\"${id}\"] .gen-state`)?.textContent.startsWith('cancelled (')",
+        arg=gen_id,
+    )
+    assert turn(page, gen_id).locator(".gen-state").inner_text() == shown
 
 
 def test_a_failed_generation_is_visible(context: BrowserContext, server: LiveServer) -> None:

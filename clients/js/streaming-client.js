@@ -655,6 +655,19 @@ export class StreamingClient {
     }
   }
 
+  /**
+   * The terminal event of a finished generation (its cancel reason, its error), read from
+   * the end of its log; null while it runs or if the log cannot be read.
+   */
+  async terminalEvent(id, lastSeq) {
+    const path = `/generations/${encodeURIComponent(id)}/events?after=${Math.max(0, lastSeq - 1)}`;
+    const response = await fetch(this.url(path), { headers: { Accept: "text/event-stream", ...this.headers } });
+    if (!response.ok) return null;
+    const lines = (await response.text()).split("\n").filter((line) => line.startsWith("data:"));
+    const last = lines.length ? JSON.parse(lines[lines.length - 1].slice(5)) : null;
+    return last && EVENT_TYPES.includes(last.type) && last.type.startsWith("generation.") ? last : null;
+  }
+
   getGeneration(id) {
     return this._json("GET", `/generations/${encodeURIComponent(id)}`);
   }

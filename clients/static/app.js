@@ -298,7 +298,12 @@ async function restore() {
     }
     client
       .getGeneration(id)
-      .then((d) => view.finish(d.generation.state, d.generation.error, null))
+      .then(async (d) => {
+        const g = d.generation;
+        // The cancel reason lives in the terminal event, not in the generation's record.
+        const last = g.state === "cancelled" ? await client.terminalEvent(id, g.last_seq).catch(() => null) : null;
+        view.finish(g.state, g.error, last?.reason ?? null);
+      })
       .catch(() => view.finish("succeeded"));
   }
   if (running) {
