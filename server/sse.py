@@ -1,21 +1,11 @@
-"""One SSE pump for every streaming route, and the watch on a client that may leave.
+"""One SSE pump for every streaming route: ``POST /generations`` and
+``GET /generations/{id}/events`` (our events), ``/v1/chat/completions`` with ``stream: true``
+(OpenAI chunks), and the dialects to come.
 
-:class:`EventStreamResponse` streams a generation's event batches through a *frame
-projection* (:class:`Frames`: events in, SSE bytes out) until the end or a disconnect:
-:data:`NATIVE` frames our own events (``id`` / ``event`` / ``data``, each encoded once and
-shared by every subscriber, a backlog in one write); :class:`DialectFrames` frames a pure
-dialect projection (:mod:`streaming.dialects`, e.g. OpenAI chat chunks) as ``data:`` lines.
-Every stream gets the same heartbeat, send timeout and disconnect handling.
-
-:class:`ClientWatch` is that disconnect handling, also for routes that answer once but
-wait for a generation first (non-streaming ``/v1/chat/completions``): the work runs in the
-request's task; one plain asyncio task (the listener) waits for ``http.disconnect``. When
-the client leaves, the listener cancels the work once and marks the watch ``left``; the
-work also stops at its next step if something under it swallowed that cancellation. The
-request's task owns the listener: it stops it when the work ends and awaits its exit. (Plain
-asyncio rather than an anyio task group: an idle stream is mostly this state, and a task
-group with its cancel scopes costs a few KiB more per stream.) Needs asyncio, as uvicorn
-runs it.
+:class:`EventStreamResponse` streams a generation's event batches through a frame
+projection (:mod:`streaming.server.frames`: events in, SSE bytes out) until the end or a
+disconnect, with the same heartbeat, send timeout and disconnect handling for every stream
+(:mod:`streaming.server.watch`: the listener task also sends the heartbeats).
 """
 
 from __future__ import annotations
@@ -23,31 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from streaming.server.context import settings_of
+from streaming.server.frames import NATIVE, Frames
+from streaming.server.watch import ClientGone, ClientWatch
 
-from streaming.dialects import Failure, Projection
 from streaming.errors import StreamingError
-from streaming.events import Event, encode_json
+from streaming.events import Event
 
-__all__ = [
-    "NATIVE",
-    "SSE_HEADERS",
-    "ClientGone",
-    "ClientWatch",
-    "DialectFrames",
-    "EventStreamResponse",
-    "Frames",
-    "NativeFrames",
-    "StreamingEndpoint",
-    "sse_response",
-]
-
-T = TypeVar("T")
+__all__ = ["SSE_HEADERS", "EventStreamResponse", "StreamingEndpoint", "sse_response"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -57,149 +35,6 @@ SSE_HEADERS = [
 ]
 
 HEARTBEAT = b": ping\n\n"
-
-
-# -- what a stream says --
-
-
-class Frames(Protocol):
-    """A frame projection: what an SSE stream says, as bytes."""
-
-    def opening(self) -> bytes:
-        """Before the first batch (after the headers)."""
-        ...
-
-    def batch(self, events: list[Event]) -> bytes:
-        """One batch of events (empty bytes: nothing to send)."""
-        ...
-
-    def closing(self) -> bytes:
-        """After the last batch (the terminal event, or the log's end)."""
-        ...
-
-    def refused(self, exc: StreamingError) -> bytes:
-        """The subscription was refused after the headers went out (a race on a limit)."""
-        ...
-
-
-class NativeFrames:
-    """Our own events: ``id: <seq>``, ``event: <type>``, ``data: <json>`` (stateless, shared)."""
-
-    __slots__ = ()
-
-    def opening(self) -> bytes:
-        return b""
-
-    def batch(self, events: list[Event]) -> bytes:
-        return b"".join([ev.to_sse() for ev in events]) if len(events) > 1 else events[0].to_sse()
-
-    def closing(self) -> bytes:
-        return b""
-
-    def refused(self, exc: StreamingError) -> bytes:
-        return f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n".encode()
-
-
-NATIVE = NativeFrames()
-
-
-def data_frame(obj: Any) -> bytes:
-    return f"data: {encode_json(obj)}\n\n".encode()
-
-
-class DialectFrames:
-    """A dialect's projection (:mod:`streaming.dialects`) as ``data: <json>`` frames.
-
-    Args:
-        projection: one generation's projection (it keeps state: one per stream).
-        error: a failure of the generation, or a refusal, as the dialect's error object.
-        done: the last line of a stream that succeeded (``data: [DONE]`` for OpenAI), if any.
-    """
-
-    def __init__(
-        self,
-        projection: Projection,
-        *,
-        error: Callable[[Failure | StreamingError], dict[str, Any]],
-        done: str | None = "[DONE]",
-    ) -> None:
-        self.projection = projection
-        self.error = error
-        self.done = done
-
-    def opening(self) -> bytes:
-        return b"".join(data_frame(c) for c in self.projection.open())
-
-    def batch(self, events: list[Event]) -> bytes:
-        feed = self.projection.feed
-        return b"".join(data_frame(c) for ev in events for c in feed(ev))
-
-    def closing(self) -> bytes:
-        failure = self.projection.failure
-        if failure is not None:
-            return data_frame(self.error(failure))
-        out = b"".join(data_frame(c) for c in self.projection.close())
-        return out + (f"data: {self.done}\n\n".encode() if self.done is not None else b"")
-
-    def refused(self, exc: StreamingError) -> bytes:
-        return data_frame(self.error(exc))
-
-
-# -- a client that may leave --
-
-
-class ClientGone(Exception):
-    """The client went away before the work was done (the work was cancelled)."""
-
-
-class ClientWatch:
-    """Run work in the request's task while a listener task watches the client (see the
-    module's doc). ``left`` says the client went away (or the listener ended otherwise)."""
-
-    __slots__ = ("left", "_done")
-
-    def __init__(self) -> None:
-        self.left = False
-        self._done = False
-
-    async def watch(self, receive: Receive, work: Awaitable[T]) -> T:
-        """``await work``, cancelled if the client leaves first.
-
-        Raises:
-            ClientGone: the client left and the work was cancelled.
-        """
-        me = asyncio.current_task()
-        assert me is not None
-        listener = asyncio.get_running_loop().create_task(self._listen(receive, me))
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if not self.left or me.cancelling() > 1:
-                raise  # the server is cancelling us (too), not only the listener
-            raise ClientGone from None
-        finally:
-            self._done = True  # (before any await: the listener will not cancel us now)
-            if self.left:
-                # The listener's one cancel: delivered above, or swallowed under the work.
-                me.uncancel()
-            listener.cancel()
-            await asyncio.wait((listener,))  # its exit, whatever it was
-
-    def _stop(self, work: asyncio.Task[Any]) -> None:
-        """The listener has ended: stop the work (once), unless it has ended already."""
-        if not self._done:
-            self.left = True
-            work.cancel()
-
-    async def _listen(self, receive: Receive, work: asyncio.Task[Any]) -> None:
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-        finally:
-            self._stop(work)
-
-
-# -- the stream --
 
 
 class EventStreamResponse(ClientWatch):

@@ -84,7 +84,7 @@ def test_only_the_starters_import_the_app() -> None:
 
 def test_helper_modules_import_no_route() -> None:
     edges = graph()
-    for helper in ("settings", "context", "errors", "auth", "sse"):
+    for helper in ("settings", "context", "errors", "auth", "sse", "frames", "watch"):
         deps = edges[f"streaming.server.{helper}"]
         assert not {d for d in deps if d.startswith("streaming.server.routes")}, (helper, deps)
         assert "streaming.server.app" not in deps

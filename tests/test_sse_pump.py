@@ -11,8 +11,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
+from streaming.server.frames import DialectFrames
 from streaming.server.openai.errors import stream_error
-from streaming.server.sse import ClientGone, ClientWatch, DialectFrames, EventStreamResponse
+from streaming.server.sse import EventStreamResponse
+from streaming.server.watch import ClientGone, ClientWatch
 
 from streaming.dialects.openai_chat import ChatChunkProjection
 from streaming.errors import LimitExceededError
@@ -228,6 +230,32 @@ async def test_a_failed_generation_ends_a_dialect_stream_with_its_error() -> Non
     assert (error["code"], error["type"], error["message"]) == ("invalid_request", "invalid_request_error",
                                                                 "nothing to answer")
     assert b"[DONE]" not in client.body
+
+
+class Steps:
+    """A dialect whose stream events are named by their ``type`` (as OpenAI Responses' are)."""
+
+    def __init__(self) -> None:
+        self.failure = None
+
+    def open(self) -> list[dict[str, Any]]:
+        return [{"type": "response.created"}]
+
+    def feed(self, event: Event) -> list[dict[str, Any]]:
+        return [{"type": "response.output_text.delta", "delta": event.data["text"]}] if event.type == "block.delta" else []
+
+    def close(self) -> list[dict[str, Any]]:
+        return [{"type": "response.completed"}]
+
+
+def test_named_dialect_frames() -> None:
+    frames = DialectFrames(Steps(), error=stream_error, done=None, event_names=True)
+    body = frames.opening() + frames.batch(events("Hi")) + frames.closing()
+    assert body.decode().split("\n\n")[:-1] == [
+        'event: response.created\ndata: {"type":"response.created"}',
+        'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}',
+        'event: response.completed\ndata: {"type":"response.completed"}',
+    ]
 
 
 async def test_a_watch_returns_the_work_or_says_the_client_left() -> None:

@@ -36,17 +36,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from streaming.server.auth import new_owner
 from streaming.server.context import read_json, runtime_of
+from streaming.server.frames import DialectFrames
 from streaming.server.openai.convert import generate_request
 from streaming.server.openai.errors import failure_error, openai_error, stream_error
 from streaming.server.openai.schema import ChatCompletionRequest
-from streaming.server.sse import (
-    ClientGone,
-    ClientWatch,
-    DialectFrames,
-    EventStreamResponse,
-    StreamingEndpoint,
-    sse_response,
-)
+from streaming.server.sse import EventStreamResponse, StreamingEndpoint, sse_response
+from streaming.server.watch import ClientGone, ClientWatch
 
 from streaming.dialects.openai_chat import ChatChunkProjection
 from streaming.errors import InvalidRequestError, StreamingError

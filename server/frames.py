@@ -1,0 +1,110 @@
+"""What an SSE stream says, as bytes: frame projections for the one pump (server/sse.py).
+
+:data:`NATIVE` frames our own events (``id`` / ``event`` / ``data``, each encoded once and
+shared by every subscriber, a backlog in one write); :class:`DialectFrames` frames a pure
+dialect projection (:mod:`streaming.dialects`, e.g. OpenAI chat chunks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from streaming.dialects import Failure, Projection
+from streaming.errors import StreamingError
+from streaming.events import Event, encode_json
+
+__all__ = ["NATIVE", "DialectFrames", "Frames", "NativeFrames", "data_frame"]
+
+
+class Frames(Protocol):
+    """A frame projection: what an SSE stream says, as bytes."""
+
+    def opening(self) -> bytes:
+        """Before the first batch (after the headers)."""
+        ...
+
+    def batch(self, events: list[Event]) -> bytes:
+        """One batch of events (empty bytes: nothing to send)."""
+        ...
+
+    def closing(self) -> bytes:
+        """After the last batch (the terminal event, or the log's end)."""
+        ...
+
+    def refused(self, exc: StreamingError) -> bytes:
+        """The subscription was refused after the headers went out (a race on a limit)."""
+        ...
+
+
+class NativeFrames:
+    """Our own events: ``id: <seq>``, ``event: <type>``, ``data: <json>`` (stateless, shared)."""
+
+    __slots__ = ()
+
+    def opening(self) -> bytes:
+        return b""
+
+    def batch(self, events: list[Event]) -> bytes:
+        return b"".join([ev.to_sse() for ev in events]) if len(events) > 1 else events[0].to_sse()
+
+    def closing(self) -> bytes:
+        return b""
+
+    def refused(self, exc: StreamingError) -> bytes:
+        return f"event: error\ndata: {encode_json({'error': exc.to_dict()})}\n\n".encode()
+
+
+NATIVE = NativeFrames()
+
+
+def data_frame(obj: Any) -> bytes:
+    return f"data: {encode_json(obj)}\n\n".encode()
+
+
+class DialectFrames:
+    """A dialect's projection (:mod:`streaming.dialects`) as SSE frames: ``data: <json>``,
+    or, with ``event_names``, also ``event: <the object's "type">`` (as the APIs whose
+    stream events are named, OpenAI Responses and Anthropic Messages, send them).
+
+    Args:
+        projection: one generation's projection (it keeps state: one per stream).
+        error: a failure of the generation, or a refusal, as the dialect's error object.
+        done: the last data of a stream that succeeded (``[DONE]`` for OpenAI chat), if any.
+        event_names: name each frame by its object's ``type``.
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        error: Callable[[Failure | StreamingError], dict[str, Any]],
+        done: str | None = "[DONE]",
+        event_names: bool = False,
+    ) -> None:
+        self.projection = projection
+        self.error = error
+        self.done = done
+        self.event_names = event_names
+
+    def frame(self, obj: dict[str, Any]) -> bytes:
+        if self.event_names and "type" in obj:
+            return f"event: {obj['type']}\ndata: {encode_json(obj)}\n\n".encode()
+        return data_frame(obj)
+
+    def opening(self) -> bytes:
+        return b"".join(self.frame(c) for c in self.projection.open())
+
+    def batch(self, events: list[Event]) -> bytes:
+        feed = self.projection.feed
+        return b"".join(self.frame(c) for ev in events for c in feed(ev))
+
+    def closing(self) -> bytes:
+        failure = self.projection.failure
+        if failure is not None:
+            return self.frame(self.error(failure))
+        out = b"".join(self.frame(c) for c in self.projection.close())
+        return out + (f"data: {self.done}\n\n".encode() if self.done is not None else b"")
+
+    def refused(self, exc: StreamingError) -> bytes:
+        return self.frame(self.error(exc))
