@@ -17,6 +17,7 @@ from starlette.routing import Route
 from streaming.server.auth import AuthConfig, new_owner, require_key
 from streaming.server.context import read_json
 from streaming.server.settings import ServerSettings
+from streaming.server.watch import ClientGone, ClientWatch
 
 from streaming.errors import StreamingError
 from streaming.plugin.request import TaskState
@@ -66,9 +67,12 @@ async def call(request: Request) -> Response:
     body = await read_json(request)
     name, path = request.path_params["name"], request.path_params["path"]
     try:
-        response = await host_of(request).call(name, path, body, owner=owner)
+        # A call that waits for a generation (``generate``) notices a client that left.
+        response = await ClientWatch().watch(request.receive, host_of(request).call(name, path, body, owner=owner))
     except StreamingError as exc:
         return _failed(exc)
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it
     out = response.model_dump(mode="json", by_alias=True, exclude={"http"})
     status = out.get("status") or {}
     remote = status.get("remoteStatusInput")
