@@ -16,18 +16,12 @@ from dataclasses import dataclass, field
 
 from streaming.events import Event, EventType
 from streaming.model import Block, ErrorInfo, Generation, GenerationState, StreamState, Usage
+from streaming.wire import GenerationFold
 
 __all__ = ["INTERRUPTED", "Recovered", "close_interrupted"]
 
 #: the error code of a generation whose process died while it ran
 INTERRUPTED = "interrupted"
-
-_ENDINGS = {
-    EventType.GENERATION_COMPLETED.value: GenerationState.SUCCEEDED,
-    EventType.GENERATION_FAILED.value: GenerationState.FAILED,
-    EventType.GENERATION_CANCELLED.value: GenerationState.CANCELLED,
-}
-
 
 @dataclass
 class Recovered:
@@ -81,51 +75,16 @@ def close_interrupted(
         )
 
     # Replay the log: which blocks exist, their text and state.
-    order: list[str] = []
-    made: dict[str, Block] = {}
-    texts: dict[str, list[str]] = {}
-    states: dict[str, StreamState] = {}
-    terminal: Event | None = None
-
-    def opened(raw: dict[str, object]) -> None:
-        block = Block.model_validate(raw)
-        if block.id not in made:
-            order.append(block.id)
-        made[block.id] = block
-        texts[block.id] = []
-        states[block.id] = StreamState.STARTED
-
-    for ev in [*events, *new]:
-        data = ev.data
-        if ev.type == EventType.GENERATION_STARTED.value:
-            for raw in data.get("blocks") or []:
-                opened(raw)
-        elif ev.type == EventType.BLOCK_CREATED.value:
-            opened(data["block"])
-        elif ev.type == EventType.BLOCK_DELTA.value:
-            texts.setdefault(data["block_id"], []).append(str(data["text"]))
-        elif ev.type == EventType.BLOCK_COMPLETED.value:
-            states[data["block_id"]] = StreamState.COMPLETE
-        elif ev.type == EventType.BLOCK_ABORTED.value:
-            states[data["block_id"]] = StreamState.ABORTED
-        elif ev.terminal:
-            terminal = ev
+    fold = GenerationFold(gen_id).apply_all([*events, *new])
 
     seq = (events[-1].seq if events else 0) + len(new)
-    if terminal is None:
+    if not fold.finished:
         reason = f"generation failed: {INTERRUPTED}"
-        for block_id in order:
-            if states[block_id] is StreamState.STARTED:
-                seq += 1
-                new.append(
-                    Event(
-                        EventType.BLOCK_ABORTED.value,
-                        seq,
-                        gen_id,
-                        {"block_id": block_id, "reason": reason},
-                    )
-                )
-                states[block_id] = StreamState.ABORTED
+        for block_id in fold.open_blocks:
+            seq += 1
+            aborted = Event(EventType.BLOCK_ABORTED.value, seq, gen_id, {"block_id": block_id, "reason": reason})
+            new.append(aborted)
+            fold.apply(aborted)
         gen.error = ErrorInfo(code=INTERRUPTED, message=message, suggestion=suggestion)
         gen.state = GenerationState.FAILED
         seq += 1
@@ -139,23 +98,23 @@ def close_interrupted(
         )
     else:
         # The log ended but the record was not updated (died between the two writes).
-        gen.state = _ENDINGS[terminal.type]
-        if terminal.type == EventType.GENERATION_FAILED.value:
-            gen.error = ErrorInfo.model_validate(terminal.data["error"])
-        elif terminal.type == EventType.GENERATION_COMPLETED.value:
-            gen.usage = [Usage.model_validate(u) for u in terminal.data.get("usage") or []]
+        gen.state = GenerationState(fold.state)
+        if gen.state is GenerationState.FAILED:
+            gen.error = ErrorInfo.model_validate(fold.error)
+        elif gen.state is GenerationState.SUCCEEDED:
+            gen.usage = [Usage.model_validate(u) for u in fold.usage]
     gen.finished_at = gen.finished_at or (time.time() if now is None else now)
     gen.last_seq = seq
-    for block_id in order:
+    for block_id in fold.order:
         if block_id not in gen.output_block_ids:
             gen.output_block_ids.append(block_id)
 
     fixed: list[Block] = []
-    for block_id in order:
-        base = blocks.get(block_id) or made[block_id]
+    for replayed in fold.block_list():
+        base = blocks.get(replayed.id) or Block.model_validate(replayed.block)
         block = base.model_copy(deep=True)
-        block.text = "".join(texts.get(block_id, []))
-        block.stream_state = states[block_id]
+        block.text = replayed.text
+        block.stream_state = StreamState(replayed.stream_state)
         block.request_id = block.request_id or gen_id
         fixed.append(block)
     for ev in new:
