@@ -1,10 +1,10 @@
-"""The incremental SSE decoder, on its own."""
+"""The incremental SSE decoder of the wire module, on its own."""
 
 from __future__ import annotations
 
 import random
 
-from streaming.client.sse import SSEDecoder
+from streaming.wire import SSEDecoder
 
 STREAM = (
     "id: 1\r\nevent: block.delta\r\ndata: {\"text\":\"héllo € 日本 🎉\"}\r\n\r\n"
