@@ -303,3 +303,24 @@ def test_docs_protocol_names_every_event_type_and_error_code() -> None:
         if row not in doc:
             missing.append(row)
     assert not missing, f"docs/protocol.md does not describe: {missing}"
+
+
+def test_docs_protocol_lists_every_route() -> None:
+    import re
+    from pathlib import Path
+
+    from starlette.routing import Route, WebSocketRoute
+    from streaming.server.app import create_app
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    missing = []
+    for route in create_app().routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", getattr(route, "path", ""))
+        if isinstance(route, WebSocketRoute):
+            names = [f"WS {path}"]
+        elif isinstance(route, Route):
+            names = [f"{m} {path}" for m in sorted((route.methods or set()) - {"HEAD"})]
+        else:
+            continue
+        missing += [name for name in names if f"`{name}`" not in doc]
+    assert not missing, f"docs/protocol.md does not list: {missing}"
