@@ -26,6 +26,9 @@ __all__ = [
     "raise_nofile",
     "rss_kib",
     "start_redis",
+    "tree_cpu_s",
+    "tree_pids",
+    "tree_rss_kib",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +66,58 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise SetupError(f"no VmRSS for pid {pid}")
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 is index 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a server whose worker is a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat(int(entry))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (utime + stime of /proc/<pid>/stat, every thread) used so far by ``pids``."""
+    total = 0
+    for p in pids:
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
+
+
+def tree_rss_kib(pids: list[int]) -> int:
+    """Resident memory of ``pids`` together, in KiB."""
+    total = 0
+    for p in pids:
+        try:
+            total += rss_kib(p)
+        except (OSError, SetupError):
+            continue
+    return total
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:

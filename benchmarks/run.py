@@ -1,4 +1,4 @@
-"""Run the benchmark: ``python -m benchmarks.run [--quick] [--only KEY ...] [--profile]``.
+"""Run the benchmark: ``python -m benchmarks.run [--quick] [--only KEY ...] [--paced-only] [--profile]``.
 
 Starts each server as a real process on a free loopback port, one at a time, drives it
 with the same lean client (:mod:`benchmarks.client`), prints one table with every figure
@@ -10,6 +10,12 @@ Servers: (a) ``floor`` a bare sse-starlette endpoint; (b) ``langserve`` LangServ
 on the memory store with its defaults (coalescing on) and ``runtime-nocoalesce``;
 (d) ``sqlite`` and (e) ``redis`` stores where they exist; (f) ``model`` the local model
 direct vs through the runtime, where that generator exists.
+
+The paced scenario (:mod:`benchmarks.paced`: many streams at a model's pace, server CPU per
+chunk from /proc) runs on the floor, the runtime (SSE and WebSocket) and the stores, and is
+printed as a second table with its own goals. ``--http-server granian|hypercorn`` adds the
+runtime under that HTTP server (:mod:`benchmarks.servers.runtime_host`) beside
+``streaming serve`` (uvicorn).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks.client import Request, StreamResult, open_idle, run_streams
+from benchmarks.paced import PacedLoad, pct, run_paced
 from benchmarks.procs import (
     HERE,
     ServerProcess,
@@ -40,8 +47,9 @@ from benchmarks.procs import (
     free_port,
     langserve_python,
     raise_nofile,
-    rss_kib,
     start_redis,
+    tree_pids,
+    tree_rss_kib,
 )
 
 __all__ = ["FULL", "QUICK", "Sizes", "main"]
@@ -61,13 +69,17 @@ class Sizes:
     single_runs: int = 3  # the one-stream figure is the median run
     model_tokens: int = 128  # max_tokens of each local-model run (f)
     model_runs: int = 15  # paired runs; the ratio moves a few percent from run to run
+    paced: tuple[int, ...] = (500, 1000)  # concurrent streams of the paced scenario
+    paced_chunks: int = 100
+    paced_delay_ms: float = 50.0  # 20 chunks/s, a model's pace
 
 
 FULL = Sizes(single=100_000, ttfd=200, ttfd_chunks=8, conc=((100, 1000), (1000, 100)), idle=10_000)
 QUICK = Sizes(
     single=2_000, ttfd=10, ttfd_chunks=8, conc=((10, 100), (20, 50)), idle=100, warmup=1,
-    single_runs=1, model_tokens=16, model_runs=1,
+    single_runs=1, model_tokens=16, model_runs=1, paced=(10,), paced_chunks=10, paced_delay_ms=20.0,
 )
+HTTP_SERVERS = ("uvicorn", "granian", "hypercorn")
 
 
 # -- what is compared --------------------------------------------------------------------
@@ -82,7 +94,12 @@ class Target:
     argv: Callable[[int], list[str]]
     stream: Callable[[int, int], Request]  # (port, chunks) -> request
     idle: Callable[[int], Request]
-    phases: tuple[str, ...] = ("single", "ttfd", "conc", "idle")
+    phases: tuple[str, ...] = ("single", "ttfd", "conc", "idle", "paced")
+    #: transports of the paced scenario ("sse", "ws") and the load of one stream
+    paced: tuple[str, ...] = ()
+    paced_load: Callable[[int, str, int, float], PacedLoad] | None = None
+    #: a process whose CPU is the store's (redis-server), read during the paced load
+    store_pid: Callable[[], int | None] = lambda: None
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
     setup: Callable[[], Any] | None = None  # returns a context manager (e.g. redis) or None
@@ -96,7 +113,22 @@ def floor_target() -> Target:
         argv=lambda port: [sys.executable, "-m", "benchmarks.servers.floor", "--port", str(port)],
         stream=lambda port, n: Request(HOST, port, "GET", f"/stream?n={n}"),
         idle=lambda port: Request(HOST, port, "GET", f"/stream?n=1&idle_s={IDLE_S:g}"),
+        paced=("sse", "ws"),
+        paced_load=_floor_paced,
     )
+
+
+def _floor_paced(port: int, kind: str, chunks: int, delay_ms: float) -> PacedLoad:
+    if kind == "ws":
+        return PacedLoad(HOST, port, "ws", "/ws", 0, body={"n": chunks, "delay_ms": delay_ms})
+    return PacedLoad(HOST, port, "sse", f"/stream?n={chunks}&delay_ms={delay_ms:g}", 0)
+
+
+def _runtime_paced(port: int, kind: str, chunks: int, delay_ms: float) -> PacedLoad:
+    body = _runtime_body(chunks, delay_ms)
+    if kind == "ws":
+        return PacedLoad(HOST, port, "ws", "/ws", 0, body={"type": "generate", **body})
+    return PacedLoad(HOST, port, "sse", "/generations", 0, method="POST", body=body)
 
 
 def langserve_target(install: bool) -> Target:
@@ -123,19 +155,33 @@ def _runtime_body(n: int, delay_ms: float = 0) -> dict[str, Any]:
     return {"generator": "echo", "prompt": "tok ", "options": options}
 
 
-def runtime_target(key: str, label: str, store: Callable[[], str], extra: list[str] | None = None) -> Target:
+def runtime_target(
+    key: str, label: str, store: Callable[[], str], extra: list[str] | None = None, *,
+    paced: tuple[str, ...] = ("sse",), http_server: str = "uvicorn",
+) -> Target:
+    """``streaming serve`` (uvicorn), or the same app under another HTTP server."""
+
     def argv(port: int) -> list[str]:
+        if http_server != "uvicorn":
+            return [
+                sys.executable, "-m", "benchmarks.servers.runtime_host", "--server", http_server,
+                "--port", str(port), "--store", store(), *(extra or []),
+            ]
         return [
             sys.executable, "-m", "streaming.server.cli", "serve", "--store", store(), "--port", str(port),
             "--log-level", "warning", *(extra or []),
         ]
 
+    if http_server != "uvicorn":
+        key, label = f"{key}@{http_server}", f"{label} [{http_server}]"
     return Target(
         key=key,
         label=label,
         argv=argv,
         stream=lambda port, n: Request(HOST, port, "POST", "/generations", _runtime_body(n)),
         idle=lambda port: Request(HOST, port, "POST", "/generations", _runtime_body(1, IDLE_S * 1000)),
+        paced=paced,
+        paced_load=_runtime_paced,
     )
 
 
@@ -146,20 +192,20 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def store_targets(workdir: Path) -> list[Target]:
+def store_targets(workdir: Path, http_server: str = "uvicorn") -> list[Target]:
     out: list[Target] = []
     counter = iter(range(1_000_000))
 
     def sqlite_url() -> str:  # a fresh file per server start
-        return f"sqlite:///{workdir / f'bench-{next(counter)}.db'}"
+        return f"sqlite:///{workdir / f'bench-{http_server}-{next(counter)}.db'}"
 
-    sqlite = runtime_target("sqlite", "(d) runtime, sqlite store", sqlite_url)
+    sqlite = runtime_target("sqlite", "(d) runtime, sqlite store", sqlite_url, http_server=http_server)
     if not _has_module("streaming.stores.sqlite"):
         sqlite.status, sqlite.note = "skipped", "streaming/stores/sqlite.py does not exist yet"
     out.append(sqlite)
 
-    redis_url: dict[str, str] = {}
-    redis = runtime_target("redis", "(e) runtime, redis store", lambda: redis_url["url"])
+    redis_url: dict[str, Any] = {}
+    redis = runtime_target("redis", "(e) runtime, redis store", lambda: redis_url["url"], http_server=http_server)
     if not _has_module("streaming.stores.redis"):
         redis.status, redis.note = "skipped", "streaming/stores/redis.py does not exist yet"
     else:
@@ -167,42 +213,59 @@ def store_targets(workdir: Path) -> list[Target]:
         def setup() -> ServerProcess:
             server = start_redis(workdir)
             redis_url["url"] = f"redis://{HOST}:{server.port}/0"
+            redis_url["server"] = server
             return server
 
         redis.setup = setup
+        redis.store_pid = lambda: redis_url["server"].pid if "server" in redis_url else None
     out.append(redis)
     return out
 
 
 def targets(args: argparse.Namespace, workdir: Path) -> list[Target]:
+    langserve = None
+    if _wanted(args, "langserve") and not args.paced_only:  # LangServe has no paced endpoint
+        langserve = langserve_target(install=not args.no_install)
     all_targets = [
         floor_target(),
-        langserve_target(install=not args.no_install) if _wanted(args, "langserve") else None,
-        runtime_target("runtime", "(c) runtime, memory, defaults", lambda: "memory://"),
-        runtime_target("runtime-nocoalesce", "(c) runtime, memory, --no-coalesce", lambda: "memory://", ["--no-coalesce"]),
+        langserve,
+        runtime_target("runtime", "(c) runtime, memory, defaults", lambda: "memory://", paced=("sse", "ws")),
+        # At a model's pace nothing coalesces: the paced scenario is the same without coalescing.
+        runtime_target("runtime-nocoalesce", "(c) runtime, memory, --no-coalesce", lambda: "memory://",
+                       ["--no-coalesce"], paced=()),
         *store_targets(workdir),
     ]
-    if not args.all_idle:  # idle memory does not depend on coalescing; stores on request
-        for t in all_targets:
-            if t is not None and t.key in ("runtime-nocoalesce", "sqlite", "redis"):
-                t.phases = tuple(p for p in t.phases if p != "idle")
-    return [t for t in all_targets if t is not None and _wanted(args, t.key)]
+    for server in dict.fromkeys(args.http_server):
+        if server == "uvicorn":  # the rows above: `streaming serve` itself
+            continue
+        all_targets += [
+            runtime_target("runtime", "(c) runtime, memory, defaults", lambda: "memory://", paced=("sse", "ws"),
+                           http_server=server),
+            *store_targets(workdir, server),
+        ]
+    out: list[Target] = []
+    for t in all_targets:
+        if t is None or not _wanted(args, t.key):
+            continue
+        if not args.all_idle and t.key.split("@")[0] in ("runtime-nocoalesce", "sqlite", "redis"):
+            # idle memory does not depend on coalescing; stores on request
+            t.phases = tuple(p for p in t.phases if p != "idle")
+        if args.paced_only:
+            t.phases = ("paced",)
+        if args.no_paced:
+            t.phases = tuple(p for p in t.phases if p != "paced")
+        if not t.paced:
+            t.phases = tuple(p for p in t.phases if p != "paced")
+        if t.phases:
+            out.append(t)
+    return out
 
 
 def _wanted(args: argparse.Namespace, key: str) -> bool:
-    return not args.only or key in args.only or key == "floor"
+    return not args.only or key.split("@")[0] in args.only or key == "floor"
 
 
 # -- measuring ---------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``; 0.0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
 
 
 def _failures(results: list[StreamResult], expected: int | None) -> list[str]:
@@ -299,7 +362,8 @@ class Measurer:
     async def idle(self, pid: int, memprofile: Path | None = None) -> None:
         n = self.sizes.idle
         await asyncio.sleep(0.3)
-        before = rss_kib(pid)
+        pids = tree_pids(pid)  # a server's worker may be a child process (granian)
+        before = tree_rss_kib(pids)
         if memprofile is not None:
             os.kill(pid, signal.SIGUSR1)  # tracemalloc baseline
         t0 = time.perf_counter()
@@ -307,7 +371,7 @@ class Measurer:
         opened_s = time.perf_counter() - t0
         try:
             await asyncio.sleep(1.0)  # let the server settle (its tasks reach their sleep)
-            after = rss_kib(pid)
+            after = tree_rss_kib(pids)
             if memprofile is not None:
                 memprofile.unlink(missing_ok=True)  # noqa: ASYNC240 (nothing else runs now)
                 os.kill(pid, signal.SIGUSR2)
@@ -331,7 +395,22 @@ class Measurer:
         }
 
 
-async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool, memprofile: bool = False) -> Measurer:
+    async def paced(self, kind: str, streams: int, server_pid: int, clients: int) -> None:
+        """One paced load (``streams`` at once over ``kind``) against a fresh server."""
+        assert self.t.paced_load is not None
+        load = replace(self.t.paced_load(self.port, kind, self.sizes.paced_chunks, self.sizes.paced_delay_ms),
+                       streams=streams)
+        r = await run_paced(load, server_pid=server_pid, chunks=self.sizes.paced_chunks,
+                            delay_ms=self.sizes.paced_delay_ms, clients=clients, store_pid=self.t.store_pid())
+        for name, value in r.figures.items():
+            self.figures[f"paced_{kind}{streams}_{name}"] = value
+        self.details[f"paced_{kind}{streams}"] = r.details
+        self.notes.extend(r.notes)
+
+
+async def measure(
+    target: Target, sizes: Sizes, logdir: Path, profile: bool, memprofile: bool = False, paced_clients: int = 0,
+) -> Measurer:
     """All phases of one target; each server process is started fresh for the idle phase."""
     port = free_port()
     m = Measurer(target, sizes, port)
@@ -372,6 +451,26 @@ async def measure(target: Target, sizes: Sizes, logdir: Path, profile: bool, mem
                 path = logdir.parent / "profiles" / f"{target.key}-idle.txt"
                 path.write_text((recorder.stop() or "") + "\n")
                 m.details["profile_idle"] = str(path)
+    if "paced" in target.phases:
+        for kind in target.paced:
+            for streams in sizes.paced:
+                # A fresh server for each load: its RSS and CPU are this load's alone.
+                port = free_port()
+                m.port = port
+                print(f"   paced: {streams} streams over {kind}", file=sys.stderr, flush=True)
+                name = f"{target.key}-paced-{kind}{streams}"
+                with ServerProcess(target.argv(port), port, name=name, log_dir=logdir, env=target.env) as server:
+                    await m.warmup()
+                    recorder = None
+                    if profile:
+                        from benchmarks.profile import Recorder
+
+                        recorder = Recorder(server.pid, logdir.parent / "profiles" / f"{name}.raw")
+                    await m.paced(kind, streams, server.pid, paced_clients)
+                    if recorder is not None:
+                        path = logdir.parent / "profiles" / f"{name}.txt"
+                        path.write_text((recorder.stop() or "") + "\n")
+                        m.details[f"profile_paced_{kind}{streams}"] = str(path)
     return m
 
 
@@ -444,6 +543,109 @@ def goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
     ratio = v("model-runtime", "model_ratio")
     out.append(Goal("model_ratio", "model-runtime", ">= 0.98x direct", judge(lambda: ratio >= 0.98, ratio), ratio))  # type: ignore[operator]
     return out
+
+
+# -- the paced table ---------------------------------------------------------------------------
+
+#: (figure suffix, column header, format)
+PACED_COLUMNS = (
+    ("cpu_ms_per_1k", "CPU ms/1k chunks", "{:,.1f}"),
+    ("gap_p99_ms", "p99 gap ms", "{:,.1f}"),
+    ("finish_p99_s", "p99 finish s", "{:,.2f}"),
+    ("rss_peak_mib", "RSS peak MiB", "{:,.1f}"),
+    ("rss_kib_per_stream", "KiB/stream", "{:,.1f}"),
+    ("server_cpu_pct", "server CPU %", "{:,.0f}"),
+    ("store_cpu_ms_per_1k", "redis ms/1k", "{:,.1f}"),
+    ("client_cpu_pct_max", "client CPU % (max)", "{:,.0f}"),
+)
+#: CPU per chunk: the floor's over ours, at least this (by store); the p99 gap at most 1.5x the floor's
+PACED_CPU_GOALS = {"runtime": 1.0, "sqlite": 1.0, "redis": 0.8}
+PACED_GAP_GOAL = 1.5
+
+
+def paced_goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
+    """The issue's goals for the paced scenario (SSE; the floor is the reference)."""
+    out: list[Goal] = []
+    for streams in sizes.paced:
+        prefix = f"paced_sse{streams}_"
+        floor = res.get("floor", {})
+        f_cpu, f_gap = floor.get(prefix + "cpu_ms_per_1k"), floor.get(prefix + "gap_p99_ms")
+        for key, least in PACED_CPU_GOALS.items():
+            figures = res.get(key, {})
+            cpu, gap = figures.get(prefix + "cpu_ms_per_1k"), figures.get(prefix + "gap_p99_ms")
+            if key not in res and key != "runtime":  # a store that did not run: no goal row
+                continue
+            ratio = f_cpu / cpu if f_cpu and cpu else None
+            out.append(Goal(prefix + "cpu_ms_per_1k", key, f"CPU floor/us >= {least:g}",
+                            None if ratio is None else ratio >= least, ratio))
+            gap_ratio = gap / f_gap if gap is not None and f_gap else None
+            out.append(Goal(prefix + "gap_p99_ms", key, f"p99 gap <= {PACED_GAP_GOAL:g}x (a)",
+                            None if gap_ratio is None else gap_ratio <= PACED_GAP_GOAL, gap_ratio))
+    return out
+
+
+def paced_rows(
+    res: dict[str, dict[str, float]], labels: dict[str, str], sizes: Sizes, goal_list: list[Goal]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for kind in ("sse", "ws"):
+        for streams in sizes.paced:
+            prefix = f"paced_{kind}{streams}_"
+            floor = res.get("floor", {})
+            for key, label in labels.items():
+                figures = res.get(key, {})
+                if prefix + "cpu_ms_per_1k" not in figures:
+                    continue
+                values = {name: figures.get(prefix + name) for name, _, _ in PACED_COLUMNS}
+                f_cpu, f_gap = floor.get(prefix + "cpu_ms_per_1k"), floor.get(prefix + "gap_p99_ms")
+                cpu, gap = values["cpu_ms_per_1k"], values["gap_p99_ms"]
+                rows.append({
+                    "server": key, "server_label": label, "transport": kind, "streams": streams,
+                    "values": values,
+                    "floor_over_us_cpu": f_cpu / cpu if f_cpu and cpu else None,
+                    "gap_vs_floor": gap / f_gap if gap is not None and f_gap else None,
+                    "goals": [{"goal": g.text, "met": g.met} for g in goal_list
+                              if g.server == key and g.figure.startswith(prefix)],
+                })
+    return rows
+
+
+def render_paced(rows: list[dict[str, Any]]) -> str:
+    header = ["server", "via", "streams", PACED_COLUMNS[0][1], "floor/us", PACED_COLUMNS[1][1], "x (a)",
+              *(title for _, title, _ in PACED_COLUMNS[2:]), "goals"]
+    lines: list[list[str]] = []
+    for row in rows:
+        v = row["values"]
+
+        def cell(name: str, fmt: str, v: dict[str, Any] = v) -> str:
+            return "-" if v.get(name) is None else fmt.format(v[name])
+
+        goals_ = "; ".join(f"{g['goal']}: {'yes' if g['met'] else 'n/a' if g['met'] is None else 'NO'}"
+                           for g in row["goals"])
+        lines.append([
+            row["server_label"], row["transport"], f"{row['streams']:,}",
+            cell(*PACED_COLUMNS[0][::2]),
+            "-" if row["floor_over_us_cpu"] is None else f"{row['floor_over_us_cpu']:.2f}x",
+            cell(*PACED_COLUMNS[1][::2]),
+            "-" if row["gap_vs_floor"] is None else f"{row['gap_vs_floor']:.2f}x",
+            *(cell(name, fmt) for name, _, fmt in PACED_COLUMNS[2:]),
+            goals_,
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(header)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 1, len(cells) - 1) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = [fmt(header), fmt(["-" * w for w in widths])]
+    prev: tuple[str, int] | None = None
+    for row, cells in zip(rows, lines, strict=True):
+        group = (row["transport"], row["streams"])
+        if prev is not None and group != prev:
+            out.append("")
+        out.append(fmt(cells))
+        prev = group
+    return "\n".join(out)
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -564,7 +766,11 @@ async def run_model(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = QUICK if args.quick else FULL
     if args.idle is not None:
-        sizes = Sizes(**{**asdict(sizes), "idle": args.idle})
+        sizes = replace(sizes, idle=args.idle)
+    if args.paced:
+        sizes = replace(sizes, paced=tuple(args.paced))
+    if args.paced_chunks:
+        sizes = replace(sizes, paced_chunks=args.paced_chunks)
     nofile = raise_nofile()
     if nofile < sizes.idle + 200:  # the client's sockets (each server has its own limit)
         sizes = Sizes(**{**asdict(sizes), "idle": max(0, nofile - 200)})
@@ -590,7 +796,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         m = None
                     else:
                         with ctx:
-                            m = await measure(target, sizes, logdir, profile, args.memprofile)
+                            m = await measure(target, sizes, logdir, profile, args.memprofile, args.paced_clients)
                 except SetupError as exc:
                     target.status, target.note = "failed", f"could not start: {exc}"
                     m = None
@@ -601,12 +807,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     target.note = "; ".join(m.notes)
                 entry["seconds"] = round(time.perf_counter() - t0, 1)
             entry["status"], entry["note"] = target.status, target.note
-        if _wanted(args, "model"):
+        if _wanted(args, "model") and not args.paced_only:
             await run_model(args, sizes, logdir, servers, results)
     labels = {k: v["label"] for k, v in servers.items() if v.get("figures")}
     figs = figure_list(sizes)
-    goal_list = goals(results, sizes)
+    goal_list = [] if args.paced_only else goals(results, sizes)
     rows = build_rows(figs, results, labels, goal_list)
+    p_goals = paced_goals(results, sizes)
+    p_rows = paced_rows(results, labels, sizes, p_goals)
     return {
         "meta": {
             "mode": "quick" if args.quick else "full",
@@ -620,7 +828,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "servers": servers,
         "rows": rows,
-        "goals": [asdict(g) for g in goal_list],
+        "paced_rows": p_rows,
+        "goals": [asdict(g) for g in goal_list + p_goals],
     }
 
 
@@ -644,9 +853,19 @@ def report(data: dict[str, Any]) -> str:
         f"Python {data['meta']['python']}, "
         f"{data['meta']['seconds']:.0f} s); x (a) = ratio to the floor, x (b) = ratio to LangServe",
         "",
-        render_table(data["rows"]),
+        render_table(data["rows"]) if data["rows"] else "(no figures: --paced-only)",
         "",
     ]
+    if data.get("paced_rows"):
+        sizes = data["meta"]["sizes"]
+        lines += [
+            f"Paced: each stream {sizes['paced_chunks']} chunks, one every {sizes['paced_delay_ms']:g} ms "
+            f"(ideal {sizes['paced_chunks'] * sizes['paced_delay_ms'] / 1000:g} s); CPU = the server's, "
+            "from /proc; floor/us = the floor's CPU per chunk over this one's; x (a) = ratio to the floor",
+            "",
+            render_paced(data["paced_rows"]),
+            "",
+        ]
     for s in data["servers"].values():
         if s["status"] != "ok" or s.get("note"):
             lines.append(f"{s['label']}: {s['status']}{' - ' + s['note'] if s.get('note') else ''}")
@@ -669,6 +888,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime servers (benchmarks/profiles/)")
     parser.add_argument("--memprofile", action="store_true",
                         help="tracemalloc our servers' idle phase (benchmarks/profiles/*-idle-memory.txt)")
+    parser.add_argument("--paced-only", action="store_true",
+                        help="only the paced scenario (many streams at a model's pace): floor, runtime (SSE and "
+                        "WebSocket), sqlite, redis")
+    parser.add_argument("--no-paced", action="store_true", help="leave the paced scenario out")
+    parser.add_argument("--paced", type=int, action="append", default=None, metavar="STREAMS",
+                        help="concurrent streams of the paced scenario (repeatable; default 500 and 1,000; quick 10)")
+    parser.add_argument("--paced-chunks", type=int, default=None, help="chunks of each paced stream (default 100)")
+    parser.add_argument("--paced-clients", type=int, default=0, metavar="N",
+                        help="client processes of the paced load (default: one per 250 streams)")
+    parser.add_argument("--http-server", action="append", default=[], choices=HTTP_SERVERS,
+                        help="also run the runtime (and the stores picked with --only) under this HTTP server "
+                        "(repeatable); `streaming serve` (uvicorn) always runs")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json)")
     args = parser.parse_args(argv)
