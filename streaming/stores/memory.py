@@ -14,6 +14,7 @@ from streaming.errors import StoreError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
 from streaming.stores.base import Store
+from streaming.stores.follow import follow_log
 
 __all__ = ["MemoryStore"]
 
@@ -92,21 +93,20 @@ class MemoryStore(Store):
         after = max(after, 0)
         return log[after:] if limit is None else log[after : after + limit]
 
-    async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
-        while True:
+    def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+        async def read(after: int) -> list[Event]:
             events = await self.read_events(generation_id, after)
-            if events:
-                for ev in events:
-                    ev.seal()
-                yield events
-                after = events[-1].seq
-                if events[-1].terminal:
-                    return
-                continue
+            for ev in events:
+                ev.seal()
+            return events
+
+        async def wait() -> None:
             changed = self._log_changed.get(generation_id)
             if changed is None:
                 changed = self._log_changed[generation_id] = anyio.Event()
             await changed.wait()
+
+        return follow_log(read, wait, after)
 
     async def publish_control(self, generation_id: str, message: dict[str, Any]) -> None:
         for stream in list(self._control.get(generation_id, [])):

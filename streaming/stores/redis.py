@@ -56,6 +56,7 @@ from streaming.errors import InvalidRequestError, StoreError, StoreUnavailableEr
 from streaming.events import Event
 from streaming.model import Block, File, Generation, StreamState
 from streaming.stores.base import Store
+from streaming.stores.follow import follow_log
 from streaming.stores.recovery import close_interrupted
 
 __all__ = ["RedisStore"]
@@ -461,14 +462,16 @@ class RedisStore(Store):
             )
         return self._events(entries)
 
-    async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
+    def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """Also tells the running process, every ``presence_s``, that someone here follows
         it (a ``{"type": "subscriber"}`` control message, not kept): a generation with
         ``on_disconnect=cancel`` is not cancelled while a client streams it elsewhere."""
         key = self._k("log", generation_id)
         block_ms = max(1, int(min(self.block_s, self.presence_s) * 1000))
         pinged = -self.presence_s
-        while True:
+
+        async def read(after: int) -> list[Event]:  # waits up to block_ms itself
+            nonlocal pinged
             now = anyio.current_time()
             if now - pinged >= self.presence_s:
                 pinged = now
@@ -476,17 +479,17 @@ class RedisStore(Store):
             with self._mapped("follow"):
                 reply = await self._follow_client.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
             entries = reply[0][1] if reply else []
-            if entries:
-                events = self._events(entries)
-                yield events
-                after = events[-1].seq
-                if events[-1].terminal:
-                    return
-                continue
+            return self._events(entries) if entries else []
+
+        async def nothing() -> None:
+            return None
+
+        async def ended(after: int) -> bool:
             # Nothing new for a while: is anyone still running it? (This may reap it.)
             gen = await self.get_generation(generation_id)
-            if gen is None or (gen.state.finished and after >= gen.last_seq):
-                return  # gone, or finished and its log expired
+            return gen is None or (gen.state.finished and after >= gen.last_seq)  # gone, or its log expired
+
+        return follow_log(read, nothing, after, ended)
 
     # -- control --
 

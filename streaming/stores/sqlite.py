@@ -28,7 +28,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +39,7 @@ from streaming.errors import InvalidRequestError, StoreError, StoreUnavailableEr
 from streaming.events import Event
 from streaming.model import Block, File, Generation, GenerationState
 from streaming.stores.base import Store
+from streaming.stores.follow import follow_log
 from streaming.stores.memory import MemoryStore
 from streaming.stores.recovery import close_interrupted
 
@@ -425,24 +426,29 @@ class SqliteStore(Store):
 
     async def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         changed: anyio.Event | None = None
+
+        async def read(after: int) -> list[Event]:
+            nonlocal changed
+            # Registered before reading, so an append in between still wakes us.
+            changed = self._log_changed.get(generation_id)
+            if changed is None:
+                changed = self._log_changed[generation_id] = anyio.Event()
+            return await self.read_events(generation_id, after)
+
+        async def wait() -> None:
+            assert changed is not None
+            with anyio.move_on_after(self.poll_interval_s):
+                await changed.wait()
+
+        async def ended(after: int) -> bool:
+            # Finished, and its log was dropped (retention) or never written.
+            gen = await self.get_generation(generation_id)
+            return gen is not None and gen.state.finished and after >= gen.last_seq
+
         try:
-            while True:
-                # Registered before reading, so an append in between still wakes us.
-                changed = self._log_changed.get(generation_id)
-                if changed is None:
-                    changed = self._log_changed[generation_id] = anyio.Event()
-                events = await self.read_events(generation_id, after)
-                if events:
-                    yield events
-                    after = events[-1].seq
-                    if events[-1].terminal:
-                        return
-                    continue
-                gen = await self.get_generation(generation_id)
-                if gen is not None and gen.state.finished and after >= gen.last_seq:
-                    return  # finished, and its log was dropped (retention) or never written
-                with anyio.move_on_after(self.poll_interval_s):
-                    await changed.wait()
+            async with aclosing(follow_log(read, wait, after, ended)) as batches:
+                async for batch in batches:
+                    yield batch
         finally:
             # Leave no waiter behind for a log nobody follows (others fall back to polling).
             if changed is not None and self._log_changed.get(generation_id) is changed:
