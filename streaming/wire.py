@@ -274,8 +274,8 @@ class BlockState:
     """
 
     id: str
-    #: the block's JSON as the server last described it (``generation.started``,
-    #: ``block.created``, or a snapshot from ``GET /generations/{id}``)
+    #: the block's JSON as the fold first learnt of it (a snapshot from
+    #: ``GET /generations/{id}``, ``generation.started`` or ``block.created``)
     block: dict[str, Any]
     #: ``started``, ``complete`` or ``aborted``
     stream_state: str = "started"
