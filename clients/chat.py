@@ -20,9 +20,7 @@ from streaming.client.client import GenerationStream, ToolHandler
 from streaming.client.ws import WebSocketClient
 from websockets.exceptions import WebSocketException
 
-from streaming.errors import StreamingError
-from streaming.events import Event
-from streaming.model import MimeTypes
+from streaming.wire import Event, MimeTypes, StreamingError
 
 __all__ = ["CLIENT_TOOLS", "ChatSession", "run_chat"]
 

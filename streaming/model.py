@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 
+from streaming.wire import MimeTypes
+
 __all__ = [
     "BOTH_SPELLINGS",
     "Block",
@@ -71,26 +73,6 @@ class GenerationState(StrEnum):
 class OnDisconnect(StrEnum):
     CANCEL = "cancel"
     CONTINUE = "continue"
-
-
-class MimeTypes:
-    """MIME types the runtime knows by name (those of the seed included)."""
-
-    TXT = "text/plain"
-    MKD = "text/markdown"
-    JSON = "application/json"
-    PNG = "image/png"
-    STEAMSHIP_BLOCK_JSON_V1 = "application/vnd.steamship-block.json.v1"
-    STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST = (
-        "application/vnd.steamship-block.plugin-capabilities-request+json"
-    )
-    STEAMSHIP_PLUGIN_CAPABILITIES_RESPONSE = (
-        "application/vnd.steamship-block.plugin-capabilities-response+json"
-    )
-    FUNCTION_CALL_INVOCATION = (
-        "application/vnd.steamship-block.function-calling-support-invocation+json"
-    )
-    FUNCTION_CALL_RESULT = "application/vnd.steamship-block.function-calling-support-result+json"
 
 
 class TagKind:

@@ -40,6 +40,7 @@ __all__ = [
     "EventDecoder",
     "EventType",
     "GenerationFold",
+    "MimeTypes",
     "ProtocolError",
     "SSEDecoder",
     "ServerSentEvent",
@@ -48,6 +49,29 @@ __all__ = [
     "error_from_dict",
 ]
 __all__ += _errors.__all__
+
+# -- MIME types --------------------------------------------------------------------------
+
+
+class MimeTypes:
+    """MIME types the runtime knows by name (those of the seed included)."""
+
+    TXT = "text/plain"
+    MKD = "text/markdown"
+    JSON = "application/json"
+    PNG = "image/png"
+    STEAMSHIP_BLOCK_JSON_V1 = "application/vnd.steamship-block.json.v1"
+    STEAMSHIP_PLUGIN_CAPABILITIES_REQUEST = (
+        "application/vnd.steamship-block.plugin-capabilities-request+json"
+    )
+    STEAMSHIP_PLUGIN_CAPABILITIES_RESPONSE = (
+        "application/vnd.steamship-block.plugin-capabilities-response+json"
+    )
+    FUNCTION_CALL_INVOCATION = (
+        "application/vnd.steamship-block.function-calling-support-invocation+json"
+    )
+    FUNCTION_CALL_RESULT = "application/vnd.steamship-block.function-calling-support-result+json"
+
 
 # -- errors -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pydantic import (
 
 from streaming.errors import InvalidRequestError
 from streaming.model import BOTH_SPELLINGS, Block, File
+from streaming.stores.archives import check_handle
 
 __all__ = [
     "BlockAndTagPluginInput",
@@ -77,8 +78,6 @@ class CheckpointParams(_Input):
     @field_validator("checkpoint_handle")
     @classmethod
     def _safe_handle(cls, v: str | None) -> str | None:
-        from streaming.plugin.trainable_model import check_handle
-
         if v is not None:
             try:
                 check_handle(v)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from streaming.errors import InvalidRequestError, NotFoundError, PayloadTooLarge
 from streaming.plugin.inputs import TrainPluginInput
 from streaming.plugin.outputs import TrainPluginOutput
 from streaming.plugin.request import InvocableResponse, PluginRequest, Task, TaskState
-from streaming.stores.archives import ArchiveStore
+from streaming.stores.archives import ArchiveStore, check_handle
 
 __all__ = ["DEFAULT_CHECKPOINT", "TrainableModel", "archive_key", "check_handle", "clear_model_cache"]
 
@@ -43,23 +42,6 @@ M = TypeVar("M", bound="TrainableModel[Any]")
 
 #: the checkpoint loaded when none is named, and saved every time unless told otherwise
 DEFAULT_CHECKPOINT = "default"
-
-_HANDLE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-
-
-def check_handle(handle: str, what: str = "checkpoint handle") -> str:
-    """``handle`` if it is a safe single name (no ``/``, no ``..``, at most 128 chars).
-
-    Raises:
-        InvalidRequestError: it is not.
-    """
-    if not isinstance(handle, str) or not _HANDLE.match(handle) or ".." in handle:
-        raise InvalidRequestError(
-            f"invalid {what} {handle!r}",
-            suggestion="use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'",
-        )
-    return handle
-
 
 def archive_key(plugin_instance_id: str, checkpoint_handle: str) -> str:
     """``<plugin_instance_id>/<handle>.zip`` (both checked). Raises InvalidRequestError."""

@@ -31,9 +31,25 @@ __all__ = [
     "archive_digest",
     "archives_for",
     "check_archive_key",
+    "check_handle",
 ]
 
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def check_handle(handle: str, what: str = "checkpoint handle") -> str:
+    """``handle`` if it is a safe single name (no ``/``, no ``..``, at most 128 chars).
+
+    Raises:
+        InvalidRequestError: it is not.
+    """
+    if not isinstance(handle, str) or not _PART.match(handle) or ".." in handle:
+        raise InvalidRequestError(
+            f"invalid {what} {handle!r}",
+            suggestion="use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'",
+        )
+    return handle
+
 
 
 def check_archive_key(key: str) -> str:
