@@ -49,8 +49,9 @@ __all__ = ["PacedLoad", "PacedResult", "client_processes", "pct", "run_paced", "
 #: the terminal events of a stream (the runtime's and the floor's WebSocket)
 _ENDS = (b'"generation.completed"', b'"generation.failed"', b'"generation.cancelled"')
 _END_TAIL = max(len(e) for e in _ENDS) - 1
-#: streams one client process drives at most (measured: see docs/benchmarks.md)
-STREAMS_PER_CLIENT = 250
+#: streams one client process drives at most (one process drives 1,000 paced streams
+#: with ~20% of a core: see docs/benchmarks.md)
+STREAMS_PER_CLIENT = 500
 
 
 def client_processes(streams: int, requested: int = 0) -> int:

@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent streams of the paced scenario (repeatable; default 500 and 1,000; quick 10)")
     parser.add_argument("--paced-chunks", type=int, default=None, help="chunks of each paced stream (default 100)")
     parser.add_argument("--paced-clients", type=int, default=0, metavar="N",
-                        help="client processes of the paced load (default: one per 250 streams)")
+                        help="client processes of the paced load (default: one per 500 streams)")
     parser.add_argument("--http-server", action="append", default=[], choices=HTTP_SERVERS,
                         help="also run the runtime (and the stores picked with --only) under this HTTP server "
                         "(repeatable); `streaming serve` (uvicorn) always runs")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,4 +58,48 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
     assert {g["text"] for g in data["goals"]} >= {
         ">= 0.8x (a)", ">= 5x (a)", ">= 1.5x (b)", ">= 1x (a)", "< 250 ms", "< 40 KB",
         "<= (a) + 2 ms", ">= 0.5x memory (c)", ">= 0.98x direct",
+        "CPU floor/us >= 1", "p99 gap <= 1.5x (a)",
     }
+    # The paced table is printed beside the first one.
+    assert "Paced: each stream" in table and "CPU ms/1k chunks" in table
+    _check_paced(data)
+
+
+def _check_paced(data: dict[str, Any]) -> None:
+    """The paced rows: floor and runtime over SSE and WebSocket, every stream whole."""
+    sizes = data["meta"]["sizes"]
+    rows = {(r["server"], r["transport"], r["streams"]): r for r in data["paced_rows"]}
+    for streams in sizes["paced"]:
+        for key in ("floor", "runtime"):
+            for transport in ("sse", "ws"):
+                row = rows[(key, transport, streams)]
+                assert row["values"]["cpu_ms_per_1k"] >= 0, row  # 10 ms ticks: 0 at tiny sizes
+                assert row["values"]["rss_peak_mib"] > 0, row
+                assert row["values"]["finish_p99_s"] >= sizes["paced_chunks"] * sizes["paced_delay_ms"] / 1000 * 0.9
+                details = data["servers"][key]["details"][f"paced_{transport}{streams}"]
+                assert details["chunks"] == streams * sizes["paced_chunks"], details
+                assert details["failed"] == 0, details
+    notes = " ".join(s["note"] for s in data["servers"].values())
+    assert "paced" not in notes, notes  # no paced stream failed anywhere
+    paced_goals = [g for g in data["goals"] if g["figure"].startswith("paced_")]
+    assert {g["server"] for g in paced_goals} >= {"runtime"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_paced_only_runs_the_paced_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--paced-only", "--paced", "6",
+         "--paced-chunks", "5", "--paced-clients", "2", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Paced: each stream 5 chunks" in done.stdout, done.stdout
+    data = json.loads(out.read_text())
+    assert data["meta"]["sizes"]["paced"] == [6]
+    # Only the paced scenario ran: no figure of the other phases.
+    for server in data["servers"].values():
+        assert not any(not k.startswith("paced_") for k in server.get("figures", {})), server
+    assert data["servers"]["runtime"]["details"]["paced_sse6"]["client_processes"] == 2
+    _check_paced(data)
