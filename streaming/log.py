@@ -47,9 +47,19 @@ class EventLog:
                 f"generation {self.generation_id} has ended; its log takes no more events"
             )
 
+    def _freeze_tail(self) -> None:
+        """The tail delta is about to stop being the tail: no chunk joins it any more, so
+        join the ones it absorbed now (its ``data`` then tells its whole text even if no
+        reader sealed it)."""
+        if self.coalesce and self.events:
+            tail = self.events[-1]
+            if not tail.sealed and tail.type == "block.delta":
+                tail.to_dict()  # joins its parts
+
     def append(self, type: str, data: dict[str, Any]) -> Event:
         """Append one event. Raises IllegalTransitionError after a terminal event."""
         self._check_open()
+        self._freeze_tail()
         ev = Event(type, len(self.events) + 1, self.generation_id, data)
         self.events.append(ev)
         if ev.terminal:
@@ -65,6 +75,7 @@ class EventLog:
             tail = events[-1]
             if tail.try_extend(block_id, text):
                 return tail
+            self._freeze_tail()
         ev = Event.delta(len(events) + 1, self.generation_id, block_id, offset, text)
         events.append(ev)
         self._wake()

@@ -169,3 +169,17 @@ def test_bound_block_writes_through_its_writer() -> None:
     assert "not open for streaming" in str(info.value)
     copy = block.model_copy(deep=True)
     assert copy._writer is None
+
+
+def test_a_coalesced_delta_tells_its_whole_text_once_another_event_follows() -> None:
+    # Nobody read the delta while it absorbed chunks; once it is no longer the tail, its
+    # data is its whole text (not its first chunk).
+    log = EventLog("g", coalesce=True)
+    first = log.append_delta("b", 0, "he")
+    log.append_delta("b", 2, "llo")
+    log.append("block.completed", {"block_id": "b", "length": 5})
+    assert first.data["text"] == "hello" and first.to_dict()["text"] == "hello"
+    second = log.append_delta("c", 0, "x")
+    log.append_delta("c", 1, "y")
+    log.append_delta("d", 0, "z")  # another block's delta follows it
+    assert second.data["text"] == "xy"
