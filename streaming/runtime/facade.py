@@ -291,6 +291,13 @@ class Runtime:
             return LocalGeneration(run, self._rounds, self._subscriptions)
         return await ElsewhereGeneration.find(self.store, generation_id)
 
+    def handle_of(self, generation: Generation) -> GenerationHandle:
+        """The handle of a generation whose record was read already."""
+        run = self._runner.live.get(generation.id)
+        if run is not None:
+            return LocalGeneration(run, self._rounds, self._subscriptions)
+        return ElsewhereGeneration(generation, self.store)
+
     async def cancel(self, generation_id: str, reason: str = "cancelled by client", *, wait_s: float = 2.0) -> Generation:
         """Cancel a generation (idempotent); returns its state after the cancel took effect.
 
@@ -343,10 +350,7 @@ class Runtime:
         return (await self.handle(generation_id)).read()
 
     async def get_generation_blocks(self, generation: Generation) -> list[Block]:
-        run = self._runner.live.get(generation.id)
-        if run is not None:
-            return run.output_blocks()
-        return await ElsewhereGeneration(generation, self.store).output_blocks()
+        return await self.handle_of(generation).output_blocks()
 
     # -- blocks and conversations --
 
