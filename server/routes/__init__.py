@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 from streaming.server import ws
-from streaming.server.routes import blocks, files, generations, health, openai, plugins, static
+from streaming.server.routes import (
+    ai_sdk,
+    blocks,
+    files,
+    generations,
+    health,
+    openai,
+    plugins,
+    static,
+)
 
 __all__ = ["routes"]
 
@@ -22,5 +31,6 @@ def routes() -> list[BaseRoute]:
         *ws.ROUTES,
         *static.ROUTES,
         *openai.ROUTES,
+        *ai_sdk.ROUTES,
         *plugins.ROUTES,
     ]

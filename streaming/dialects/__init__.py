@@ -13,7 +13,8 @@ A generation that failed or was cancelled ends with :attr:`Projection.failure` s
 ``close()`` returning nothing: how a failure is told (an HTTP status, an error frame in the
 dialect's own shape) is the server's to decide.
 
-Dialects: :mod:`streaming.dialects.openai_chat` (OpenAI chat-completion chunks).
+Dialects: :mod:`streaming.dialects.openai_chat` (OpenAI chat-completion chunks),
+:mod:`streaming.dialects.ui_message` (the Vercel AI SDK's UI message stream).
 """
 
 from __future__ import annotations

@@ -1,0 +1,266 @@
+"""The Vercel AI SDK's UI message stream: a generation's events as UI message chunks.
+
+Pure (events in, chunk dicts out; see :mod:`streaming.dialects`). Every chunk comes from
+one event, so the chunks of a stream are the concatenation of what each event says, in
+``seq`` order: a client that has seen the chunks of the events up to ``seq`` N is owed
+exactly the chunks of the events after N (:meth:`UIMessageProjection.feed` of the first N
+events, its output dropped, is how a stream picks up after N).
+
+What is projected (the chunk types ``ai`` 6 and ``ai`` 7 both know, nothing else):
+
+- ``generation.started``: ``start`` (``messageId``, ``messageMetadata.generationId``) and
+  ``start-step``;
+- a text block's deltas: ``text-start`` (at its first text), ``text-delta``, and
+  ``text-end`` when the block completes or is aborted; a block of type
+  :data:`REASONING_MIME` the same as ``reasoning-start`` / ``-delta`` / ``-end``. The part
+  ids are the block ids;
+- ``tool.call``: ``tool-input-start``, ``tool-input-delta`` (the arguments as JSON) and
+  ``tool-input-available``; a tool the server runs is marked ``providerExecuted`` (the
+  client does not run it), and its ``tool.result`` is ``tool-output-available`` or
+  ``tool-output-error``;
+- a tool round: the next round's first block closes the step (``finish-step``) and opens
+  the next (``start-step``);
+- ``generation.completed``: ``finish-step`` and ``finish`` with ``finishReason``
+  (``tool-calls`` when client tools wait for their outputs, ``length`` when the sampled
+  tokens reached ``max_tokens``, else ``stop``) and ``messageMetadata.usage``
+  (``inputTokens``, ``outputTokens``, ``totalTokens``);
+- ``generation.failed`` / ``generation.cancelled``: every part still open is ended (text
+  and reasoning with their ``-end``, a tool call without output with
+  ``tool-output-error``), then ``finish-step``, ``error`` (``errorText``) or ``abort``
+  (``reason``), and ``finish`` (``error`` or ``other``). No part is left streaming.
+
+A request that continues an assistant message (the outputs of its client tools) passes
+that message's id: its ``start`` names it, so the client extends the same message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from streaming.dialects import Failure
+from streaming.events import Event
+from streaming.model import MimeTypes
+
+__all__ = ["REASONING_MIME", "UIMessageProjection", "tool_output"]
+
+#: a block of this MIME type is the model's reasoning (``reasoning-*`` chunks)
+REASONING_MIME = "text/x-reasoning"
+
+_TOOL_MIMES = (MimeTypes.FUNCTION_CALL_INVOCATION, MimeTypes.FUNCTION_CALL_RESULT)
+
+
+def tool_output(result: list[str]) -> Any:
+    """A tool's result (a list of strings) as the ``output`` of its part: the one string
+    when there is one, else the list."""
+    return result[0] if len(result) == 1 else list(result)
+
+
+class UIMessageProjection:
+    """One generation's events as the chunks of one assistant message's stream.
+
+    Args:
+        message_id: the assistant message's id (``start.messageId``): a new one, or the
+            message this generation continues.
+        server_tools: names of tools the server runs (``providerExecuted``).
+        max_tokens: the request's token limit, to tell ``length`` from ``stop``.
+    """
+
+    def __init__(
+        self,
+        *,
+        message_id: str,
+        server_tools: frozenset[str] | set[str] = frozenset(),
+        max_tokens: int | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.server_tools = frozenset(server_tools)
+        self.max_tokens = max_tokens
+        #: block id -> "text" or "reasoning", for blocks whose text is shown
+        self.kinds: dict[str, str] = {}
+        #: parts started and not yet ended (block ids)
+        self.open_parts: dict[str, str] = {}
+        #: tool calls without an output: call id -> the tool's name
+        self.pending: dict[str, str] = {}
+        #: client tool calls, in order
+        self.client_calls: list[str] = []
+        self.in_step = False
+        self.step_has_results = False
+        self.generation_id: str | None = None
+        self.usage: list[dict[str, Any]] = []
+        self.completed = False
+        self.ended = False
+        self.failure: Failure | None = None
+
+    # -- the Projection protocol (every chunk comes from an event) --
+
+    def open(self) -> list[dict[str, Any]]:
+        return []
+
+    def close(self) -> list[dict[str, Any]]:
+        return []
+
+    def feed(self, event: Event) -> list[dict[str, Any]]:
+        """The chunks this event adds (often none)."""
+        if self.ended:
+            return []
+        kind = event.type
+        if kind == "block.delta":
+            return self._delta(event)
+        if kind == "block.created":
+            return self._created(event.data["block"])
+        if kind in ("block.completed", "block.aborted"):
+            return self._end_part(event.data["block_id"])
+        if kind == "tool.call":
+            return self._call(event.data)
+        if kind == "tool.result":
+            return self._result(event.data)
+        if kind == "generation.started":
+            return self._started(event)
+        if kind == "generation.completed":
+            return self._completed(event)
+        if event.terminal:
+            return self._failed(event)
+        return []
+
+    # -- events --
+
+    def _started(self, event: Event) -> list[dict[str, Any]]:
+        self.generation_id = event.generation_id
+        for block in event.data.get("blocks") or []:
+            self._register(block)
+        self.in_step = True
+        return [
+            {"type": "start", "messageId": self.message_id, "messageMetadata": {"generationId": event.generation_id}},
+            {"type": "start-step"},
+        ]
+
+    def _register(self, block: dict[str, Any]) -> None:
+        mime = block.get("mime_type") or MimeTypes.TXT
+        if mime == REASONING_MIME:
+            self.kinds[block["id"]] = "reasoning"
+        elif mime.startswith("text/") and mime not in _TOOL_MIMES:
+            self.kinds[block["id"]] = "text"
+
+    def _created(self, block: dict[str, Any]) -> list[dict[str, Any]]:
+        self._register(block)
+        if block.get("mime_type") == MimeTypes.FUNCTION_CALL_RESULT:
+            return []
+        # A block of the model's (text or a call) after tool results: the next round.
+        return self._next_step() if self.step_has_results else []
+
+    def _next_step(self) -> list[dict[str, Any]]:
+        out = self._end_open_parts()
+        out.append({"type": "finish-step"})
+        out.append({"type": "start-step"})
+        self.step_has_results = False
+        return out
+
+    def _delta(self, event: Event) -> list[dict[str, Any]]:
+        data = event.to_dict()  # (not .data: a coalesced delta's text is joined here)
+        block_id = data["block_id"]
+        part = self.kinds.get(block_id)
+        text = data["text"]
+        if part is None or not text:
+            return []
+        out: list[dict[str, Any]] = []
+        if block_id not in self.open_parts:
+            self.open_parts[block_id] = part
+            out.append({"type": f"{part}-start", "id": block_id})
+        out.append({"type": f"{part}-delta", "id": block_id, "delta": text})
+        return out
+
+    def _end_part(self, block_id: str) -> list[dict[str, Any]]:
+        part = self.open_parts.pop(block_id, None)
+        if part is None:
+            return []
+        # Ended once: a later delta to the same block (there is none) would not reopen it.
+        self.kinds.pop(block_id, None)
+        return [{"type": f"{part}-end", "id": block_id}]
+
+    def _end_open_parts(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for block_id in list(self.open_parts):
+            out += self._end_part(block_id)
+        return out
+
+    def _call(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        call_id, name = data["call_id"], data["tool_name"]
+        out = self._next_step() if self.step_has_results else []
+        server = name in self.server_tools and not data.get("client_side")
+        extra: dict[str, Any] = {"providerExecuted": True} if server else {}
+        self.pending[call_id] = name
+        if not server:
+            self.client_calls.append(call_id)
+        args = data.get("args") or {}
+        out += [
+            {"type": "tool-input-start", "toolCallId": call_id, "toolName": name, **extra},
+            {"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": json.dumps(args)},
+            {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": args, **extra},
+        ]
+        return out
+
+    def _result(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        call_id = data["call_id"]
+        name = self.pending.pop(call_id, None)
+        if name is None:
+            return []
+        self.step_has_results = True
+        extra: dict[str, Any] = {} if call_id in self.client_calls else {"providerExecuted": True}
+        result = [str(r) for r in data.get("result") or []]
+        if data.get("is_error"):
+            return [{"type": "tool-output-error", "toolCallId": call_id, "errorText": "; ".join(result), **extra}]
+        return [{"type": "tool-output-available", "toolCallId": call_id, "output": tool_output(result), **extra}]
+
+    def _completed(self, event: Event) -> list[dict[str, Any]]:
+        self.completed = self.ended = True
+        self.usage = list(event.data.get("usage") or [])
+        out = self._end_open_parts()
+        out.append({"type": "finish-step"})
+        out.append(
+            {
+                "type": "finish",
+                "finishReason": self.finish_reason(),
+                "messageMetadata": {"generationId": event.generation_id, "usage": self.usage_dict()},
+            }
+        )
+        return out
+
+    def _failed(self, event: Event) -> list[dict[str, Any]]:
+        self.ended = True
+        failure = self.failure = Failure.of(event)
+        assert failure is not None
+        out = self._end_open_parts()
+        why = failure.message if failure.outcome == "failed" else f"cancelled: {event.data.get('reason') or ''}"
+        for call_id in list(self.pending):
+            del self.pending[call_id]
+            extra = {} if call_id in self.client_calls else {"providerExecuted": True}
+            out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": why, **extra})
+        out.append({"type": "finish-step"})
+        if failure.outcome == "failed":
+            text = failure.message + (f" ({failure.suggestion})" if failure.suggestion else "")
+            out.append({"type": "error", "errorText": f"{failure.code}: {text}"})
+            reason = "error"
+        else:
+            out.append({"type": "abort", "reason": str(event.data.get("reason") or "cancelled")})
+            reason = "other"
+        out.append({"type": "finish", "finishReason": reason, "messageMetadata": {"generationId": event.generation_id}})
+        return out
+
+    # -- the answer --
+
+    def finish_reason(self) -> str:
+        if any(call_id in self.pending for call_id in self.client_calls):
+            return "tool-calls"
+        sampled = [u for u in self.usage if u.get("operation_unit") == "sampled tokens"]
+        if self.max_tokens and sampled and int(sampled[-1].get("operation_amount", 0)) >= self.max_tokens:
+            return "length"
+        return "stop"
+
+    def usage_dict(self) -> dict[str, int]:
+        prompt = self._tokens("prompt tokens")
+        sampled = self._tokens("sampled tokens")
+        return {"inputTokens": prompt, "outputTokens": sampled, "totalTokens": prompt + sampled}
+
+    def _tokens(self, unit: str) -> int:
+        return sum(int(u.get("operation_amount", 0)) for u in self.usage if u.get("operation_unit") == unit)
