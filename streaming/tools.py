@@ -17,12 +17,9 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from streaming.capabilities import Tool
+from streaming.routing import ToolArgumentsError, validate_json_schema
 
 __all__ = ["ServerTool", "ToolArgumentsError", "ToolRegistry", "validate_json_schema"]
-
-
-class ToolArgumentsError(ValueError):
-    """A tool call's arguments do not fit the tool's schema."""
 
 
 @dataclass
@@ -119,67 +116,3 @@ def _signature_model(fn: Callable[..., Any]) -> type[BaseModel]:
     return create_model(
         f"{fn.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields
     )
-
-
-_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def validate_json_schema(value: Any, schema: Mapping[str, Any], path: str = "arguments") -> None:
-    """Check ``value`` against the common subset of JSON Schema tools use.
-
-    Covers ``type``, ``enum``, ``const``, ``properties``, ``required``,
-    ``additionalProperties: false``, ``items``, ``minimum``/``maximum``, ``minLength``/
-    ``maxLength`` and ``anyOf``; other keywords are not checked.
-
-    Raises:
-        ToolArgumentsError: naming the first place that does not fit.
-    """
-    if "anyOf" in schema:
-        for option in schema["anyOf"]:
-            try:
-                validate_json_schema(value, option, path)
-                return
-            except ToolArgumentsError:
-                continue
-        raise ToolArgumentsError(f"{path}: matches none of the allowed shapes")
-    typ = schema.get("type")
-    if typ is not None:
-        types = typ if isinstance(typ, list) else [typ]
-        if not any(_JSON_TYPES.get(t, lambda v: True)(value) for t in types):
-            raise ToolArgumentsError(f"{path}: expected {' or '.join(types)}, got {type(value).__name__}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise ToolArgumentsError(f"{path}: must be one of {schema['enum']}")
-    if "const" in schema and value != schema["const"]:
-        raise ToolArgumentsError(f"{path}: must be {schema['const']!r}")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for req in schema.get("required", []):
-            if req not in value:
-                raise ToolArgumentsError(f"{path}.{req}: field required")
-        for key, item in value.items():
-            if key in props:
-                validate_json_schema(item, props[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                raise ToolArgumentsError(f"{path}.{key}: unexpected field")
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for i, item in enumerate(value):
-            validate_json_schema(item, schema["items"], f"{path}[{i}]")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise ToolArgumentsError(f"{path}: must be >= {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            raise ToolArgumentsError(f"{path}: must be <= {schema['maximum']}")
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            raise ToolArgumentsError(f"{path}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise ToolArgumentsError(f"{path}: longer than {schema['maxLength']}")
-

@@ -24,13 +24,13 @@ from streaming.errors import (
 from streaming.history import next_history, turn_ends_with_client_calls
 from streaming.model import Block, MimeTypes, RoleTag, Tag, new_id
 from streaming.requests import ToolResultRequest
-from streaming.routing import AnsweredBy, parse_tool_call, route_tool_call
-from streaming.runtime.aio import TaskOwner
+from streaming.routing import AnsweredBy, ToolArgumentsError, parse_tool_call, route_tool_call
 from streaming.runtime.driver import PluginDriver
 from streaming.runtime.run import Call, Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.stores.base import Store
-from streaming.tools import ToolArgumentsError, ToolRegistry
+from streaming.tasks import TaskOwner
+from streaming.tools import ToolRegistry
 
 __all__ = ["ToolRounds"]
 
