@@ -11,8 +11,9 @@ import pytest
 
 from streaming.errors import LimitExceededError
 from streaming.runtime.admission import Admission
-from streaming.runtime.aio import LazyEvent, TaskOwner, wait_for_wake
+from streaming.runtime.aio import LazyEvent, wait_for_wake
 from streaming.runtime.settings import RuntimeSettings
+from streaming.tasks import TaskOwner
 
 
 def test_admission_refuses_until_it_accepts_then_counts_limits() -> None:

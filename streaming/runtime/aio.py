@@ -5,7 +5,8 @@ measured on it (under 40,000 bytes an idle stream, ``docs/benchmarks.md``). What
 difference, and is kept here so that it stays in one place:
 
 - a generation is one plain asyncio task (not a task in an anyio task group, which adds a
-  handle and a cancel scope per task), owned by a :class:`TaskOwner` that awaits it;
+  handle and a cancel scope per task), owned by a :class:`~streaming.tasks.TaskOwner`
+  that awaits it;
 - a subscriber waits on a bare loop future (:func:`wait_for_wake`), not on an event;
 - a finished-flag that most generations never wait on makes its future only when someone
   waits (:class:`LazyEvent`);
@@ -17,13 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
-__all__ = ["LazyEvent", "TaskOwner", "resolve", "wait_for_wake"]
-
-logger = logging.getLogger("streaming.runtime")
+__all__ = ["LazyEvent", "resolve", "wait_for_wake"]
 
 
 def resolve(future: asyncio.Future[None]) -> None:
@@ -74,40 +71,3 @@ class LazyEvent:
         finally:
             if self._waiters is not None and future in self._waiters:
                 self._waiters.remove(future)
-
-
-class TaskOwner:
-    """Owns plain asyncio tasks: keeps them, logs the failure of any that fails, and at
-    :meth:`aclose` cancels and awaits every one still running. No task of the runtime is
-    fire-and-forget: each is made through an owner."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s: %s failed", self.name, task.get_name(), exc_info=task.exception())
-
-    async def wait(self, timeout_s: float | None = None) -> None:
-        """Until every task has ended (or ``timeout_s`` passed)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
-
-    async def aclose(self) -> None:
-        """Cancel every task and wait until each has ended."""
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)

@@ -23,7 +23,7 @@ from streaming.plugin.service import PluginService
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime.admission import Admission
-from streaming.runtime.aio import LazyEvent, TaskOwner
+from streaming.runtime.aio import LazyEvent
 from streaming.runtime.claims import ConversationClaims
 from streaming.runtime.driver import PluginDriver
 from streaming.runtime.elsewhere import ElsewhereGeneration
@@ -37,6 +37,7 @@ from streaming.runtime.subscriptions import Subscriptions
 from streaming.runtime.tool_rounds import ToolRounds
 from streaming.stores.base import Store
 from streaming.stores.memory import MemoryStore
+from streaming.tasks import TaskOwner
 from streaming.tools import ToolRegistry
 
 __all__ = ["Runtime", "RuntimeStats"]

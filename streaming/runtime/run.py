@@ -25,7 +25,8 @@ from streaming.lifecycle import GenerationMachine
 from streaming.model import Block, File, Generation, RoleTag, Tag
 from streaming.plugin.service import PluginService
 from streaming.requests import GenerateRequest
-from streaming.runtime.aio import LazyEvent, TaskOwner
+from streaming.runtime.aio import LazyEvent
+from streaming.tasks import TaskOwner
 
 __all__ = ["Call", "Run"]
 

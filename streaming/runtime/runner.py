@@ -24,13 +24,13 @@ from streaming.metrics import RuntimeMetrics
 from streaming.model import Block, Generation
 from streaming.outcome import apply_outcome, terminal_outcome, unwrap
 from streaming.runtime.admission import Admission
-from streaming.runtime.aio import TaskOwner
 from streaming.runtime.control import obey_control
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.runtime.store_writer import StoreWriter
 from streaming.runtime.subscriptions import Subscriptions
 from streaming.runtime.tool_rounds import ToolRounds
+from streaming.tasks import TaskOwner
 
 __all__ = ["Runner"]
 

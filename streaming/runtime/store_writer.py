@@ -22,10 +22,10 @@ import anyio
 from streaming.errors import StoreError, StoreUnavailableError
 from streaming.metrics import RuntimeMetrics
 from streaming.model import Block
-from streaming.runtime.aio import TaskOwner
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.stores.base import Store
+from streaming.tasks import TaskOwner
 
 __all__ = ["StoreWriter"]
 

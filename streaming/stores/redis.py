@@ -58,6 +58,7 @@ from streaming.model import Block, File, Generation, StreamState
 from streaming.stores.base import Store
 from streaming.stores.follow import follow_log
 from streaming.stores.recovery import close_interrupted
+from streaming.tasks import TaskOwner
 
 __all__ = ["RedisStore"]
 
@@ -203,7 +204,7 @@ class RedisStore(Store):
         self.owner = uuid.uuid4().hex
         self._client: Any = None
         self._follow_client: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner("redis store", logger)
         self._closing = False
         self._local: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
         self._drain_locks: dict[str, anyio.Lock] = {}
@@ -284,12 +285,9 @@ class RedisStore(Store):
             await client.aclose()
             await self._follow_client.aclose()
             raise
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._heartbeat(), name="redis lease heartbeat"),
-            loop.create_task(self._reaper(), name="redis reaper"),
-            loop.create_task(self._control_loop(), name="redis control listener"),
-        ]
+        self._tasks.spawn(self._heartbeat(), name="lease heartbeat")
+        self._tasks.spawn(self._reaper(), name="reaper")
+        self._tasks.spawn(self._control_loop(), name="control listener")
 
     async def close(self) -> None:
         """Stop the background tasks, drop the lease, disconnect."""
@@ -297,11 +295,8 @@ class RedisStore(Store):
         if client is None:
             return
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
         # redis-py's pubsub read can swallow a cancel: the loops also check _closing.
-        await asyncio.wait(self._tasks, timeout=self.block_s + 2.0)
-        self._tasks = []
+        await self._tasks.aclose(timeout_s=self.block_s + 2.0)
         try:
             await client.delete(self._k("lease", self.owner))
         except RedisError:

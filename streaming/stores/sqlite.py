@@ -42,6 +42,7 @@ from streaming.stores.base import Store
 from streaming.stores.follow import follow_log
 from streaming.stores.memory import MemoryStore
 from streaming.stores.recovery import close_interrupted
+from streaming.tasks import TaskOwner
 
 __all__ = ["SqliteStore", "parse_sqlite_url"]
 
@@ -151,7 +152,7 @@ class SqliteStore(Store):
         self._committed = 0  # of which committed
         self._wake_writer = asyncio.Event()
         self._commit_done = anyio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("sqlite store", logger)  # the writer
         self._failure: BaseException | None = None
         self._last_seq: dict[str, int] = {}  # of logs still open
         self._claimed: set[tuple[str, str]] = set()
@@ -170,7 +171,7 @@ class SqliteStore(Store):
         if self._conn is not None:
             return
         await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._tasks.spawn(self._write_loop(), name="writer")
 
     def _open_sync(self) -> None:
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -216,13 +217,7 @@ class SqliteStore(Store):
             await self._sync()
         except StoreError:
             logger.exception("sqlite store %s: last writes lost on close", self.path)
-        if self._writer is not None:
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            self._writer = None
+        await self._tasks.aclose()
         conn, self._conn = self._conn, None
         await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
         self._release_lock()
