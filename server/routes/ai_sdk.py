@@ -19,7 +19,8 @@ Client tools end the generation (``finish`` with ``finishReason: "tool-calls"``)
 request carrying their outputs (``addToolOutput`` with ``sendAutomaticallyWhen``) starts
 the next generation on the same conversation and continues the same assistant message (its
 ``start`` names that message). Tools registered on the server are offered too and run
-inside the generation (their parts come with their outputs, ``providerExecuted``).
+inside the generation when the model can call tools (their parts come with their outputs,
+``providerExecuted``).
 
 Errors before the stream are our JSON errors (``{"error": {code, message, suggestion}}``):
 an unknown model is ``404 unknown_generator``, a body that is not JSON ``400``, one of the
@@ -43,7 +44,12 @@ from streaming.server.frames import data_frame
 from streaming.server.routes.generations import resume_cursor
 from streaming.server.sse import EventStreamResponse, StreamingEndpoint, sse_response
 
-from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, Tool
+from streaming.capabilities import (
+    FunctionCallingSupport,
+    FunctionCallInvocation,
+    FunctionCallResult,
+    Tool,
+)
 from streaming.dialects.ui_message import UIMessageProjection
 from streaming.errors import ConflictError, InvalidRequestError, NotFoundError, StreamingError
 from streaming.events import Event, encode_json
@@ -305,7 +311,11 @@ async def chat(request: Request) -> Response | EventStreamResponse:
             await runtime.store.put_file(File(id=file_id, owner=owner))
         finally:
             _creating.discard(file_id)
-    server_tools = [t.name for t in runtime.tools.declarations() if t.name not in {c.name for c in body.tools}]
+    server_tools: list[str] = []
+    if FunctionCallingSupport in runtime.generators.get(body.model).supported_capabilities:
+        # The server's tools, offered to a model that can call tools (a client's tool of
+        # the same name is the client's).
+        server_tools = [t.name for t in runtime.tools.declarations() if t.name not in {c.name for c in body.tools}]
     generate = GenerateRequest(
         generator=body.model,
         blocks=blocks,

@@ -15,9 +15,10 @@ What is projected (the chunk types ``ai`` 6 and ``ai`` 7 both know, nothing else
   :data:`REASONING_MIME` the same as ``reasoning-start`` / ``-delta`` / ``-end``. The part
   ids are the block ids;
 - ``tool.call``: ``tool-input-start``, ``tool-input-delta`` (the arguments as JSON) and
-  ``tool-input-available``; a tool the server runs is marked ``providerExecuted`` (the
-  client does not run it), and its ``tool.result`` is ``tool-output-available`` or
-  ``tool-output-error``;
+  ``tool-input-available``; a call the client does not answer (``client_side: false``: a
+  tool the server runs, or one nobody offered, answered at once with an error) is marked
+  ``providerExecuted`` (the client does not run it, nor waits for it), and its
+  ``tool.result`` is ``tool-output-available`` or ``tool-output-error``;
 - a tool round: the next round's first block closes the step (``finish-step``) and opens
   the next (``start-step``);
 - ``generation.completed``: ``finish-step`` and ``finish`` with ``finishReason``
@@ -62,7 +63,6 @@ class UIMessageProjection:
     Args:
         message_id: the assistant message's id (``start.messageId``): a new one, or the
             message this generation continues.
-        server_tools: names of tools the server runs (``providerExecuted``).
         max_tokens: the request's token limit, to tell ``length`` from ``stop``.
     """
 
@@ -70,11 +70,9 @@ class UIMessageProjection:
         self,
         *,
         message_id: str,
-        server_tools: frozenset[str] | set[str] = frozenset(),
         max_tokens: int | None = None,
     ) -> None:
         self.message_id = message_id
-        self.server_tools = frozenset(server_tools)
         self.max_tokens = max_tokens
         #: block id -> "text" or "reasoning", for blocks whose text is shown
         self.kinds: dict[str, str] = {}
@@ -187,7 +185,7 @@ class UIMessageProjection:
     def _call(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         call_id, name = data["call_id"], data["tool_name"]
         out = self._next_step() if self.step_has_results else []
-        server = name in self.server_tools and not data.get("client_side")
+        server = not data.get("client_side", True)  # the server's tool, or nobody's (an error at once)
         extra: dict[str, Any] = {"providerExecuted": True} if server else {}
         self.pending[call_id] = name
         if not server:
