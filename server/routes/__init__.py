@@ -14,8 +14,10 @@ from streaming.server.routes import (
     files,
     generations,
     health,
+    messages,
     openai,
     plugins,
+    responses,
     static,
 )
 
@@ -31,6 +33,8 @@ def routes() -> list[BaseRoute]:
         *ws.ROUTES,
         *static.ROUTES,
         *openai.ROUTES,
+        *responses.ROUTES,
+        *messages.ROUTES,
         *ai_sdk.ROUTES,
         *plugins.ROUTES,
     ]
