@@ -122,7 +122,7 @@ class UIFrames:
 
     def batch(self, events: list[Event]) -> bytes:
         feed = self.projection.feed
-        out = []
+        out: list[str] = []
         for ev in events:
             chunks = feed(ev)
             if chunks and ev.seq > self.after:
