@@ -174,7 +174,7 @@ def runtime_target(
 
     if http_server != "uvicorn":
         key, label = f"{key}@{http_server}", f"{label} [{http_server}]"
-    return Target(
+    target = Target(
         key=key,
         label=label,
         argv=argv,
@@ -183,6 +183,9 @@ def runtime_target(
         paced=paced,
         paced_load=_runtime_paced,
     )
+    if http_server != "uvicorn" and not _has_module(http_server):
+        target.status, target.note = "skipped", f"{http_server} is not installed (pip install -e '.[bench]')"
+    return target
 
 
 def _has_module(name: str) -> bool:

@@ -9,8 +9,10 @@ granian, whose worker is a process of its own: the harness sums the process tree
 The launcher puts the store in the environment and replaces itself (``os.execv``) with
 the server's own command line, which calls :func:`create` of this module (a factory):
 
-- granian: ``granian --interface asgi --loop uvloop --workers 1 --no-access-log``
-  (its Rust HTTP/1.1 and WebSocket stack, the ASGI interface);
+- granian: ``granian --interface asgi --loop uvloop --workers 1 --no-access-log
+  --backpressure 100000`` (its Rust HTTP/1.1 and WebSocket stack, the ASGI interface; its
+  default backpressure, backlog / workers, serves at most 2,048 requests at once here and
+  leaves the rest of 10,000 idle streams waiting);
 - hypercorn: ``hypercorn --worker-class uvloop --workers 0`` (h11 and wsproto, in this
   process);
 - uvicorn: ``uvicorn --loop uvloop --http httptools`` (what ``streaming serve`` runs, for
@@ -51,7 +53,7 @@ def server_argv(server: str, port: int) -> list[str]:
     if server == "granian":
         return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
                 "--loop", "uvloop", "--workers", "1", "--log-level", "warning", "--no-access-log",
-                "--backlog", "2048", "--factory", target]
+                "--backlog", "2048", "--backpressure", "100000", "--factory", target]
     if server == "hypercorn":
         return [sys.executable, "-m", "hypercorn", "--bind", f"{host}:{port}", "--worker-class", "uvloop",
                 "--workers", "0", "--log-level", "warning", "--backlog", "2048", target + "()"]
