@@ -216,6 +216,8 @@ def _extra_paths() -> dict[str, Any]:
         "/v1/models/{id}": {"get": {"summary": "One model", "parameters": [ID_PARAM],
                                     "responses": {"200": _json("A model"), **_errors(401, 404)}}},
         **_plugin_paths(),
+        **_dialect_paths(),
+        **_ai_sdk_paths(),
         "/generators": {"get": {"summary": "Registered generator names",
                                 "responses": {"200": _json("Names"), **_errors(401)}}},
         "/": {"get": {"summary": "The demo chat page", "security": [],
@@ -224,6 +226,55 @@ def _extra_paths() -> dict[str, Any]:
                                    "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
                                    "responses": {"200": {"description": "An asset", "content": {"*/*": {"schema": {"type": "string"}}}},
                                                  **_errors(404)}}},
+    }
+
+
+def _dialect_paths() -> dict[str, Any]:
+    """OpenAI Responses (server/routes/responses.py) and Anthropic Messages
+    (server/routes/messages.py), in their own error shapes."""
+    body = {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}}
+    answer = {"content": {"application/json": {"schema": ANY_OBJECT}, **SSE}}
+    stream = {"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"}}
+    after = {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "integer"}}
+    errors = _errors(400, 401, 403, 404, 409, 413, 429)
+    return {
+        "/v1/responses": {"post": {"summary": "OpenAI Responses: create a response (streaming and not)",
+                                   "requestBody": body,
+                                   "responses": {"200": {"description": "A response, or its stream events", **answer},
+                                                 **errors}}},
+        "/v1/responses/{id}": {"get": {"summary": "A response; with stream=true its events (after starting_after)",
+                                       "parameters": [ID_PARAM, stream, after],
+                                       "responses": {"200": {"description": "The response, or its events", **answer},
+                                                     **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/responses/{id}/cancel": {"post": {"summary": "Cancel a response", "parameters": [ID_PARAM],
+                                               "responses": {"200": _json("The response"), **_errors(401, 403, 404)}}},
+        "/v1/messages": {"post": {"summary": "Anthropic Messages: create a message (streaming and not)",
+                                  "requestBody": body,
+                                  "responses": {"200": {"description": "A message, or its stream events", **answer},
+                                                **errors}}},
+        "/v1/messages/{id}": {"get": {"summary": "A message; with stream=true its events (after Last-Event-ID)",
+                                      "parameters": [ID_PARAM, stream],
+                                      "responses": {"200": {"description": "The message, or its events", **answer},
+                                                    **_errors(400, 401, 403, 404, 429)}}},
+    }
+
+
+def _ai_sdk_paths() -> dict[str, Any]:
+    """The Vercel AI SDK's chat (server/routes/ai_sdk.py), in our error shape."""
+    stream = {"description": "A UI message stream (data: chunks, then data: [DONE])", "content": SSE}
+    nothing = {"description": "Nothing runs on the chat"}
+    return {
+        "/api/chat": {"post": {"summary": "The AI SDK's chat (useChat, Chat, DefaultChatTransport): "
+                                          "id, messages, trigger, messageId, model, options, tools",
+                               "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+                               "responses": {"200": stream, **_errors(400, 401, 404, 409, 413, 422, 429)}}},
+        "/api/chat/{id}/stream": {"get": {"summary": "The chat's running generation from its start (after "
+                                                     "?after=N or Last-Event-ID), then live",
+                                          "parameters": [ID_PARAM],
+                                          "responses": {"200": stream, "204": nothing, **_errors(401, 422, 429)}}},
+        "/api/chat/{id}/stop": {"post": {"summary": "Cancel the chat's running generation", "parameters": [ID_PARAM],
+                                         "responses": {"200": _json("The generation, cancelled"), "204": nothing,
+                                                       **_errors(401)}}},
     }
 
 
