@@ -21,6 +21,13 @@ EXPECTED = {
     "04_local_model.py": ["tool call: get_weather({'city': '", "tool result: ['Sunny, 21 C in ", "[cancelled]", "(succeeded;"],
     "06_multi_process.py": ["streaming it from B", "state seen by B: succeeded", "cancelled through B: cancelled"],
     "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': '", "answer: ", ": succeeded"],
+    "09_responses_and_messages.py": [
+        "Hello from the Responses API.", "replayed: events 3 to ", "response.completed",
+        "responses tool call: get_weather({'city': 'Paris'})", "responses answer: [get_weather result: Sunny, 21 C]",
+        "stream ended: cancelled", "responses status: cancelled", "Hello from the Messages API.",
+        "messages stop_reason: end_turn", ": succeeded", "messages tool call: get_weather({'city': 'Paris'}), stop_reason: tool_use",
+        "messages answer: [get_weather result: Sunny, 21 C]",
+    ],
     "07_train_and_generate.py": [
         "progress: ", "training generation.completed", "status: succeeded", "archive: ngram/default.zip",
         "restarted", "generation generation.completed",
