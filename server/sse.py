@@ -70,7 +70,7 @@ class EventStreamResponse(ClientWatch):
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
         self.status = status
-        self.headers = SSE_HEADERS + list(headers or [])
+        self.headers = SSE_HEADERS + headers if headers else SSE_HEADERS  # (read, never changed)
         #: the client stopped reading and was dropped
         self.timed_out = False
         self._sent_at = 0.0
