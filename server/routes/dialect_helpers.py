@@ -51,5 +51,5 @@ async def follow(
                 projection.feed(event)
             if watch is not None and watch.left:
                 return  # a cancellation was swallowed under us: stop here
-            if until is not None and batch[-1].seq >= until:
+            if until is not None and batch and batch[-1].seq >= until:
                 return

@@ -14,7 +14,9 @@ A generation that failed or was cancelled ends with :attr:`Projection.failure` s
 dialect's own shape) is the server's to decide.
 
 Dialects: :mod:`streaming.dialects.openai_chat` (OpenAI chat-completion chunks),
-:mod:`streaming.dialects.ui_message` (the Vercel AI SDK's UI message stream).
+:mod:`streaming.dialects.ui_message` (the Vercel AI SDK's UI message stream),
+:mod:`streaming.dialects.responses` (OpenAI Responses stream events) and
+:mod:`streaming.dialects.anthropic` (Anthropic Messages stream events).
 """
 
 from __future__ import annotations
