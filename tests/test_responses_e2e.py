@@ -218,12 +218,13 @@ def test_resume_after_a_dropped_connection(client: openai.OpenAI, live: Any) -> 
 def test_a_background_response_runs_on_after_a_drop(make_server: Callable[..., Any]) -> None:
     live = make_server(disconnect_grace_s=0.1)
     client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
-    words = " ".join(f"w{n}" for n in range(60))  # 1.2 s at least: longer than the grace
+    words = " ".join(f"w{n}" for n in range(20))
     slow = {"options": {"delay_ms": 20}}
     background = client.responses.create(model="echo", input=words, stream=True, background=True, extra_body=slow)
     first = next(iter(background))
     background.close()
-    foreground = client.responses.create(model="echo", input=words, stream=True, extra_body=slow)
+    longer = " ".join(f"w{n}" for n in range(300))  # 6 s at least: far longer than the grace
+    foreground = client.responses.create(model="echo", input=longer, stream=True, extra_body=slow)
     second = next(iter(foreground))
     foreground.close()
     assert wait_for_state(live, gen_id(first.response.id), "succeeded", "failed", "cancelled") == "succeeded"

@@ -143,7 +143,6 @@ async def create(request: Request) -> Response | EventStreamResponse:
     return JSONResponse(projection.response(), headers=_headers(generation))
 
 
-
 async def _found(request: Request) -> tuple[Runtime, Generation, dict[str, Any]]:
     runtime = runtime_of(request)
     generation = await authorize_generation(request, runtime, _generation_id(request.path_params["id"]))
