@@ -223,6 +223,26 @@ def test_resume_after_a_dropped_connection_has_every_part_once(live: LiveServer,
 
 
 @pytest.mark.parametrize("package", PACKAGES)
+def test_resume_of_a_tool_continuation_rebuilds_the_whole_message(live: LiveServer, package: str) -> None:
+    out = run_node("resume-tools.mjs", live.url, package)
+    assert out["afterDrop"]["status"] == "error"
+    assert out["status"] == "ready" and out["error"] is None
+    assert len(out["toolCalls"]) == 1  # the replayed call was not run again
+    _, answer = out["messages"]
+    assert parts(answer) == [
+        {"type": "step-start"},
+        {"type": "text", "text": "Let me look. ", "state": "done"},
+        {"type": "tool-get_weather", "state": "output-available", "input": {"city": "Paris"}, "output": "sunny"},
+        {"type": "step-start"},
+        {"type": "text", "text": "Got it: [get_weather result: sunny] Done.", "state": "done"},
+    ]
+    first, second, replay = out["responses"]
+    assert replay["method"] == "GET" and replay["generationId"] == second["generationId"]
+    assert replay["chunks"][0]["messageId"] == first["chunks"][0]["messageId"] == answer["id"]
+    assert generation(live, second["generationId"])["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_stop_cancels_the_plugin(live: LiveServer, package: str) -> None:
     out = run_node("stop.mjs", live.url, package)
     assert out["status"] == "ready" and out["error"] is None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from streaming.server.routes.ai_sdk import UIFrames
 
-from streaming.dialects.ui_message import REASONING_MIME, UIMessageProjection
+from streaming.dialects.ui_message import REASONING_MIME, UIMessageProjection, earlier_parts
 from streaming.events import Event
 from streaming.model import MimeTypes
 from tests.test_openai_projection import GEN, Log, block
@@ -367,3 +367,69 @@ def test_a_continuation_names_the_message_it_continues() -> None:
         "messageId": "msg_from_the_client",
         "messageMetadata": {"generationId": GEN},
     }
+
+
+def stored(block_id: str, mime: str, text: str) -> dict[str, Any]:
+    return {"id": block_id, "mime_type": mime, "text": text}
+
+
+def test_earlier_parts_rebuild_a_message_and_do_not_ask_the_client_to_run_its_tool_again() -> None:
+    invocation = {"tool_name": "get_weather", "args": {"city": "Paris"}, "call_id": "c1"}
+    clock = {"tool_name": "get_time", "args": {}, "call_id": "c2"}
+    blocks = [
+        stored("r1", REASONING_MIME, "hmm"),
+        stored("b1", "text/plain", "Let me look. "),
+        stored("b0", "text/plain", ""),  # an empty text block: no part
+        stored("i1", INVOCATION, json.dumps(invocation)),
+        stored("i2", INVOCATION, json.dumps(clock)),
+        stored("x2", RESULT, json.dumps({"tool_name": "get_time", "result": ["12:00"], "call_id": "c2"})),
+        stored("x1", RESULT, json.dumps({"tool_name": "get_weather", "result": ["sunny"], "call_id": "c1"})),
+    ]
+    chunks = earlier_parts(blocks, client_results={"x1"})
+    assert chunks == [
+        {"type": "start-step"},
+        {"type": "reasoning-start", "id": "r1"},
+        {"type": "reasoning-delta", "id": "r1", "delta": "hmm"},
+        {"type": "reasoning-end", "id": "r1"},
+        {"type": "text-start", "id": "b1"},
+        {"type": "text-delta", "id": "b1", "delta": "Let me look. "},
+        {"type": "text-end", "id": "b1"},
+        {"type": "tool-input-start", "toolCallId": "c1", "toolName": "get_weather"},
+        {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": '{"city": "Paris"}'},
+        {"type": "tool-output-available", "toolCallId": "c1", "output": "sunny"},
+        {"type": "tool-input-start", "toolCallId": "c2", "toolName": "get_time", "providerExecuted": True},
+        {"type": "tool-input-available", "toolCallId": "c2", "toolName": "get_time", "input": {},
+         "providerExecuted": True},
+        {"type": "tool-output-available", "toolCallId": "c2", "output": "12:00", "providerExecuted": True},
+        {"type": "finish-step"},
+    ]
+
+
+def test_a_continuation_replayed_from_its_start_carries_the_earlier_parts_after_start() -> None:
+    earlier = earlier_parts([stored("b1", "text/plain", "before")])
+    log = Log()
+    log.started(("b2", "text/plain"))
+    log.delta("b2", 0, "after")
+    log.add("block.completed", block_id="b2", length=5)
+    log.add("generation.completed", usage=[])
+    _, chunks = play(log.events, earlier=earlier)
+    assert types(chunks) == [
+        "start", "start-step", "text-start", "text-delta", "text-end", "finish-step",
+        "start-step", "text-start", "text-delta", "text-end", "finish-step", "finish",
+    ]
+    assert_closed(chunks)
+
+
+def test_earlier_parts_of_a_call_without_output_and_a_failed_call() -> None:
+    blocks = [
+        stored("i1", INVOCATION, json.dumps({"tool_name": "a", "args": {}, "call_id": "c1"})),
+        stored("x1", RESULT, json.dumps({"tool_name": "a", "result": ["no"], "call_id": "c1", "is_error": True})),
+        stored("b1", "text/plain", "next round"),
+        stored("i2", INVOCATION, json.dumps({"tool_name": "b", "args": {"n": 1}, "call_id": "c2"})),
+        stored("bad", INVOCATION, "not json"),
+    ]
+    assert types(earlier_parts(blocks)) == [
+        "start-step", "tool-input-start", "tool-input-available", "tool-output-error", "finish-step",
+        "start-step", "text-start", "text-delta", "text-end", "tool-input-start", "tool-input-available",
+        "finish-step",
+    ]

@@ -50,7 +50,7 @@ from streaming.capabilities import (
     FunctionCallResult,
     Tool,
 )
-from streaming.dialects.ui_message import UIMessageProjection
+from streaming.dialects.ui_message import UIMessageProjection, earlier_parts
 from streaming.errors import ConflictError, InvalidRequestError, NotFoundError, StreamingError
 from streaming.events import Event, encode_json
 from streaming.model import (
@@ -261,15 +261,32 @@ def _message_tag(message_id: str) -> Tag:
     return Tag(kind=TagKind.CHAT, name=ChatTag.MESSAGE_ID, value={TagValueKey.STRING_VALUE: message_id})
 
 
-def _message_id_of(blocks: list[Block], generation_id: str) -> str | None:
-    """The assistant message a generation of this route answers (a tag on its inputs)."""
-    for block in blocks:
-        if block.request_id != generation_id:
-            continue
-        for tag in block.tags:
-            if tag.kind == TagKind.CHAT and tag.name == ChatTag.MESSAGE_ID and tag.value:
-                return str(tag.value.get(TagValueKey.STRING_VALUE))
+def _message_tag_of(block: Block) -> str | None:
+    for tag in block.tags:
+        if tag.kind == TagKind.CHAT and tag.name == ChatTag.MESSAGE_ID and tag.value:
+            return str(tag.value.get(TagValueKey.STRING_VALUE))
     return None
+
+
+def _message_of(blocks: list[Block], generation_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The assistant message a generation of this route answers (a tag on its inputs), and
+    the chunks of the parts that message had before it (earlier generations' outputs, and
+    the client's tool outputs it was started with)."""
+    message_id = next(
+        (m for b in blocks if b.request_id == generation_id and (m := _message_tag_of(b)) is not None), None
+    )
+    if message_id is None:
+        return None, []
+    inputs = {b.id for b in blocks if _message_tag_of(b) == message_id}
+    generations = {b.request_id for b in blocks if b.id in inputs}
+    earlier = [
+        b.model_dump(mode="json")
+        for b in blocks
+        if b.request_id in generations
+        and b.chat_role not in ("user", "system")
+        and (b.request_id != generation_id or b.id in inputs)  # (its outputs come from its log)
+    ]
+    return message_id, earlier_parts(earlier, inputs)
 
 
 # -- routes --
@@ -330,17 +347,26 @@ async def chat(request: Request) -> Response | EventStreamResponse:
 
 
 def _stream(
-    request: Request, runtime: Runtime, generation: Generation, message_id: str, options: dict[str, Any], after: int
+    request: Request,
+    runtime: Runtime,
+    generation: Generation,
+    message_id: str,
+    options: dict[str, Any],
+    after: int,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> EventStreamResponse:
     limit = options.get("max_tokens")
-    projection = UIMessageProjection(message_id=message_id, max_tokens=limit if isinstance(limit, int) else None)
+    projection = UIMessageProjection(
+        message_id=message_id, max_tokens=limit if isinstance(limit, int) else None, earlier=earlier
+    )
     headers = [STREAM_HEADER, (b"x-generation-id", generation.id.encode())]
     frames = UIFrames(projection, after)
     return sse_response(request, runtime.subscribe(generation.id, 0), frames=frames, headers=headers)
 
 
-async def _running(request: Request, runtime: Runtime) -> tuple[Generation, str] | None:
-    """The chat's running generation and the message it answers, if one runs."""
+async def _running(request: Request, runtime: Runtime) -> tuple[Generation, str, list[dict[str, Any]]] | None:
+    """The chat's running generation, the message it answers and that message's earlier
+    parts, if one runs."""
     file = await _chat_file(runtime, chat_file_id(new_owner(request), request.path_params["id"]))
     if file is None:
         return None
@@ -350,7 +376,8 @@ async def _running(request: Request, runtime: Runtime) -> tuple[Generation, str]
     generation = await authorize_generation(request, runtime, ids[-1])
     if generation.state.finished:
         return None
-    return generation, _message_id_of(file.blocks, generation.id) or f"msg_{generation.id}"
+    message_id, earlier = _message_of(file.blocks, generation.id)
+    return generation, message_id or f"msg_{generation.id}", earlier
 
 
 async def resume(request: Request) -> Response | EventStreamResponse:
@@ -359,9 +386,11 @@ async def resume(request: Request) -> Response | EventStreamResponse:
     found = await _running(request, runtime)
     if found is None:
         return Response(status_code=204)
-    generation, message_id = found
+    generation, message_id, earlier = found
     await runtime.check_subscribable(generation.id)
-    return _stream(request, runtime, generation, message_id, {}, after)
+    # From its start, the stream rebuilds the whole message (the AI SDK's clients start it
+    # afresh at `start`): the parts of the generations before this one come first.
+    return _stream(request, runtime, generation, message_id, {}, after, earlier)
 
 
 async def stop(request: Request) -> Response:

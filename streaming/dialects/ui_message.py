@@ -43,7 +43,7 @@ from streaming.dialects import Failure
 from streaming.events import Event
 from streaming.model import MimeTypes
 
-__all__ = ["REASONING_MIME", "UIMessageProjection", "tool_output"]
+__all__ = ["REASONING_MIME", "UIMessageProjection", "earlier_parts", "tool_output"]
 
 #: a block of this MIME type is the model's reasoning (``reasoning-*`` chunks)
 REASONING_MIME = "text/x-reasoning"
@@ -64,6 +64,9 @@ class UIMessageProjection:
         message_id: the assistant message's id (``start.messageId``): a new one, or the
             message this generation continues.
         max_tokens: the request's token limit, to tell ``length`` from ``stop``.
+        earlier: chunks of the parts the message had before this generation (for a stream
+            that replays a continuation to a client starting afresh: :func:`earlier_parts`),
+            sent right after ``start``.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class UIMessageProjection:
         *,
         message_id: str,
         max_tokens: int | None = None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> None:
         self.message_id = message_id
+        self.earlier = list(earlier or [])
         self.max_tokens = max_tokens
         #: block id -> "text" or "reasoning", for blocks whose text is shown
         self.kinds: dict[str, str] = {}
@@ -130,6 +135,7 @@ class UIMessageProjection:
         self.in_step = True
         return [
             {"type": "start", "messageId": self.message_id, "messageMetadata": {"generationId": event.generation_id}},
+            *self.earlier,
             {"type": "start-step"},
         ]
 
@@ -262,3 +268,84 @@ class UIMessageProjection:
 
     def _tokens(self, unit: str) -> int:
         return sum(int(u.get("operation_amount", 0)) for u in self.usage if u.get("operation_unit") == unit)
+
+
+def earlier_parts(blocks: list[dict[str, Any]], client_results: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The chunks that rebuild the parts an assistant message already has, from its blocks
+    in the conversation (text, reasoning, tool calls and their results, in order; blocks of
+    other types and empty texts are left out), each tool round a step.
+
+    A call the client answered is rebuilt without ``tool-input-available`` (its input comes
+    whole in ``tool-input-delta``): that chunk is what makes a client run its tool
+    (``onToolCall``), and this one has run.
+
+    Args:
+        blocks: the message's blocks (``id``, ``mime_type``, ``text``, as in the store).
+        client_results: ids of the result blocks the client gave (its tools' outputs);
+            the other calls were the server's (``providerExecuted``).
+    """
+    results: dict[str, tuple[dict[str, Any], bool]] = {}  # call id -> (result, the client's)
+    for block in blocks:
+        if block.get("mime_type") == MimeTypes.FUNCTION_CALL_RESULT:
+            result = _json_object(block)
+            if result is not None and "call_id" in result:
+                results[str(result["call_id"])] = (result, block.get("id") in client_results)
+    out: list[dict[str, Any]] = []
+    in_step = after_results = False
+    for block in blocks:
+        mime = block.get("mime_type") or MimeTypes.TXT
+        text = str(block.get("text") or "")
+        if mime != MimeTypes.FUNCTION_CALL_RESULT and after_results:
+            out.append({"type": "finish-step"})
+            in_step = after_results = False
+        if not in_step:
+            out.append({"type": "start-step"})
+            in_step = True
+        if mime == MimeTypes.FUNCTION_CALL_INVOCATION:
+            out += _earlier_call(_json_object(block), results)
+        elif mime == MimeTypes.FUNCTION_CALL_RESULT:
+            after_results = True
+        elif text and (mime == REASONING_MIME or mime.startswith("text/")):
+            part = "reasoning" if mime == REASONING_MIME else "text"
+            out += [
+                {"type": f"{part}-start", "id": block["id"]},
+                {"type": f"{part}-delta", "id": block["id"], "delta": text},
+                {"type": f"{part}-end", "id": block["id"]},
+            ]
+    if in_step:
+        out.append({"type": "finish-step"})
+    return out
+
+
+def _json_object(block: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(str(block.get("text") or ""))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _earlier_call(call: dict[str, Any] | None, results: dict[str, tuple[dict[str, Any], bool]]) -> list[dict[str, Any]]:
+    """The chunks of one earlier tool call and its output."""
+    if call is None or "call_id" not in call or "tool_name" not in call:
+        return []
+    call_id, name, args = str(call["call_id"]), str(call["tool_name"]), call.get("args") or {}
+    answer = results.get(call_id)
+    if answer is None:  # not answered yet: the client's to run
+        return [
+            {"type": "tool-input-start", "toolCallId": call_id, "toolName": name},
+            {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": args},
+        ]
+    result, by_client = answer
+    extra: dict[str, Any] = {} if by_client else {"providerExecuted": True}
+    out: list[dict[str, Any]] = [{"type": "tool-input-start", "toolCallId": call_id, "toolName": name, **extra}]
+    if by_client:
+        out.append({"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": json.dumps(args)})
+    else:
+        out.append({"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": args, **extra})
+    items = [str(r) for r in result.get("result") or []]
+    if result.get("is_error"):
+        out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": "; ".join(items), **extra})
+    else:
+        out.append({"type": "tool-output-available", "toolCallId": call_id, "output": tool_output(items), **extra})
+    return out
