@@ -15,11 +15,10 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from streaming.server.app import ServerSettings, create_app
 
-from streaming.tools import ToolRegistry
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
 from tests.test_openai_api import events_of
-from tests.test_responses_e2e import TEXT
+from tests.test_responses_e2e import TEXT, dialect_server, script, state
 
 WEATHER: Any = {
     "name": "get_weather",
@@ -33,14 +32,7 @@ EventStream = anthropic.Stream[RawMessageStreamEvent]
 
 @pytest.fixture
 def live(make_server: Callable[..., Any]) -> Any:
-    tools = ToolRegistry()
-
-    @tools.register(name="clock", description="The time.")
-    def clock() -> str:
-        return "12:00"
-
-    return make_server(tools=tools, generators={"limited": "tests.test_responses_e2e:LimitedGenerator"},
-                       disconnect_grace_s=30)
+    return dialect_server(make_server)
 
 
 @pytest.fixture
@@ -52,17 +44,9 @@ def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 
 
-def script(*rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"options": {"rounds": list(rounds)}}
-
-
 def gen_id(message_id: str) -> str:
     assert message_id.startswith("msg_gen_")
     return message_id.removeprefix("msg_")
-
-
-def state(live: Any, generation: str) -> str:
-    return str(httpx.get(f"{live.url}/generations/{generation}", timeout=30).json()["generation"]["state"])
 
 
 def replay(client: anthropic.Anthropic, message_id: str, after: int | None = None) -> list[RawMessageStreamEvent]:

@@ -50,8 +50,9 @@ class LimitedGenerator(StreamingGenerator):
         yield Usage(operation_unit="sampled tokens", operation_amount=min(limit, len(words)))
 
 
-@pytest.fixture
-def live(make_server: Callable[..., Any]) -> Any:
+def dialect_server(make_server: Callable[..., Any]) -> Any:
+    """A server with a server-side tool (``clock``) and the ``limited`` generator, whose
+    dropped streams have time to resume."""
     tools = ToolRegistry()
 
     @tools.register(name="clock", description="The time.")
@@ -60,6 +61,11 @@ def live(make_server: Callable[..., Any]) -> Any:
 
     return make_server(tools=tools, generators={"limited": "tests.test_responses_e2e:LimitedGenerator"},
                        disconnect_grace_s=30)
+
+
+@pytest.fixture
+def live(make_server: Callable[..., Any]) -> Any:
+    return dialect_server(make_server)
 
 
 @pytest.fixture
