@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import anyio
@@ -11,7 +10,7 @@ import pytest
 
 from streaming.errors import LimitExceededError
 from streaming.runtime.admission import Admission
-from streaming.runtime.aio import LazyEvent, wait_for_wake
+from streaming.runtime.aio import LazyEvent, wake_future
 from streaming.runtime.settings import RuntimeSettings
 from streaming.tasks import TaskOwner
 
@@ -77,10 +76,8 @@ async def test_lazy_event_and_wake_futures() -> None:
     assert sorted(woke) == [0, 1, 2] and event.is_set()
     await event.wait()  # set: returns at once
 
-    wakers: list = []
-    waiting = asyncio.ensure_future(wait_for_wake(wakers.append, wakers.remove))
-    await asyncio.sleep(0)
-    assert len(wakers) == 1
-    wakers[0]()
-    await waiting
-    assert wakers == []  # unregistered once woken
+    woken, wake = wake_future()
+    assert not woken.done()
+    wake()
+    wake()  # a second wake-up (after a cancel, say) is harmless
+    await woken

@@ -7,7 +7,8 @@ difference, and is kept here so that it stays in one place:
 - a generation is one plain asyncio task (not a task in an anyio task group, which adds a
   handle and a cancel scope per task), owned by a :class:`~streaming.tasks.TaskOwner`
   that awaits it;
-- a subscriber waits on a bare loop future (:func:`wait_for_wake`), not on an event;
+- a subscriber waits on a bare loop future (:func:`wake_future`), not on an event, and
+  not through a helper coroutine;
 - a finished-flag that most generations never wait on makes its future only when someone
   waits (:class:`LazyEvent`);
 - timers (the disconnect grace, how long a finished generation stays in memory) are loop
@@ -20,7 +21,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 
-__all__ = ["LazyEvent", "resolve", "wait_for_wake"]
+__all__ = ["LazyEvent", "resolve", "wake_future"]
 
 
 def resolve(future: asyncio.Future[None]) -> None:
@@ -29,15 +30,12 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def wait_for_wake(register: Callable[[Callable[[], None]], None], unregister: Callable[[Callable[[], None]], None]) -> None:
-    """Wait until the waker given to ``register`` is called; ``unregister`` it after."""
+def wake_future() -> tuple[asyncio.Future[None], Callable[[], None]]:
+    """A bare loop future and the waker that resolves it (for a callback-style wake-up such
+    as :meth:`~streaming.log.EventLog.wait`). Awaited where it is made, not in a helper
+    coroutine: a coroutine's frame would cost an idle subscriber ~300 bytes more."""
     woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    wake = functools.partial(resolve, woken)
-    register(wake)
-    try:
-        await woken
-    finally:
-        unregister(wake)
+    return woken, functools.partial(resolve, woken)
 
 
 class LazyEvent:

@@ -287,17 +287,15 @@ class Runtime:
         Raises:
             NotFoundError: no such generation.
         """
+        return self._here(generation_id) or await ElsewhereGeneration.find(self.store, generation_id)
+
+    def _here(self, generation_id: str) -> LocalGeneration | None:
         run = self._runner.live.get(generation_id)
-        if run is not None:
-            return LocalGeneration(run, self._rounds, self._subscriptions)
-        return await ElsewhereGeneration.find(self.store, generation_id)
+        return LocalGeneration(run, self._rounds, self._subscriptions) if run is not None else None
 
     def handle_of(self, generation: Generation) -> GenerationHandle:
         """The handle of a generation whose record was read already."""
-        run = self._runner.live.get(generation.id)
-        if run is not None:
-            return LocalGeneration(run, self._rounds, self._subscriptions)
-        return ElsewhereGeneration(generation, self.store)
+        return self._here(generation.id) or ElsewhereGeneration(generation, self.store)
 
     async def cancel(self, generation_id: str, reason: str = "cancelled by client", *, wait_s: float = 2.0) -> Generation:
         """Cancel a generation (idempotent); returns its state after the cancel took effect.
@@ -325,16 +323,24 @@ class Runtime:
         """
         (await self.handle(generation_id)).check_subscribable()
 
-    async def subscribe(self, generation_id: str, after: int = 0) -> AsyncGenerator[list[Event], None]:
+    def subscribe(self, generation_id: str, after: int = 0) -> AsyncGenerator[list[Event], None]:
         """Batches of events after ``after``: replayed from the log, then live, until the end.
 
-        Raises:
+        Raises (at the first step):
             NotFoundError: no such generation.
             LimitExceededError: it has as many subscribers as allowed.
         """
+        here = self._here(generation_id)
+        if here is not None:
+            # The handle's own generator, not one wrapped in another: an idle stream is
+            # mostly this generator, and a wrapper costs ~1 KB a stream (docs/benchmarks.md).
+            return here.subscribe(after)
+        return self._subscribe_found(generation_id, after)
+
+    async def _subscribe_found(self, generation_id: str, after: int) -> AsyncGenerator[list[Event], None]:
         handle = await self.handle(generation_id)
         # Closed with this generator (not when collected): a subscriber that leaves is
-        # counted out at once, and its disconnect grace starts.
+        # counted out at once.
         async with aclosing(handle.subscribe(after)) as batches:
             async for batch in batches:
                 yield batch

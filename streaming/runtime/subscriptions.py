@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator
 from streaming.errors import LimitExceededError
 from streaming.events import Event
 from streaming.model import OnDisconnect
-from streaming.runtime.aio import wait_for_wake
+from streaming.runtime.aio import wake_future
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 
@@ -58,7 +58,12 @@ class Subscriptions:
                     continue
                 if log.closed:
                     return
-                await wait_for_wake(log.wait, log.cancel_wait)
+                woken, wake = wake_future()
+                log.wait(wake)
+                try:
+                    await woken
+                finally:
+                    log.cancel_wait(wake)
         finally:
             run.subscribers -= 1
             self.open -= 1
