@@ -13,4 +13,4 @@ const failed = { status: chat.status, error: chat.error?.message ?? null, messag
 chat.clearError();
 await chat.sendMessage({ text: "again" }, { body: { model: "echo" } });
 await settled(chat);
-report(chat, { failed, finishes });
+await report(chat, { failed, finishes });

@@ -106,12 +106,29 @@ export async function settled(chat, timeoutMs = 30000) {
   }
 }
 
-export function report(chat, extra = {}) {
+// Every chunk a response carried that ai 6's or ai 7's own schema refuses (whichever
+// package this run drives, a chunk must be one both know).
+export async function refusedChunks() {
+  const schemas = await Promise.all(["ai", "ai7"].map(async (name) => [name, (await import(name)).uiMessageChunkSchema()]));
+  const refused = [];
+  for (const response of responses) {
+    for (const chunk of response.chunks) {
+      if (chunk === "[DONE]") continue;
+      for (const [name, schema] of schemas) {
+        if (!(await schema.validate(chunk)).success) refused.push({ package: name, chunk });
+      }
+    }
+  }
+  return refused;
+}
+
+export async function report(chat, extra = {}) {
   console.log(JSON.stringify({
     status: chat?.status,
     error: chat?.error ? String(chat.error.message) : null,
     messages: chat?.messages,
     responses,
+    refused: await refusedChunks(),
     ...extra,
   }));
 }

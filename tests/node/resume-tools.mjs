@@ -32,4 +32,4 @@ await settled(chat);
 const afterDrop = { status: chat.status, error: chat.error?.message ?? null };
 await chat.resumeStream();
 await settled(chat);
-report(chat, { afterDrop, toolCalls });
+await report(chat, { afterDrop, toolCalls });

@@ -22,4 +22,4 @@ await settled(chat);
 // Nothing runs any more: the same route answers 204 and the chat stays as it is.
 await chat.resumeStream();
 await settled(chat);
-report(chat, { afterDrop });
+await report(chat, { afterDrop });

@@ -15,4 +15,4 @@ const stopped = { status: stop.status, body: await stop.json() };
 await sending;
 await settled(chat);
 const again = await fetch(`${url}/api/chat/${encodeURIComponent(chat.id)}/stop`, { method: "POST" });
-report(chat, { stopped, finishes, stopAgain: again.status });
+await report(chat, { stopped, finishes, stopAgain: again.status });

@@ -1,6 +1,6 @@
 // DefaultChatTransport without Chat: sendMessages() gives the chunk stream, and
 // readUIMessageStream() the assistant message as it grows.
-import { ai, transport } from "./lib.mjs";
+import { ai, refusedChunks, transport } from "./lib.mjs";
 
 const rounds = [[
   { text: "thinking it over", block: 0, chunk: 5 },
@@ -18,4 +18,4 @@ const stream = await chat.sendMessages({
 });
 const snapshots = [];
 for await (const message of ai.readUIMessageStream({ stream })) snapshots.push(structuredClone(message));
-console.log(JSON.stringify({ snapshots: snapshots.length, message: snapshots.at(-1) }));
+console.log(JSON.stringify({ snapshots: snapshots.length, message: snapshots.at(-1), refused: await refusedChunks() }));

@@ -9,4 +9,4 @@ await chat.sendMessage({ text: "hello streaming world" });
 await settled(chat);
 await chat.sendMessage({ text: "a second turn" });
 await settled(chat);
-report(chat, { chatId: chat.id, finishes });
+await report(chat, { chatId: chat.id, finishes });

@@ -1,7 +1,7 @@
 // Tools through `Chat`: a client tool answered with onToolCall + addToolOutput and sent
 // back by sendAutomaticallyWhen (the answer continues the same assistant message), then a
 // tool the server runs (its part arrives with its output).
-import { Chat, ai, responses, settled, transport } from "./lib.mjs";
+import { Chat, ai, refusedChunks, responses, settled, transport } from "./lib.mjs";
 
 const weather = {
   name: "get_weather",
@@ -45,4 +45,4 @@ await server.sendMessage({ text: "what time is it?" });
 await settled(server);
 const serverResult = { status: server.status, error: server.error?.message ?? null, messages: server.messages, toolCalls: serverToolCalls };
 
-console.log(JSON.stringify({ client: clientResult, server: serverResult, responses }));
+console.log(JSON.stringify({ client: clientResult, server: serverResult, responses, refused: await refusedChunks() }));
