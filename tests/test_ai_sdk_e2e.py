@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from streaming.server.app import ServerSettings, create_app
 
 from streaming.tools import ToolRegistry
 from streaming.wire import EventDecoder
@@ -413,3 +414,33 @@ def test_the_example_runs(live: LiveServer) -> None:
         copy.unlink()
     assert out["answer"] == "hello from the AI SDK"
     assert generation(live, out["generationId"])["state"] == "succeeded"
+
+
+KEY_A, KEY_B = "key-alice-0123456789", "key-bob-9876543210"
+
+
+def test_with_api_keys_a_chat_id_is_a_conversation_per_key() -> None:
+    live = LiveServer(create_app(ServerSettings(api_keys=[KEY_A, KEY_B]))).start()
+    try:
+        url = f"{live.url}/api/chat"
+        alice, bob = ({"Authorization": f"Bearer {key}"} for key in (KEY_A, KEY_B))
+        with httpx.Client(timeout=30) as client:
+            refused = client.post(url, json=chat_body("shared", "hi", model="echo"))
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+            body = chat_body("shared", "go", model="scripted", options=SLOW)
+            with client.stream("POST", url, json=body, headers=alice) as chat:
+                gen_id = chat.headers["x-generation-id"]
+                reader = Chunks(chat)
+                reader.read(first_text)
+                # Bob's chat of the same id is his own conversation: nothing runs on it,
+                # and it takes a request while Alice's runs.
+                assert client.get(f"{url}/shared/stream", headers=bob).status_code == 204
+                assert client.post(f"{url}/shared/stop", headers=bob).status_code == 204
+                assert client.get(f"{live.url}/generations/{gen_id}", headers=bob).status_code == 404
+                answer = client.post(url, json=chat_body("shared", "bob here", model="echo"), headers=bob)
+                assert answer.status_code == 200 and '"delta":"bob here"' in answer.text
+                stop = client.post(f"{url}/shared/stop", headers=alice)
+                assert stop.status_code == 200 and stop.json()["generation"]["id"] == gen_id
+                assert types(reader.read())[-3:] == ["abort", "finish", "[DONE]"]
+    finally:
+        live.stop()
