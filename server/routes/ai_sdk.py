@@ -299,7 +299,7 @@ async def _chat_file(runtime: Runtime, file_id: str) -> File | None:
         return None
 
 
-_creating: set[str] = set()  # chats whose conversation this process is creating
+_starting: set[str] = set()  # chats (conversations) a request of this process is starting
 
 
 async def chat(request: Request) -> Response | EventStreamResponse:
@@ -313,21 +313,30 @@ async def chat(request: Request) -> Response | EventStreamResponse:
             suggestion=f"one of: {', '.join(runtime.generators.names())}",
         )
     file_id = chat_file_id(owner, body.id)
+    # From reading the conversation to the generation's claim on it, one request per chat
+    # (no await between this check and the mark): two first requests of a chat must not
+    # both create its conversation.
+    if file_id in _starting:
+        raise ConflictError(f"chat {body.id!r} has a request starting", suggestion="wait for it to finish")
+    _starting.add(file_id)
+    try:
+        generation, message_id = await _start(runtime, body, owner, file_id)
+    finally:
+        _starting.discard(file_id)
+    return _stream(request, runtime, generation, message_id, body.options, 0)
+
+
+async def _start(runtime: Runtime, body: ChatRequest, owner: str | None, file_id: str) -> tuple[Generation, str]:
+    """Start the generation that answers this request (in the chat's conversation); return
+    it and the assistant message it writes."""
     file = await _chat_file(runtime, file_id)
     blocks, continues = _new_input(body, file)
-    last = body.messages[-1]
-    message_id = (body.messageId or last.id or new_id("msg")) if continues else new_id("msg")
+    message_id = (body.messageId or body.messages[-1].id or new_id("msg")) if continues else new_id("msg")
     tag = _message_tag(message_id)
     for block in blocks:
         block.tags.append(tag)
     if file is None:
-        if file_id in _creating:
-            raise ConflictError(f"chat {body.id!r} has a request starting", suggestion="wait for it to finish")
-        _creating.add(file_id)
-        try:
-            await runtime.store.put_file(File(id=file_id, owner=owner))
-        finally:
-            _creating.discard(file_id)
+        await runtime.store.put_file(File(id=file_id, owner=owner))
     server_tools: list[str] = []
     if FunctionCallingSupport in runtime.generators.get(body.model).supported_capabilities:
         # The server's tools, offered to a model that can call tools (a client's tool of
@@ -342,8 +351,7 @@ async def chat(request: Request) -> Response | EventStreamResponse:
         on_disconnect=body.on_disconnect,
         client_tools="return",
     )
-    generation = await runtime.start(generate, subscribed=True, owner=owner)
-    return _stream(request, runtime, generation, message_id, body.options, 0)
+    return await runtime.start(generate, subscribed=True, owner=owner), message_id
 
 
 def _stream(
