@@ -234,3 +234,23 @@ def test_errors_in_anthropic_shape_and_the_server_carries_on(client: anthropic.A
     with client.messages.stream(model="echo", max_tokens=10, messages=user("still here"),
                                 extra_headers={"anthropic-version": "2099-01-01"}) as stream:
         assert stream.get_final_text() == "still here"
+
+
+def test_the_local_model_calls_the_named_tool(client: anthropic.Anthropic) -> None:
+    """``tool_choice`` in Anthropic's form reaches the model: the call is forced, then the
+    model answers from the tool_result."""
+    messages: list[Any] = user("What is the weather in Paris?")
+    first = client.messages.create(model="smollm2", max_tokens=40, messages=messages, tools=[WEATHER],
+                                   tool_choice={"type": "tool", "name": "get_weather"}, extra_body={"temperature": 0})
+    assert first.stop_reason == "tool_use"
+    use: Any = next(block for block in first.content if block.type == "tool_use")
+    assert use.name == "get_weather" and isinstance(use.input["city"], str)
+    messages += [
+        {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": f"Sunny, 21 C in {use.input['city']}"}]},
+    ]
+    answer = client.messages.create(model="smollm2", max_tokens=40, messages=messages, tools=[WEATHER],
+                                    extra_body={"temperature": 0})
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert answer.content and answer.content[0].text.strip()  # type: ignore[union-attr]

@@ -306,3 +306,19 @@ def test_errors_in_openai_shape_and_the_server_carries_on(client: openai.OpenAI,
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="echo", input="hi", previous_response_id="resp_gen_nope")
     assert client.responses.create(model="echo", input="still here").output_text == "still here"
+
+
+def test_the_local_model_calls_the_named_tool(client: openai.OpenAI) -> None:
+    """``tool_choice`` in the Responses form reaches the model: the call is forced (a 135M
+    model's free choice flips with the CPU), then the model answers from the output."""
+    first = client.responses.create(model="smollm2", input="What is the weather in Paris?", tools=[WEATHER],
+                                    tool_choice={"type": "function", "name": "get_weather"},
+                                    max_output_tokens=40, temperature=0)
+    call: Any = next(item for item in first.output if item.type == "function_call")
+    city = json.loads(call.arguments)["city"]
+    assert call.name == "get_weather" and isinstance(city, str) and city
+    answer = client.responses.create(
+        model="smollm2", previous_response_id=first.id, tools=[WEATHER], max_output_tokens=40, temperature=0,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": f"Sunny, 21 C in {city}"}],
+    )
+    assert answer.status in ("completed", "incomplete") and answer.output_text.strip()

@@ -130,12 +130,13 @@ def _messages(body: MessagesRequest) -> tuple[list[Message], set[str]]:
     return messages, errors
 
 
-def _tool_choice(choice: dict[str, Any] | None) -> str | None:
+def _tool_choice(choice: dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """Anthropic's ``tool_choice`` as the generators read it (OpenAI's chat form)."""
     kind = (choice or {}).get("type")
     if kind == "any":
         return "required"
-    if kind == "tool":
-        return str(choice["name"]) if choice and "name" in choice else None
+    if kind == "tool" and choice and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
     return kind if kind in ("auto", "none") else None
 
 

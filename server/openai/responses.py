@@ -25,7 +25,7 @@ from streaming.errors import InvalidRequestError
 from streaming.model import Block, OnDisconnect, Tag
 from streaming.requests import BlockInput, GenerateRequest
 
-__all__ = ["META_TAG", "ResponsesRequest", "generate_request", "request_meta", "stored_meta"]
+__all__ = ["META_TAG", "ResponsesRequest", "chat_tool_choice", "generate_request", "request_meta", "stored_meta"]
 
 #: the tag (on the last input block) that keeps what the response was asked, for replays
 META_TAG = ("dialect", "openai.responses")
@@ -139,6 +139,14 @@ def _tools(body: ResponsesRequest) -> list[Tool | str]:
     return tools
 
 
+def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """Responses' ``{"type": "function", "name": ...}`` in the chat form the generators
+    read (``{"type": "function", "function": {"name": ...}}``); strings as they are."""
+    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
 def request_meta(body: ResponsesRequest) -> dict[str, Any]:
     """What the response object repeats of its request (kept for replays)."""
     return {
@@ -175,7 +183,7 @@ def generate_request(
     tools = _tools(body)
     if tools:
         if body.tool_choice is not None:
-            options["tool_choice"] = body.tool_choice
+            options["tool_choice"] = chat_tool_choice(body.tool_choice)
         if body.parallel_tool_calls is not None:
             options["parallel_tool_calls"] = body.parallel_tool_calls
     blocks: list[BlockInput] = message_blocks(_messages(body, known_calls or {}))
