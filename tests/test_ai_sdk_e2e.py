@@ -73,9 +73,11 @@ def get_time() -> str:
 
 @pytest.fixture
 def live(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """A server with a server-side tool, whose streams send a heartbeat comment whenever
+    they are quiet for 0.1 s (the clients must read past them)."""
     tools = ToolRegistry()
     tools.register(get_time)
-    return make_server(tools=tools)
+    return make_server(tools=tools, heartbeat_s=0.1)
 
 
 def generation(live: LiveServer, gen_id: str) -> dict[str, Any]:
@@ -371,6 +373,8 @@ def test_the_resume_route_follows_a_running_generation_from_its_start(live: Live
         with client.stream("POST", f"{live.url}/api/chat", json=body) as chat:
             reader = Chunks(chat)
             first = reader.read(first_text)
+            assert next(reader.lines) == ""  # (the end of the frame)
+            assert next(reader.lines) == ": ping"  # the quiet stream's heartbeat
             with client.stream("GET", f"{live.url}/api/chat/resumable/stream") as again:
                 assert again.headers["x-generation-id"] == chat.headers["x-generation-id"]
                 assert again.headers["x-vercel-ai-ui-message-stream"] == "v1"
