@@ -31,7 +31,11 @@ What is projected (the chunk types ``ai`` 6 and ``ai`` 7 both know, nothing else
   (``reason``), and ``finish`` (``error`` or ``other``). No part is left streaming.
 
 A request that continues an assistant message (the outputs of its client tools) passes
-that message's id: its ``start`` names it, so the client extends the same message.
+that message's id: its ``start`` names it, so the client extends the same message. A
+stream that replays such a generation from its start to a client that starts the message
+afresh (the AI SDK's resume) also passes the chunks of the parts the message had before
+(``earlier``, built by :func:`earlier_parts` from the conversation's blocks): they come
+right after ``start``, so the replay is still the same function of the events.
 """
 
 from __future__ import annotations
