@@ -203,6 +203,14 @@ def test_native_generation_read_through_the_dialect(client: anthropic.Anthropic,
     assert message.content[0].text == TEXT and message.stop_reason == "end_turn"  # type: ignore[union-attr]
     events = replay(client, message.id)
     assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == TEXT  # type: ignore[union-attr]
+    # Started as a message, resumed natively after a cursor.
+    raw = client.messages.with_raw_response.create(model="echo", max_tokens=100, messages=user(TEXT))
+    generation = raw.headers["x-generation-id"]
+    native = events_of(live, generation)
+    with httpx.stream("GET", f"{live.url}/generations/{generation}/events", headers={"Last-Event-ID": "1"},
+                      timeout=30) as resumed:
+        seqs = [int(line[4:]) for line in resumed.iter_lines() if line.startswith("id: ")]
+    assert seqs == [e["seq"] for e in native][1:]
 
 
 def test_auth_with_keys_on() -> None:
