@@ -267,6 +267,21 @@ def test_stop_cancels_the_plugin(live: LiveServer, package: str) -> None:
 
 
 @pytest.mark.parametrize("package", PACKAGES)
+def test_chat_stop_then_the_stop_route_cancels_at_once(make_server: Callable[..., LiveServer], package: str) -> None:
+    live = make_server(disconnect_grace_s=120)  # the disconnect alone would not end it for minutes
+    out = run_node("stop-client.mjs", live.url, package)
+    assert out["status"] == "ready" and out["error"] is None
+    assert [f["isAbort"] for f in out["finishes"]] == [True]
+    _, answer = out["messages"]
+    assert answer["parts"][-1]["text"] == "first words "  # what it had read when it stopped
+    # The stop route cancelled it (not the disconnect, whose grace is far longer).
+    generation_now = out["stopped"]["body"]["generation"]
+    assert out["stopped"]["status"] == 200 and generation_now["state"] == "cancelled"
+    log = events(live, generation_now["id"])
+    assert log[-1]["type"] == "generation.cancelled" and log[-1]["reason"] == "stopped by the client"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_unknown_model_is_our_404_and_the_server_carries_on(live: LiveServer, package: str) -> None:
     out = run_node("errors.mjs", live.url, package)
     unknown = out["unknown"]
