@@ -433,3 +433,15 @@ def test_earlier_parts_of_a_call_without_output_and_a_failed_call() -> None:
         "start-step", "text-start", "text-delta", "text-end", "tool-input-start", "tool-input-available",
         "finish-step",
     ]
+
+
+def test_a_stream_refused_after_its_headers_ends_with_an_error_chunk_and_done() -> None:
+    from streaming.errors import LimitExceededError
+
+    frames = UIFrames(UIMessageProjection(message_id="msg_1"))
+    body = frames.refused(LimitExceededError("too many subscribers"))
+    assert frames_of(body) == [
+        (None, {"type": "error", "errorText": "limit_exceeded: too many subscribers"}),
+        (None, "[DONE]"),
+    ]
+    assert frames.closing() == b""  # (a stream whose generation did not end says no [DONE] of its own)
