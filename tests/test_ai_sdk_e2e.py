@@ -317,7 +317,8 @@ def test_malformed_bodies_are_our_errors_and_the_server_carries_on(live: LiveSer
         assert not_json.status_code == 400
         assert not_json.json()["error"]["code"] == "malformed_request"
         for body in ({}, {"id": "c", "model": "echo", "messages": []}, {**chat_body("c", "x"), "model": 3},
-                     {**chat_body("c", "x", model="echo"), "trigger": "regenerate-message"}):
+                     {**chat_body("c", "x", model="echo"), "trigger": "regenerate-message"},
+                     {**chat_body("c", "x", model="echo"), "messages": [{"id": "u", "role": "user", "parts": []}]}):
             wrong = client.post(url, json=body)
             assert wrong.status_code == 422, body
             error = wrong.json()["error"]

@@ -236,10 +236,13 @@ def _new_input(body: ChatRequest, file: File | None) -> tuple[list[BlockInput], 
     last = body.messages[-1]
     if file is None:
         blocks = [b for m in body.messages for b in _message_blocks(m)]
-        return blocks, last.role == "assistant"
-    if last.role == "user":
-        return _message_blocks(last), False
-    if last.role == "assistant":
+        if blocks:
+            return blocks, last.role == "assistant"
+    elif last.role == "user":
+        blocks = _message_blocks(last)
+        if blocks:
+            return blocks, False
+    elif last.role == "assistant":
         open_calls = _unanswered_calls(file)
         tool = Tag.chat_role("tool")
         results = [
