@@ -904,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the runtime (and the stores picked with --only) under this HTTP server "
                         "(repeatable); `streaming serve` (uvicorn) always runs")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json)")
+                        help="results JSON (default benchmarks/results.json; quick: benchmarks/results-quick.json; "
+                        "--paced-only: benchmarks/results-paced.json)")
     args = parser.parse_args(argv)
     if args.setup:
         try:
@@ -912,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
         except SetupError as exc:
             print(f"LangServe virtualenv not made: {exc}")
         return 0
-    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    default = "results-quick.json" if args.quick else "results-paced.json" if args.paced_only else "results.json"
+    out = args.out or HERE / default
     runner = _runner()
     data = runner(run(args))
     out.write_text(json.dumps(data, indent=1) + "\n")
