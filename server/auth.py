@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
-from streaming.server.errors import error_response
+from streaming.server.errors import JSONResponse, error_response
 
 from streaming.errors import ForbiddenError, NotFoundError
 from streaming.model import Generation
@@ -31,6 +31,11 @@ __all__ = ["AuthConfig", "AuthMiddleware", "Principal", "authorize_generation", 
 
 _PUBLIC_PATHS = ("/healthz", "/openapi.json")
 _PUBLIC_PREFIXES = ("/static/",)
+#: all a read token may reach besides the public paths: its generation's routes, its
+#: blocks, the socket (to subscribe), and the dialects' reads of one response or message.
+#: Each route still checks the generation (another one's id answers 404).
+_READ_TOKEN_PATHS = ("/ws",)
+_READ_TOKEN_PREFIXES = ("/generations/", "/blocks/", "/v1/responses/", "/v1/messages/")
 
 
 def _digest(value: str) -> str:
@@ -85,7 +90,11 @@ class AuthConfig:
             p.partition("=")[::2] for p in scope.get("query_string", b"").decode("latin-1").split("&") if p
         )
         expires, signature = query.get("expires", ""), query.get("signature", "")
-        if not expires.isdigit() or not signature or int(expires) < time.time():
+        # Digits only, and few of them: a 5,000-digit ``expires`` is not a time (and
+        # Python will not even convert it).
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or not signature:
+            return None
+        if int(expires) < time.time():
             return None
         if not hmac.compare_digest(signature.encode(), self._block_mac(parts[2], int(expires)).encode()):
             return None
@@ -144,29 +153,39 @@ class AuthMiddleware:
         if principal is None and not public:
             await self._refuse(scope, receive, send, credential is not None)
             return
+        if principal is not None and principal.generation_id is not None and not public:
+            # A read token reaches its one generation, never a listing or another route
+            # (allowed by name, so a route added later is closed to it until it says so).
+            if path not in _READ_TOKEN_PATHS and not path.startswith(_READ_TOKEN_PREFIXES):
+                await self._refuse(scope, receive, send, True, forbidden=True)
+                return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, presented: bool) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, presented: bool, *, forbidden: bool = False
+    ) -> None:
         message = "invalid credentials" if presented else "credentials required"
+        status, code, kind = 401, "unauthorized", "invalid_request_error"
+        if forbidden:
+            message = "a read token only reaches its own generation"
+            status, code, kind = 403, "forbidden", "permission_error"
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 4401, "reason": message})
+            await send({"type": "websocket.close", "code": 4403 if forbidden else 4401, "reason": message})
             return
         if scope.get("path", "").startswith("/v1/"):
             # OpenAI's error shape, so every OpenAI SDK raises its AuthenticationError.
-            from starlette.responses import JSONResponse
-
             response = JSONResponse(
-                {"error": {"message": message, "type": "invalid_request_error",
-                           "param": None, "code": "invalid_api_key"}},
-                status_code=401,
+                {"error": {"message": message, "type": kind, "param": None,
+                           "code": code if forbidden else "invalid_api_key"}},
+                status_code=status,
             )
         else:
-            response = error_response(
-                401, "unauthorized", message, "send Authorization: Bearer <api key or read token>"
-            )
-        response.headers["WWW-Authenticate"] = "Bearer"
+            suggestion = "use an API key" if forbidden else "send Authorization: Bearer <api key or read token>"
+            response = error_response(status, code, message, suggestion)
+        if not forbidden:
+            response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 
 

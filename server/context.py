@@ -7,7 +7,6 @@ import it; the app imports the routes), so the server package has no import circ
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,6 +17,7 @@ from streaming.server.settings import ServerSettings
 
 from streaming.errors import MalformedRequestError, PayloadTooLargeError
 from streaming.runtime import Runtime
+from streaming.textcheck import loads
 
 __all__ = ["auth_of", "read_json", "runtime_of", "settings_of"]
 
@@ -38,28 +38,28 @@ def auth_of(request: Any) -> AuthConfig:
 
 
 async def read_json(request: Request, model: type[BaseModel] | None = None) -> Any:
-    """The body as JSON (validated into ``model`` if given).
+    """The body as JSON (validated into ``model`` if given): the door every route's body
+    goes through, before anything is stored or run.
 
     Raises:
         PayloadTooLargeError: the body is over the server's limit.
-        MalformedRequestError: it is not JSON.
+        MalformedRequestError: it is not JSON, or not text a route can take (codes
+            ``too_deep``, ``invalid_text``, ``invalid_number``: see
+            :mod:`streaming.textcheck`).
         InvalidRequestError: it does not fit ``model``.
     """
-    limit = settings_of(request).max_body_bytes
+    settings = settings_of(request)
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the body is over {limit} bytes")
+    if declared is not None and declared.isascii() and declared.isdigit():
+        if len(declared) > 18 or int(declared) > limit:
+            raise PayloadTooLargeError(f"the body is over {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise PayloadTooLargeError(f"the body is over {limit} bytes")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequestError(
-            f"the body is not valid JSON: {exc}", suggestion="send a JSON object"
-        ) from exc
+    data = loads(body, max_depth=settings.max_json_depth)
     if model is None:
         return data
     if not isinstance(data, dict):

@@ -9,17 +9,43 @@ status. Anything unexpected is logged and answered as a JSON 500, never a trace.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 
 import streaming.errors
 from streaming.errors import InvalidRequestError, StreamingError
+from streaming.events import encode_json
 
-__all__ = ["EXCEPTION_HANDLERS", "error_response", "status_for_code", "validation_error"]
+__all__ = ["EXCEPTION_HANDLERS", "JSONResponse", "error_response", "status_for_code", "validation_error"]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as null (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON answer, but one that anything stored can be answered with: a lone
+    surrogate (written by a plugin, or by an older version, before the door refused them)
+    goes out as its JSON escape and a NaN as null, instead of a 500 on every read."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError):
+            return encode_json(_finite(content)).encode()
 
 logger = logging.getLogger("streaming.server")
 
@@ -52,6 +78,10 @@ _STATUS_OF_CODE.update(
         "upstream_timeout": 504,
         "shutdown": 503,
         "interrupted": 503,
+        # refinements of malformed_request at the door (streaming.textcheck)
+        "too_deep": 400,
+        "invalid_text": 400,
+        "invalid_number": 400,
     }
 )
 

@@ -30,6 +30,8 @@ class ServerSettings:
     #: a client that takes longer than this to accept one write is dropped
     send_timeout_s: float = 30.0
     max_body_bytes: int = 1 << 20
+    #: deepest nesting of arrays and objects a JSON body or frame may have (400 too_deep)
+    max_json_depth: int = 64
     #: largest WebSocket frame accepted (None: ``max_body_bytes``); uvicorn's own
     #: ``ws_max_size`` (16 MiB) closes the socket above that
     ws_max_frame_bytes: int | None = None

@@ -28,7 +28,6 @@ leave and applies each generation's ``on_disconnect`` policy.
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from streaming.errors import (
 from streaming.events import encode_json
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime import Runtime
+from streaming.textcheck import MAX_DEPTH, loads
 
 __all__ = ["ROUTES", "WebSocketSession", "ws_endpoint"]
 
@@ -78,6 +78,8 @@ class WebSocketSession:
         websocket: the accepted Starlette WebSocket.
         runtime: the runtime to drive (through its public API only).
         max_frame_bytes: a frame over this size is answered with ``payload_too_large``.
+        max_json_depth: a frame nested deeper is answered with ``too_deep`` (frames go
+            through the same door as bodies: :func:`streaming.textcheck.loads`).
         send_timeout_s: a peer that takes longer than this to accept one frame is dropped
             (close code 1013, try again later); its generations go on under their
             ``on_disconnect`` policy, and it can resubscribe after the last seq it saw.
@@ -90,10 +92,12 @@ class WebSocketSession:
         *,
         max_frame_bytes: int = 1 << 20,
         send_timeout_s: float = 30.0,
+        max_json_depth: int = MAX_DEPTH,
     ) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.max_frame_bytes = max_frame_bytes
+        self.max_json_depth = max_json_depth
         self.send_timeout_s = send_timeout_s
         #: the peer stopped reading and was dropped
         self.timed_out = False
@@ -209,19 +213,8 @@ class WebSocketSession:
                 f"the frame is {size} bytes, over the limit of {self.max_frame_bytes}",
                 suggestion="send smaller frames",
             )
-        if text is None:
-            try:
-                text = (raw or b"").decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedRequestError(
-                    "a binary frame must be UTF-8 JSON", suggestion="send JSON text frames"
-                ) from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MalformedRequestError(
-                f"the frame is not valid JSON: {exc}", suggestion="send one JSON object per frame"
-            ) from None
+        payload = text if text is not None else (raw or b"")
+        data = loads(payload, max_depth=self.max_json_depth, what="the frame")
         if not isinstance(data, dict):
             raise MalformedRequestError(
                 "a frame must be a JSON object", suggestion='send {"type": ..., ...}'
@@ -248,6 +241,7 @@ class WebSocketSession:
                 after = 0
             if isinstance(after, bool) or not isinstance(after, int) or after < 0:
                 raise InvalidRequestError("'after' must be a non-negative integer seq")
+            after = min(after, 2**63 - 1)  # past any log's end; fits every store
             await authorize_generation(self.websocket, self.runtime, gen_id)  # 404 first
             await self._ack("subscribe", ref, gen_id, after=after)
             self._subscribe(gen_id, after)
@@ -359,7 +353,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     limit = settings.ws_max_frame_bytes or settings.max_body_bytes
     await websocket.accept()
     session = WebSocketSession(
-        websocket, runtime, max_frame_bytes=int(limit), send_timeout_s=settings.send_timeout_s
+        websocket,
+        runtime,
+        max_frame_bytes=int(limit),
+        send_timeout_s=settings.send_timeout_s,
+        max_json_depth=settings.max_json_depth,
     )
     await session.run()
     if (

@@ -10,16 +10,28 @@ next chunk of the same block (delta coalescing); encoding seals it.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from typing import Any
 
 __all__ = ["TERMINAL_TYPES", "Event", "EventType", "encode_json"]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _dumps(value: Any) -> str:
+    text = _encode(value)
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    # A lone surrogate (written by a plugin, or stored by an older version) cannot be
+    # encoded as UTF-8: as its JSON escape, the text stays valid JSON and says the same.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def encode_json(value: Any) -> str:
-    """Compact JSON, UTF-8 text kept as is."""
+    """Compact JSON, UTF-8 text kept as is (a lone surrogate escaped: ``\\ud800``), so
+    the result always encodes as UTF-8."""
     return _dumps(value)
 
 

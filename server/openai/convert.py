@@ -8,8 +8,6 @@ blocks, so the model answers from them.
 
 from __future__ import annotations
 
-import json
-
 from pydantic import ValidationError
 from streaming.server.openai.schema import ChatCompletionRequest, Message
 
@@ -17,6 +15,7 @@ from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, T
 from streaming.errors import InvalidRequestError
 from streaming.model import MimeTypes, RoleTag, Tag, TagKind
 from streaming.requests import BlockInput, GenerateRequest
+from streaming.textcheck import TextError, loads
 
 __all__ = ["generate_request", "message_blocks", "message_text"]
 
@@ -112,11 +111,12 @@ def message_blocks(messages: list[Message]) -> list[BlockInput]:
             blocks.append(BlockInput(text=text, tags=[Tag.chat_role(role)]))
         for call in msg.tool_calls or []:
             try:
-                args = json.loads(call.function.arguments or "{}")
-            except json.JSONDecodeError as exc:
-                raise InvalidRequestError(
-                    f"tool call {call.id}: arguments are not JSON", details={"param": "messages"}
-                ) from exc
+                # JSON in a string: through the same door as the body it came in.
+                args = loads(call.function.arguments or "{}", what=f"tool call {call.id!r}: arguments")
+            except TextError as exc:
+                raise TextError(
+                    exc.message, code=exc.code, suggestion=exc.suggestion, details={"param": "messages"}
+                ) from None
             if not isinstance(args, dict):
                 raise InvalidRequestError(
                     f"tool call {call.id}: arguments must be a JSON object", details={"param": "messages"}

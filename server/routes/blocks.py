@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from streaming.server.auth import authorize_generation, principal
 from streaming.server.context import auth_of, runtime_of, settings_of
+from streaming.server.errors import JSONResponse
 
 from streaming.errors import NotFoundError
 from streaming.model import Block, StreamState
@@ -55,6 +56,15 @@ async def read(request: Request) -> Response:
     return JSONResponse(out)
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (stored before the door refused them) becomes
+    U+FFFD, so raw content can always be served."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
+
+
 def _media_type(mime: str | None) -> str:
     mime = mime or "application/octet-stream"
     if mime.startswith("text/") or mime.endswith("json"):
@@ -68,7 +78,11 @@ async def raw(request: Request) -> Response:
     if block.stream_state is not StreamState.STARTED or not block.request_id:
         from streaming.plugin.generator import block_bytes
 
-        return Response(block_bytes(block), media_type=_media_type(block.mime_type))
+        try:
+            content = block_bytes(block)
+        except UnicodeEncodeError:
+            content = _utf8(block.text)
+        return Response(content, media_type=_media_type(block.mime_type))
 
     async def body() -> AsyncIterator[bytes]:
         assert block.request_id is not None
@@ -85,7 +99,7 @@ async def raw(request: Request) -> Response:
                         done = True
                         break
                 if out:
-                    yield "".join(out).encode()
+                    yield _utf8("".join(out))
                 if done or batch[-1].terminal:
                     return
 

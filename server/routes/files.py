@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import principal, require_key
 from streaming.server.context import runtime_of
+from streaming.server.errors import JSONResponse
 
 from streaming.errors import NotFoundError
 

@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import authorize_generation, new_owner
 from streaming.server.context import auth_of, read_json, runtime_of
+from streaming.server.errors import JSONResponse
 from streaming.server.sse import EventStreamResponse, StreamingEndpoint, sse_response
 
 from streaming.errors import InvalidRequestError
 from streaming.requests import GenerateRequest, ToolResultRequest
 
-__all__ = ["ROUTES"]
+__all__ = ["MAX_SEQ", "ROUTES"]
+
+#: a cursor above this is past the end of any log (and fits every store's integers)
+MAX_SEQ = 2**63 - 1
+
+
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
 
 
 def wants_stream(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")
+    """Whether ``Accept`` prefers the event stream to JSON, by q-value: the stream only
+    when ``text/event-stream`` is named with a q above 0 and at least that of JSON (named,
+    ``application/*`` or ``*/*``); ``q=0`` means not acceptable."""
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" not in accept.lower():
+        return False
+    stream = 0.0
+    json_q: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        q = _quality(params)
+        if media == "text/event-stream":
+            stream = max(stream, q)
+        elif media in ("application/json", "application/*", "*/*"):
+            json_q[media] = max(json_q.get(media, 0.0), q)
+    # The most specific range that names JSON decides its q.
+    best_json = next((json_q[m] for m in ("application/json", "application/*", "*/*") if m in json_q), 0.0)
+    return stream > 0.0 and stream >= best_json
 
 
 def resume_cursor(request: Request) -> int:
@@ -29,13 +63,16 @@ def resume_cursor(request: Request) -> int:
         if raw is None or raw == "":
             continue
         try:
+            if len(raw) > 40:
+                raise ValueError
             value = int(raw)
         except ValueError:
-            raise InvalidRequestError(f"{name} must be an integer seq, got {raw!r}") from None
+            raise InvalidRequestError(f"{name} must be an integer seq, got {raw[:40]!r}") from None
         if value < 0:
             raise InvalidRequestError(f"{name} must not be negative")
         cursor = max(cursor, value)
-    return cursor
+    # Past any log's end is past any log's end: a store need not hold the number.
+    return min(cursor, MAX_SEQ)
 
 
 async def create(request: Request) -> Response | EventStreamResponse:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.context import runtime_of
+from streaming.server.errors import JSONResponse
 
 __all__ = ["ROUTES"]
 

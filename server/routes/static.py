@@ -11,9 +11,10 @@ from pathlib import Path
 
 import streaming.client as client_package
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from streaming.server.context import runtime_of
+from streaming.server.errors import JSONResponse
 
 from streaming.errors import NotFoundError
 from streaming.readiness import describe
@@ -43,7 +44,11 @@ def asset_path(name: str) -> Path:
         raise NotFoundError(f"no static file {name!r}")
     for folder in (_JS, _STATIC):
         path = folder / name
-        if path.is_file() and path.suffix in _TYPES:
+        try:
+            found = path.is_file() and path.suffix in _TYPES
+        except (OSError, ValueError):  # a name too long for the file system, a NUL
+            found = False
+        if found:
             return path
     raise NotFoundError(f"no static file {name!r}")
 
