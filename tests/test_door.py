@@ -245,3 +245,57 @@ def test_stored_lone_surrogates_still_read_back(make_server) -> None:
         # Every answer above is valid UTF-8 JSON, so a strict client reads it.
         for path in (f"/files/{block.file_id}", f"/blocks/{block.id}", f"/generations/{gen_id}"):
             http.get(path).content.decode("utf-8", "strict")
+
+
+# -- other edges over the wire --
+
+
+def test_huge_cursors_are_past_the_end_on_every_store(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        done = http.post("/generations", json={"generator": "echo", "prompt": "a b"}, headers={"Accept": "text/event-stream"})
+        gen_id = done.headers["location"].rsplit("/", 1)[1]
+        for after in (str(2**63), str(10**30), "9" * 40):
+            r = http.get(f"/generations/{gen_id}/events", params={"after": after})
+            assert (r.status_code, r.content) == (200, b""), after
+            r = http.get(f"/generations/{gen_id}/events", headers={"Last-Event-ID": after})
+            assert (r.status_code, r.content) == (200, b""), after
+        r = http.get(f"/generations/{gen_id}/events", params={"after": "9" * 5000})
+        assert (r.status_code, _code(r)) == (422, "invalid_request")
+    with connect(live.url.replace("http", "ws") + "/ws") as ws:
+        ws.send(f'{{"type": "subscribe", "generation_id": "{gen_id}", "after": {10**400}}}')
+        assert json.loads(ws.recv(timeout=30))["type"] == "ack"
+        ws.send('{"type": "ping"}')
+        assert json.loads(ws.recv(timeout=30))["type"] == "pong"  # nothing after the end
+
+
+@pytest.mark.parametrize(
+    ("accept", "streams"),
+    [
+        ("text/event-stream", True),
+        ("text/event-stream, application/json", True),
+        ("application/json;q=0.5, text/event-stream", True),
+        ("text/event-stream;q=0.2, */*;q=0.1", True),
+        ("text/event-stream;q=0, application/json", False),
+        ("text/event-stream; q=0", False),
+        ("text/event-stream;q=0.5, application/json", False),
+        ("text/event-stream;q=0.5, application/*;q=0.9", False),
+        ("text/event-stream;q=nonsense", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_accept_is_read_by_q_value(server: LiveServer, accept: str, streams: bool) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/generations", json={"generator": "echo", "prompt": "q"}, headers={"Accept": accept})
+        assert r.status_code == 201
+        kind = r.headers["content-type"]
+        assert kind.startswith("text/event-stream" if streams else "application/json"), (accept, kind)
+
+
+def test_static_names_the_file_system_cannot_take_are_404(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for name in ("a" * 5000, "b" * 300 + ".js", "%00x.js", "x%00.js", "..%2fsecret"):
+            r = http.get(f"/static/{name}")
+            assert r.status_code == 404, (name[:20], r.status_code)
+            assert _code(r) == "not_found"
+        assert http.get("/static/streaming-client.js").status_code == 200
