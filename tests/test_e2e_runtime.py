@@ -107,6 +107,7 @@ async def test_cancel_mid_stream_stops_the_plugin(srv) -> None:
                     if seen == 5:
                         state = await gen.cancel()
                         assert state["state"] == "cancelled"
+                        cancel_seq = state["last_seq"]
                         produced = Counter.get(key)
             assert gen.state == "cancelled"
             types = [e.type for e in gen.events]
@@ -119,6 +120,8 @@ async def test_cancel_mid_stream_stops_the_plugin(srv) -> None:
             assert Counter.get(key) == produced
             data = await client.get_generation(gen.id)
             assert data["generation"]["state"] == "cancelled"
+            # The cancel's answer already told the log's real end.
+            assert cancel_seq == data["generation"]["last_seq"] == gen.events[-1].seq
             assert all(b["stream_state"] == "aborted" for b in data["blocks"])
             # Cancel is idempotent.
             again = await client.cancel(gen.id)
