@@ -25,7 +25,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 #: a query parameter whose name says it holds a secret, and its value
 _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:[\w.%-]*(?:token|key|secret|signature|sig|password|passwd|pwd|auth|credential|session)"
-    r"[\w.%-]*)=)[^&;#\s\"']*"
+    r"[\w.%-]*)=)[^&;#\s\"'\\]*"
 )
 #: the password of a URL: ``scheme://user:password@host``
 _URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@/\s\"']*(@)")
@@ -71,14 +71,14 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+                out[key] = _redacted(value)
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(out, default=str))
+            out["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(out, default=str)
 
 
 class _RedactingText(logging.Formatter):
