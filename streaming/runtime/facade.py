@@ -103,6 +103,8 @@ class Runtime:
         )
         self._grace_s = settings.shutdown_grace_s
         self._shutdown_requested: LazyEvent | None = None
+        #: set by :meth:`stop_now`: the grace period ends at once
+        self._stop_now = LazyEvent()
 
     # -- the runtime's own lifecycle --
 
@@ -133,13 +135,32 @@ class Runtime:
         if self._shutdown_requested is not None:
             self._shutdown_requested.set()
 
+    def stop_now(self) -> None:
+        """Shut down without waiting: every running generation ends now with
+        ``generation.failed`` (code ``shutdown``), which its subscribers receive. Safe
+        from a plain loop callback (a second Ctrl-C)."""
+        self._stop_now.set()
+        self.begin_shutdown()
+
     async def _shutdown_watcher(self) -> None:
         assert self._shutdown_requested is not None
         await self._shutdown_requested.wait()
         running = self._runner.running()
         with anyio.move_on_after(self._grace_s):
-            for run in running:
-                await run.done.wait()
+            async with anyio.create_task_group() as grace:
+                # Whichever comes first: every run done, or stop_now; then the other goes.
+
+                async def all_done() -> None:
+                    for run in running:
+                        await run.done.wait()
+                    grace.cancel_scope.cancel()
+
+                async def stopped() -> None:
+                    await self._stop_now.wait()
+                    grace.cancel_scope.cancel()
+
+                grace.start_soon(all_done)
+                grace.start_soon(stopped)
         error = StreamingError(
             "the server shut down before the generation finished", code="shutdown", suggestion="start it again"
         )
