@@ -85,6 +85,8 @@ class Event:
             for key in ("type", "seq", "generation_id"):
                 obj.pop(key, None)
             data = self._data = obj
+        if self._parts is not None and len(self._parts) > 1:
+            self._join()  # a coalesced delta's data tells its whole text
         return data
 
     # -- construction helpers --
@@ -124,7 +126,8 @@ class Event:
 
     def try_extend(self, block_id: str, text: str) -> bool:
         """Absorb ``text`` into this unsealed delta of the same block; False if it cannot."""
-        if self._parts is None or self.sealed or self.data["block_id"] != block_id:
+        # _data, not data: joining on every absorbed chunk would be quadratic.
+        if self._parts is None or self.sealed or self._data is None or self._data["block_id"] != block_id:
             return False
         self._parts.append(text)
         return True
@@ -147,10 +150,10 @@ class Event:
 
     def _join(self) -> None:
         parts = self._parts
-        if parts is not None and len(parts) > 1:
+        if parts is not None and len(parts) > 1 and self._data is not None:
             joined = "".join(parts)
             parts[:] = [joined]
-            self.data["text"] = joined
+            self._data["text"] = joined
 
     def to_json(self) -> str:
         js = self._json

@@ -183,3 +183,14 @@ def test_a_coalesced_delta_tells_its_whole_text_once_another_event_follows() -> 
     log.append_delta("c", 1, "y")
     log.append_delta("d", 0, "z")  # another block's delta follows it
     assert second.data["text"] == "xy"
+
+
+def test_a_coalesced_delta_tells_its_whole_text_before_it_is_sealed() -> None:
+    from streaming.events import Event
+
+    ev = Event.delta(1, "gen_x", "blk_x", 0, "a ")
+    assert ev.try_extend("blk_x", "b ") and ev.try_extend("blk_x", "c ")
+    assert ev.data["text"] == "a b c "  # read before any encoding
+    assert ev.try_extend("blk_x", "d ")  # still open to the next chunk
+    assert ev.to_dict()["text"] == "a b c d "
+    assert not ev.try_extend("blk_y", "x")
