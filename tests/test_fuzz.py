@@ -110,3 +110,94 @@ def test_other_routes(fuzz_server, body, raw, cursor) -> None:
         header = "".join(c for c in cursor if 32 < ord(c) < 127)
         _check(http.get(f"/generations/{gen_id}/events", headers={"Last-Event-ID": header}))
         _check(http.get(f"/blocks/{quote(cursor, safe='') or 'x'}"))
+
+
+# -- hostile text: lone surrogates, deep nesting, numbers no JSON reader holds --
+
+#: placeholders a rendered body replaces with a raw JSON literal (json.dumps cannot write them)
+RAW_LITERALS = {
+    "__nan__": "NaN",
+    "__inf__": "-Infinity",
+    "__1e309__": "1e309",
+    "__neg_1e400__": "-1e400",
+    "__neg_zero__": "-0",
+    "__5000_digits__": "9" * 5000,
+    "__deep_63__": "[" * 63 + "]" * 63,
+    "__deep_65__": "[" * 65 + "]" * 65,
+    "__deep_objects__": '{"a":' * 2000 + "1" + "}" * 2000,
+    "__deep_100000__": "[" * 100_000 + "]" * 100_000,
+}
+#: text holding lone surrogates among ordinary characters (json.dumps writes them as \\udXXX)
+hostile_text = st.text(st.characters(categories=["Cs"]) | st.characters(), min_size=1, max_size=12)
+hostile_leaves = (
+    hostile_text
+    | st.sampled_from(sorted(RAW_LITERALS))
+    | st.sampled_from([10**400, -(10**400), 2**63, -0.0, 1e308, 5e-324])
+)
+hostile_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=10) | hostile_leaves,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(hostile_text | st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def render(value: object) -> str:
+    """``value`` as JSON text, its placeholders replaced by their raw literals."""
+    text = json.dumps(value)
+    for name, literal in RAW_LITERALS.items():
+        text = text.replace(f'"{name}"', literal)
+    return text
+
+
+hostile_generate_bodies = st.fixed_dictionaries(
+    {"generator": st.sampled_from(["echo", "scripted"])},
+    optional={
+        "prompt": hostile_text | hostile_values,
+        "messages": st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": hostile_text | hostile_values}), max_size=2),
+        "blocks": st.lists(st.fixed_dictionaries({"text": hostile_text, "tags": st.lists(hostile_values, max_size=2)}), max_size=2),
+        # Only keys the generators do not read: bounding ``repeat`` and ``delay_ms`` is the
+        # runtime's own work (they must never freeze the server whatever their value).
+        "options": st.dictionaries(st.sampled_from(["x", "temperature", "\ud800"]), hostile_values, max_size=2),
+        "capabilities": st.lists(st.fixed_dictionaries({"name": hostile_text, "request_level": hostile_values}), max_size=2),
+        "tools": st.lists(st.fixed_dictionaries({"name": hostile_text, "description": hostile_text, "parameters": hostile_values}), max_size=2),
+        "file_id": hostile_values,
+        "on_disconnect": hostile_values,
+    },
+)
+
+#: every JSON route, with where a hostile value goes
+HOSTILE_ROUTES = {
+    "/v1/chat/completions": lambda v: {"model": "echo", "messages": [{"role": "user", "content": v}]},
+    "/v1/responses": lambda v: {"model": "echo", "input": v},
+    "/v1/messages": lambda v: {"model": "echo", "max_tokens": 16, "messages": [{"role": "user", "content": v}]},
+    "/api/chat": lambda v: {"id": "fuzz", "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": v}]}]},
+    "/plugins/file-importer/import": lambda v: {"value": v},
+    "/plugins/hash-embedder/tag": lambda v: {"data": {"blocks": [{"text": v}]}},
+}
+
+
+@settings(max_examples=150, deadline=60_000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=hostile_generate_bodies)
+def test_hostile_generate_bodies(fuzz_server, body) -> None:
+    with httpx.Client(base_url=fuzz_server.url, timeout=30) as http:
+        r = http.post("/generations", content=render(body))
+        _check(r)
+        if r.status_code == 201:
+            gen_id = r.json()["generation"]["id"]
+            _check(http.get(f"/generations/{gen_id}"))
+            _check(http.post(f"/generations/{gen_id}/cancel"))
+
+
+@settings(max_examples=120, deadline=60_000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=hostile_values, route=st.sampled_from(sorted(HOSTILE_ROUTES)), whole=st.booleans())
+def test_hostile_bodies_on_every_json_route(fuzz_server, value, route, whole) -> None:
+    """Native and dialect routes alike: never a 500 (each in its own error shape)."""
+    body = render(value) if whole else render(HOSTILE_ROUTES[route](value))
+    with httpx.Client(base_url=fuzz_server.url, timeout=30) as http:
+        r = http.post(route, content=body, headers={"content-type": "application/json"})
+        assert r.status_code < 500, (route, r.status_code, r.text[:300])
+        gen_id = r.headers.get("x-generation-id")
+        if gen_id:
+            http.post(f"/generations/{gen_id}/cancel")
+        gen = http.post("/generations", json={"generator": "echo", "prompt": "x"}).json()["generation"]["id"]
+        _check(http.post(f"/generations/{gen}/tool-results", content=render({"call_id": "c", "result": value})))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from streaming.wire import GenerationFold
-from tests.test_fuzz import json_values
+from tests.test_fuzz import hostile_text, hostile_values, json_values, render
 
 frame_types = st.sampled_from(["generate", "tool.result", "cancel", "subscribe", "unsubscribe", "ping", "nope", 5, None])
 frames = st.one_of(
@@ -78,6 +78,7 @@ def _still_open(ws) -> None:
         frame = json.loads(ws.recv(timeout=10))
         if frame.get("type") == "error":
             assert isinstance(frame["error"]["code"], str) and frame["error"]["message"]
+            assert frame["error"]["code"] != "internal_error", frame  # the frame's fault, said so
         if frame.get("type") == "pong":
             return
     raise AssertionError("no pong")
@@ -92,4 +93,32 @@ def test_arbitrary_frames(ws_server, batch) -> None:
                 ws.send(frame)
             else:
                 ws.send(json.dumps(frame))
+        _still_open(ws)
+
+
+hostile_frames = st.fixed_dictionaries(
+    {"type": st.sampled_from(["generate", "tool.result", "cancel", "subscribe", "ping"]) | hostile_values},
+    optional={
+        "generation_id": hostile_text | hostile_values,
+        "call_id": hostile_text,
+        "after": hostile_values,
+        "result": hostile_values,
+        "generator": st.just("echo") | hostile_values,
+        "prompt": hostile_text | hostile_values,
+        "options": st.dictionaries(st.sampled_from(["x", "\udfff"]), hostile_values, max_size=2),
+        "ref": hostile_text | hostile_values,
+        "\ud800": hostile_values,
+    },
+)
+
+
+@settings(max_examples=120, deadline=60_000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(hostile_frames | hostile_values, min_size=1, max_size=4))
+def test_hostile_frames(ws_server, batch) -> None:
+    """Lone surrogates, deep nesting and huge numbers in frames: an error frame (or a normal
+    answer) each, never a dropped socket (the innocent connection's stream is checked at
+    the end of the module)."""
+    with connect(ws_server.ws_url, max_size=None) as ws:
+        for frame in batch:
+            ws.send(render(frame))
         _still_open(ws)
