@@ -164,7 +164,7 @@ class TrainingRun(StreamingGenerator):
         return f"trains {self.name} from the text you send (progress as JSON lines, then the result)"
 
     def chat_unavailable_reason(self) -> str:
-        return f"it trains {self.name} from your text and reports progress; it does not reply"
+        return f"a training run: it trains {self.name} from your text and reports progress, it does not reply"
 
     def determine_output_block_types(self, request: Any) -> list[str]:  # type: ignore[override]
         return [PROGRESS_MIME, MimeTypes.JSON]

@@ -343,7 +343,8 @@ async function loadGenerators() {
   const ordered = [...details.filter((d) => d.chat), ...details.filter((d) => !d.chat)];
   select.replaceChildren(
     ...ordered.map((d) => {
-      const option = el("option", null, d.chat ? d.name : `${d.name} (${d.reason})`);
+      // The label says it short (what comes before the reason's first colon); the title says it all.
+      const option = el("option", null, d.chat ? d.name : `${d.name} (${String(d.reason).split(":")[0]})`);
       option.value = d.name;
       option.disabled = !d.chat;
       option.title = d.chat ? d.description : d.reason;
