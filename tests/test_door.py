@@ -242,6 +242,14 @@ def test_stored_lone_surrogates_still_read_back(make_server) -> None:
         r = http.get(f"/blocks/{block.id}")
         assert r.status_code == 200 and r.json()["tags"][0]["name"] == "n\udfff"
         assert http.get(f"/blocks/{block.id}/raw").content == "t\ufffd".encode()
+        # Through the OpenAI-compatible route too, whole and streamed.
+        r = http.post("/v1/chat/completions", json={"model": "lone", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "before \ud800 after"
+        r = http.post("/v1/chat/completions",
+                      json={"model": "lone", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+        r.content.decode("utf-8", "strict")
         # Every answer above is valid UTF-8 JSON, so a strict client reads it.
         for path in (f"/files/{block.file_id}", f"/blocks/{block.id}", f"/generations/{gen_id}"):
             http.get(path).content.decode("utf-8", "strict")

@@ -32,10 +32,11 @@ from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import new_owner
 from streaming.server.context import read_json, runtime_of
+from streaming.server.errors import JSONResponse
 from streaming.server.frames import DialectFrames
 from streaming.server.openai.convert import generate_request
 from streaming.server.openai.errors import failure_error, openai_error, stream_error

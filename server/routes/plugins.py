@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import AuthConfig, new_owner, require_key
 from streaming.server.context import read_json
+from streaming.server.errors import JSONResponse
 from streaming.server.settings import ServerSettings
 from streaming.server.watch import ClientGone, ClientWatch
 
