@@ -242,6 +242,17 @@ def test_stored_lone_surrogates_still_read_back(make_server) -> None:
         r = http.get(f"/blocks/{block.id}")
         assert r.status_code == 200 and r.json()["tags"][0]["name"] == "n\udfff"
         assert http.get(f"/blocks/{block.id}/raw").content == "t\ufffd".encode()
+        # Over the socket: every frame goes out, the socket stays.
+        with connect(live.url.replace("http", "ws") + "/ws") as ws:
+            ws.send(json.dumps({"type": "generate", "generator": "lone", "prompt": "x"}))
+            fold = GenerationFold(strict=True)
+            while not fold.finished:
+                frame = json.loads(ws.recv(timeout=30))
+                if "seq" in frame:
+                    fold.apply(frame)
+            assert fold.text() == "before \ud800 after"
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "pong"
         # Through the OpenAI-compatible route too, whole and streamed.
         r = http.post("/v1/chat/completions", json={"model": "lone", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 200, r.text
