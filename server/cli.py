@@ -336,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             return int(run_chat(args.url, generator=args.generator))
     except StreamingError as exc:
-        print(f"streaming: {exc.message}" + (f" ({exc.suggestion})" if exc.suggestion else ""), file=sys.stderr)
+        from streaming.server.logs import redact  # a store's message may quote its URL
+
+        print(redact(f"streaming: {exc.message}" + (f" ({exc.suggestion})" if exc.suggestion else "")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

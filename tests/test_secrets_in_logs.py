@@ -98,3 +98,20 @@ def test_what_redact_hides() -> None:
     # What is not a secret stays readable.
     assert redact("/generations/gen_1/events?after=12") == "/generations/gen_1/events?after=12"
     assert redact("http://127.0.0.1:8000/x@y") == "http://127.0.0.1:8000/x@y"
+
+
+def test_a_store_url_password_is_never_printed(tmp_path: Path) -> None:
+    """The startup line, and the one-line refusal of a store URL the store cannot take."""
+    import subprocess
+    import sys
+
+    from tests.server_process import ROOT
+
+    for store in (f"redis://:{PASSWORD}@127.0.0.1:1/0?ttl=not-a-number", f"redis://user:{PASSWORD}@127.0.0.1:1/0"):
+        out = subprocess.run(
+            [sys.executable, "-m", "streaming.server.cli", "serve", "--port", "0", "--store", store],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 2
+        said = out.stdout + out.stderr
+        assert "redis" in said and PASSWORD not in said, said
