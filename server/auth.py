@@ -7,7 +7,10 @@ headers (``EventSource``, WebSocket), ``?access_token=<credential>``. A credenti
 - an API key: may create generations; sees only the generations (and their blocks and
   conversations) that it created. Another key's ids answer 404, so ids do not leak.
 - a read token (``rt_<generation id>.<mac>``, returned when a generation is created): may
-  read, stream, cancel and answer the tools of that one generation, nothing else.
+  read, stream, cancel and answer the tools of that one generation, nothing else. The
+  middleware lets it reach only the routes of one generation (``/generations/…``,
+  ``/blocks/…``, ``/ws``, a dialect's read of one response or message); any other route,
+  a listing included, answers 403 whatever the route itself checks.
 
 Keys are never stored: an owner is a digest of its key. Comparisons are constant-time.
 """
