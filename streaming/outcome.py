@@ -89,14 +89,34 @@ def terminal_outcome(
 
 
 def apply_outcome(machine: GenerationMachine, outcome: Outcome) -> Event | None:
-    """End ``machine`` as decided; its terminal event, or None if it had already ended."""
+    """End ``machine`` as decided; its terminal event, or None if it had already ended.
+
+    If ending it as decided fails (a ``MemoryError`` while its blocks' texts are joined, say),
+    it is failed instead with code ``internal_error`` (what was half done stays done: the
+    blocks already closed are not closed again), so its log still ends with one terminal
+    event. Raises only if that fails too.
+    """
     try:
-        if outcome.state is GenerationState.FAILED:
-            assert outcome.error is not None
-            error = outcome.error
-            return machine.fail(error.code, error.message, error.suggestion)
-        if outcome.state is GenerationState.CANCELLED:
-            return machine.cancel(outcome.reason or "cancelled")
-        return machine.succeed()
+        return _apply(machine, outcome)
     except IllegalTransitionError:  # already ended (a race with cancel is harmless)
         return None
+    except Exception as exc:
+        error = StreamingError(
+            f"the generation could not be ended as {outcome.state.value}: {type(exc).__name__}",
+            code="internal_error",
+        )
+        del exc  # what it holds (a huge traceback's frames) may be what memory lacks
+        try:
+            return _apply(machine, Outcome(GenerationState.FAILED, error=error))
+        except IllegalTransitionError:
+            return None
+
+
+def _apply(machine: GenerationMachine, outcome: Outcome) -> Event:
+    if outcome.state is GenerationState.FAILED:
+        assert outcome.error is not None
+        error = outcome.error
+        return machine.fail(error.code, error.message, error.suggestion)
+    if outcome.state is GenerationState.CANCELLED:
+        return machine.cancel(outcome.reason or "cancelled")
+    return machine.succeed()

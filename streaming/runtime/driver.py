@@ -19,13 +19,13 @@ returns its blocks whole.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 
 from streaming.capabilities import FunctionCallInvocation
@@ -45,6 +45,7 @@ from streaming.plugin.inputs import (
 from streaming.plugin.outputs import BlockTypePluginOutput, RawBlockAndTagPluginOutput
 from streaming.plugin.request import InvocableResponse, PluginRequest
 from streaming.plugin.streaming_generator import StreamingGenerator
+from streaming.runtime.aio import TurnMark
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 
@@ -130,14 +131,18 @@ class PluginDriver:
         slice_s = self.settings.time_slice_s
         clock = time.monotonic
         slice_end = clock() + slice_s
-        checkpoint = anyio.lowlevel.checkpoint
         apply = self.apply
+        turn = TurnMark()
+        turn.arm()
         try:
             async for item in agen:
                 apply(run, item, blocks)
                 if clock() >= slice_end:
-                    # A plugin that never awaits still lets subscribers and cancels run.
-                    await checkpoint()
+                    if not turn.turned:
+                        # A plugin that never awaits still lets subscribers and cancels run
+                        # (one that awaited in this slice, e.g. paced by a sleep, has).
+                        await asyncio.sleep(0)
+                    turn.arm()
                     slice_end = clock() + slice_s
         finally:
             with anyio.CancelScope(shield=True):
@@ -172,10 +177,10 @@ class PluginDriver:
             run.first_delta_at = now = time.monotonic()
             self.metrics.time_to_first_delta.observe(now - run.started_at)
         if type(item) is str:
-            run.machine.append(self._first_open(run, blocks), item)
+            run.write(self._first_open(run, blocks), item)
         elif isinstance(item, tuple):
             index, text = item
-            run.machine.append(blocks[index].id, text)
+            run.write(blocks[index].id, text)
         elif isinstance(item, FunctionCallInvocation):
             self.add_invocation(run, item)
         elif isinstance(item, Usage):
@@ -228,7 +233,7 @@ class PluginDriver:
         run.file.blocks.append(block)
         text = block.text  # created empty, then written
         run.machine.create_block(block)
-        run.machine.append(block.id, text)
+        run.write(block.id, text)
         run.complete(block.id)
 
 

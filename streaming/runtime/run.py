@@ -20,7 +20,7 @@ import anyio
 import anyio.from_thread
 
 from streaming.capabilities import Tool
-from streaming.errors import GenerationCancelledError, StreamingError
+from streaming.errors import GenerationCancelledError, LimitExceededError, StreamingError
 from streaming.lifecycle import GenerationMachine
 from streaming.model import Block, File, Generation, RoleTag, Tag
 from streaming.plugin.service import PluginService
@@ -28,7 +28,23 @@ from streaming.requests import GenerateRequest
 from streaming.runtime.aio import LazyEvent
 from streaming.tasks import TaskOwner
 
-__all__ = ["Call", "Run"]
+__all__ = ["Call", "Run", "valid_text"]
+
+
+def valid_text(text: str) -> tuple[str, int]:
+    """``text`` as valid Unicode (a lone surrogate, which no encoder accepts, becomes
+    U+FFFD; a pair split into two code points is joined) and its size in UTF-8 bytes.
+
+    Cheap for what plugins usually write: ASCII is measured without encoding, and the repair
+    only runs when encoding fails.
+    """
+    if text.isascii():
+        return text, len(text)
+    try:
+        return text, len(text.encode())
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return fixed, len(fixed.encode())
 
 
 @dataclass(slots=True)
@@ -51,8 +67,9 @@ class Run:
     # Slots: thousands of these may be open at once (idle streams).
     __slots__ = (
         "calls", "cancel_reason", "children", "chunks", "client_tools", "closed_hook",
-        "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
-        "generation", "grace_timer", "history_ids", "log", "loop_thread", "machine", "options",
+        "block_bytes", "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
+        "generation", "grace_timer", "history_ids", "limits", "log", "loop_thread", "machine", "options",
+        "output_bytes",
         "owner", "persisted_seq", "plugin", "round_blocks", "round_calls", "scope",
         "started_at", "stop_error", "subscribers", "tools", "__weakref__",
     )
@@ -67,6 +84,7 @@ class Run:
         tools: dict[str, Tool],
         owner: str | None,
         closed_hook: Callable[[Run, str], None],
+        limits: tuple[int, int] = (16 * 1024 * 1024, 64 * 1024 * 1024),
     ) -> None:
         self.machine = machine
         self.log = machine.log
@@ -101,6 +119,11 @@ class Run:
         self.chunks = 0
         self.started_at = time.monotonic()
         self.first_delta_at: float | None = None
+        #: (most UTF-8 bytes in one block, in the whole generation's output)
+        self.limits = limits
+        #: UTF-8 bytes written so far, per block and in all
+        self.block_bytes: dict[str, int] = {}
+        self.output_bytes = 0
 
     @property
     def id(self) -> str:
@@ -132,11 +155,49 @@ class Run:
         return block
 
     def add_whole_block(self, block: Block) -> None:
-        """Add a block that arrives whole (a result, a block a plugin returned)."""
+        """Add a block that arrives whole (a result, a block a plugin returned).
+
+        Raises:
+            LimitExceededError: its text is past the output limits (``max_output``).
+        """
+        if block.text:
+            block.text, size = valid_text(block.text)
+            self._count(block.id, size)
         block.file_id = self.file.id
         block.index = len(self.file.blocks)
         self.file.blocks.append(block)
         self.machine.add_block_text(block)
+
+    # -- output: every chunk of text goes through write --
+
+    def _count(self, block_id: str, size: int) -> None:
+        """Count ``size`` more bytes of output in ``block_id``, refusing them past a limit."""
+        per_block, per_generation = self.limits
+        total = self.output_bytes + size
+        in_block = self.block_bytes.get(block_id, 0) + size
+        if in_block > per_block or total > per_generation:
+            which, limit = ("a block", per_block) if in_block > per_block else ("the generation", per_generation)
+            raise LimitExceededError(
+                f"the output of {which} reached the limit of {limit} bytes",
+                code="max_output",
+                suggestion="ask for less output, or raise the server's max_block_bytes / max_generation_bytes",
+            )
+        self.output_bytes = total
+        self.block_bytes[block_id] = in_block
+
+    def write(self, block_id: str, text: str) -> None:
+        """Append a chunk to an open block: made valid Unicode, counted against the output
+        limits whatever the coalescing of its events.
+
+        Raises:
+            LimitExceededError: code ``max_output``; nothing of the chunk is written.
+        """
+        if text.isascii():  # the hot path: no encoding
+            size = len(text)
+        else:
+            text, size = valid_text(text)
+        self._count(block_id, size)
+        self.machine.append(block_id, text)
 
     # -- BlockWriter: what plugins' blocks write through --
 
@@ -152,7 +213,7 @@ class Run:
             anyio.from_thread.run_sync(self.append, block_id, text)
             return
         self._check_writable()
-        self.machine.append(block_id, text)
+        self.write(block_id, text)
 
     def complete(self, block_id: str) -> None:
         if not self._in_loop():

@@ -68,6 +68,7 @@ class Runner:
     def launch(self, run: Run, blocks: list[Block]) -> None:
         """Start ``run`` (already admitted) in a task of its own."""
         self.live[run.id] = run
+        run.limits = (self.settings.max_block_bytes, self.settings.max_generation_bytes)
         # A plain asyncio task: an idle generation is mostly this task (see aio).
         self.tasks.spawn(self._execute(run, blocks), name=f"generation {run.id}")
 
@@ -99,15 +100,22 @@ class Runner:
             run.request_stop(StreamingError("the runtime closed before the generation finished", code="shutdown"))
             raise
         finally:
-            decided = terminal_outcome(
-                raised=raised, stop_error=run.stop_error, cancel_reason=run.cancel_reason,
-                cancelled=scope.cancel_called,
-            )
-            if decided.timed_out:
-                run.cancel_reason = "max duration reached"
-            apply_outcome(run.machine, decided)
-            with anyio.CancelScope(shield=True):
-                await self._finish(run)
+            try:
+                decided = terminal_outcome(
+                    raised=raised, stop_error=run.stop_error, cancel_reason=run.cancel_reason,
+                    cancelled=scope.cancel_called,
+                )
+                del raised  # its traceback holds the plugin's frames (and what they allocated)
+                if decided.timed_out:
+                    run.cancel_reason = "max duration reached"
+                apply_outcome(run.machine, decided)
+            except Exception:
+                logger.exception("generation %s could not be ended properly", run.id, extra={"generation_id": run.id})
+            finally:
+                # Whatever happened above, the run ends here: its slot is freed, its
+                # subscribers are woken, it is no longer counted as running.
+                with anyio.CancelScope(shield=True):
+                    await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
         generation = run.generation

@@ -37,5 +37,9 @@ class RuntimeSettings:
     max_subscribers_per_generation: int = 1000
     #: most events in one generation's log (it fails ``max_events`` past that)
     max_events_per_generation: int = 2_000_000
+    #: most UTF-8 bytes of text in one block (the generation fails ``max_output`` past that)
+    max_block_bytes: int = 16 * 1024 * 1024
+    #: most UTF-8 bytes of text in all of one generation's blocks (``max_output`` past that)
+    max_generation_bytes: int = 64 * 1024 * 1024
     #: most generations running at once for one owner (API key)
     max_running_per_owner: int = 1000
