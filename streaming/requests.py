@@ -10,7 +10,14 @@ from streaming.capabilities import Tool, is_capability_request, read_capability_
 from streaming.errors import InvalidRequestError
 from streaming.model import BOTH_SPELLINGS, Block, MimeTypes, OnDisconnect, RoleTag, Tag
 
-__all__ = ["BlockInput", "GenerateRequest", "Message", "ToolResultRequest"]
+__all__ = ["MULTITASK_STRATEGIES", "BlockInput", "GenerateRequest", "Message", "Multitask", "ToolResultRequest"]
+
+#: what a request continuing a busy conversation does (``multitask``): ``reject`` it (409),
+#: ``interrupt`` the generation in progress (its partial answer stays, aborted),
+#: ``rollback`` it (its whole turn leaves the conversation), or ``enqueue`` the new one
+#: (it waits, then runs after the ones before it, in the order they came)
+Multitask = Literal["reject", "interrupt", "rollback", "enqueue"]
+MULTITASK_STRATEGIES: tuple[str, ...] = ("reject", "interrupt", "rollback", "enqueue")
 
 
 class Message(BaseModel):
@@ -56,6 +63,9 @@ class GenerateRequest(BaseModel):
     #: called client tools, and the client sends the results in its next request, as
     #: OpenAI's API does.
     client_tools: Literal["wait", "return"] = "wait"
+    #: with ``file_id``, what to do while another generation is running or waiting on that
+    #: conversation (see :data:`Multitask`); without, nothing is in the way
+    multitask: Multitask = "reject"
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:

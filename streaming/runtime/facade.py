@@ -3,6 +3,7 @@ collaborators of :mod:`streaming.runtime` (see its docstring for the map)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -13,18 +14,18 @@ import anyio
 
 from streaming.capabilities import RequestedCapabilities, Tool
 from streaming.capability_block import capability_block, offered_tools
-from streaming.errors import NotFoundError, StreamingError
+from streaming.errors import ConflictError, NotFoundError, StreamingError
 from streaming.events import Event
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
 from streaming.metrics import Histogram, RuntimeMetrics
-from streaming.model import Block, File, Generation, new_id
+from streaming.model import Block, File, Generation, GenerationState, new_id
 from streaming.plugin.service import PluginService
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime.admission import Admission
 from streaming.runtime.aio import LazyEvent
-from streaming.runtime.claims import ConversationClaims
+from streaming.runtime.claims import ConversationClaims, drop_turns, is_tombstone, tombstone
 from streaming.runtime.driver import PluginDriver
 from streaming.runtime.elsewhere import ElsewhereGeneration
 from streaming.runtime.handles import GenerationHandle, LocalGeneration
@@ -43,6 +44,20 @@ from streaming.tools import ToolRegistry
 __all__ = ["Runtime", "RuntimeStats"]
 
 logger = logging.getLogger("streaming.runtime")
+
+#: how long ``interrupt`` and ``rollback`` wait for what they cancel to end
+TAKE_OVER_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A request checked for starting: its plugin, the tools it offers, its capabilities."""
+
+    request: GenerateRequest
+    plugin: PluginService[Any, Any]
+    tools: dict[str, Tool]
+    cap_block: Block | None
+    cap_response: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +107,7 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self._tasks = TaskOwner("runtime")
         self._admission = Admission(settings)
-        self._claims = ConversationClaims(self.store, self._wait_if_finishing)
+        self._claims = ConversationClaims(self.store, self._wait_if_finishing, self._live_file)
         self._subscriptions = Subscriptions(settings)
         self._driver = PluginDriver(settings, self.metrics)
         self._rounds = ToolRounds(settings, self.tools, self._driver, self.store, self._tasks, self.counters)
@@ -219,8 +234,16 @@ class Runtime:
             UnknownGeneratorError: no generator has the requested name.
             UnsupportedCapabilityError: a capability is requested at a level not supported.
             NotFoundError: ``file_id`` names no conversation.
+            ConflictError: ``file_id`` has a generation running or waiting, and
+                ``multitask`` is ``reject`` (or the others did not end in time).
             LimitExceededError: too many generations are running.
             PluginError: the plugin failed to say which blocks it will write.
+
+        ``multitask`` says what to do when ``file_id`` is busy: ``interrupt`` cancels what
+        runs or waits on it and starts after it (its partial answer stays, aborted);
+        ``rollback`` does the same and takes their turns out of the conversation;
+        ``enqueue`` returns the generation ``waiting``: it starts once those before it
+        have ended, in the order they came.
         """
         self._admission.check(owner)
         plugin = self.generators.get(request.generator)
@@ -230,37 +253,41 @@ class Runtime:
         # Capabilities are checked before any block exists or anything is billed.
         cap_response = RequestedCapabilities(plugin.supported_capabilities).extract_from_blocks([cap_block]) if cap_block else None
 
+        checked = _Checked(request, plugin, tools, cap_block, cap_response)
         generation_id = new_id("gen")
         if request.file_id is not None:
-            file = await self._claims.claim(request.file_id, generation_id, owner)
+            try:
+                file = await self._claims.claim(request.file_id, generation_id, owner)
+            except ConflictError as busy:
+                if request.multitask == "reject":
+                    raise
+                if request.multitask == "enqueue":
+                    return await self._enqueue(checked, generation_id, owner, subscribed)
+                file = await self._take_over(request.file_id, generation_id, owner, busy, rollback=request.multitask == "rollback")
         else:
             file = File(owner=owner)
             await self._claims.claim_new(file.id, generation_id)
         try:
-            return await self._start(request, plugin, tools, cap_block, cap_response, file, generation_id, owner, subscribed)
+            return await self._start(checked, file, generation_id, owner, subscribed)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._claims.release(file.id, generation_id)
             raise
 
     async def _start(
-        self,
-        request: GenerateRequest,
-        plugin: PluginService[Any, Any],
-        tools: dict[str, Tool],
-        cap_block: Block | None,
-        cap_response: Any,
-        file: File,
-        generation_id: str,
-        owner: str | None,
-        subscribed: bool,
+        self, checked: _Checked, file: File, generation_id: str, owner: str | None, subscribed: bool,
+        waited: Run | None = None,
     ) -> Generation:
+        """Start the generation on ``file`` (claimed); ``waited`` is its run if it was
+        enqueued (``waiting`` until now)."""
+        request, plugin, tools = checked.request, checked.plugin, checked.tools
+        cap_block, cap_response = checked.cap_block, checked.cap_response
         inputs = request.input_blocks()
         for block in inputs:
             block.file_id = file.id
             block.index = len(file.blocks)
             file.blocks.append(block)
-        generation = Generation(
+        generation = waited.generation if waited is not None else Generation(
             id=generation_id, generator=request.generator, file_id=file.id,
             on_disconnect=request.on_disconnect, owner=owner,
         )
@@ -270,8 +297,14 @@ class Runtime:
         output_types: list[str] = []
         if isinstance(plugin, StreamingGenerator):
             output_types = await self._driver.output_types(plugin, context_blocks, request.options)
-        machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
-        run = Run(machine, plugin, request, context_blocks, file, tools, owner, self._rounds.on_block_closed)
+        if waited is not None:
+            run = waited
+            machine = run.machine
+            run.file = file
+            run.context_blocks = run.conversation = context_blocks
+        else:
+            machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
+            run = Run(machine, plugin, request, context_blocks, file, tools, owner, self._rounds.on_block_closed)
         blocks = [run.new_block(mime) for mime in output_types]
         machine.start(blocks, cap_response.model_dump(mode="json") if cap_response else None)
         run.round_blocks = [b.id for b in blocks]
@@ -289,6 +322,161 @@ class Runtime:
         if not subscribed:
             self._subscriptions.left(run)
         return generation.snapshot()
+
+    # -- double texting: a conversation busy with another generation (multitask) --
+
+    async def _take_over(
+        self, file_id: str, generation_id: str, owner: str | None, busy: ConflictError, *, rollback: bool
+    ) -> File:
+        """Cancel the generations running or waiting on ``file_id``, then claim it for
+        ``generation_id``; with ``rollback``, their turns leave the conversation.
+
+        Raises:
+            ConflictError: they did not end within ``TAKE_OVER_S``.
+        """
+        reason = "rolled back: a new message came" if rollback else "interrupted: a new message came"
+        ended: list[str] = []
+        deadline = anyio.current_time() + TAKE_OVER_S
+        while True:
+            holder = busy.details.get("generation_id")
+            for other in [holder, *self._claims.waiting(file_id)]:
+                if isinstance(other, str) and other not in ended:
+                    ended.append(other)
+                    try:
+                        await self.cancel(other, reason, wait_s=5.0)
+                    except NotFoundError:
+                        pass  # it is starting (no record yet) or gone: the claim says which
+            try:
+                file = await self._claims.claim(file_id, generation_id, owner)
+                break
+            except ConflictError as again:
+                if anyio.current_time() >= deadline:
+                    raise
+                busy = again
+                await self._claims.changed(0.05)
+        if not rollback:
+            return file
+        try:
+            kept, dropped = drop_turns(file, set(ended))
+            if dropped:
+                # The conversation first: whoever reads it after this never sees them.
+                await self.store.put_file(kept)
+                await self.store.put_blocks([tombstone(b) for b in dropped])
+                logger.info(
+                    "conversation %s: %d blocks of %s rolled back", file_id, len(dropped), ", ".join(ended),
+                    extra={"generation_id": generation_id},
+                )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._claims.release(file_id, generation_id)
+            raise
+        return kept
+
+    async def _enqueue(self, checked: _Checked, generation_id: str, owner: str | None, subscribed: bool) -> Generation:
+        """A generation ``waiting`` for its conversation: subscribable, cancellable, and
+        started (``generation.started``) once those before it here have ended and the
+        conversation is free (in any process)."""
+        request = checked.request
+        file_id = request.file_id
+        assert file_id is not None
+        generation = Generation(
+            id=generation_id, generator=request.generator, file_id=file_id,
+            on_disconnect=request.on_disconnect, owner=owner,
+        )
+        machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
+        run = Run(machine, checked.plugin, request, [], File(id=file_id, owner=owner), checked.tools, owner, self._rounds.on_block_closed)
+        if self._writer.writes_while_running:
+            await self.store.put_generation(generation)  # found waiting by other processes
+        self._runner.live[run.id] = run
+        self._claims.join_queue(file_id, run.id)
+        self._tasks.spawn(self._wait_turn(run, checked), name=f"generation {run.id} (waiting)")
+        logger.info("generation %s waiting for conversation %s", run.id, file_id, extra={"generation_id": run.id})
+        if not subscribed:
+            self._subscriptions.left(run)
+        return run.snapshot()
+
+    async def _wait_turn(self, run: Run, checked: _Checked) -> None:
+        file_id = run.generation.file_id
+        assert file_id is not None
+        turn: File | StreamingError | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.store.shared:
+                    tg.start_soon(self._obey_while_waiting, run)
+                turn = await self._until_turn(run, file_id)
+                tg.cancel_scope.cancel()
+        finally:
+            self._claims.leave_queue(file_id, run.id)
+        if not isinstance(turn, File):
+            await self._end_waiting(run, turn)
+            return
+        try:
+            await self._start(checked, turn, run.id, run.owner, True, waited=run)
+        except BaseException as exc:
+            # Nothing after its launch raises: it never ran, so it ends here.
+            with anyio.CancelScope(shield=True):
+                await self._claims.release(file_id, run.id)
+                await self._end_waiting(run, exc if isinstance(exc, StreamingError) else StreamingError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _until_turn(self, run: Run, file_id: str) -> File | StreamingError | None:
+        """The conversation, claimed, once ``run`` is first in line here and it is free;
+        None if ``run`` was cancelled meanwhile, the error if it cannot be claimed."""
+        while run.cancel_reason is None:
+            if self._claims.first_in_queue(file_id, run.id):
+                try:
+                    return await self._claims.claim(file_id, run.id, run.owner)
+                except ConflictError:
+                    pass
+                except StreamingError as exc:
+                    return exc
+            # Woken when a claim here is dropped; a claim in another process is polled.
+            await self._claims.changed(0.1)
+        return None
+
+    async def _obey_while_waiting(self, run: Run) -> None:
+        """Control messages for a waiting generation (cancel, someone streams it elsewhere)."""
+        try:
+            async with self.store.control(run.id) as messages:
+                async for msg in messages:
+                    kind = msg.get("type")
+                    if kind == "cancel":
+                        run.request_cancel(str(msg.get("reason") or "cancelled"))
+                    elif kind == "subscriber":
+                        self._subscriptions.left(run)
+        except StreamingError as exc:
+            logger.warning("generation %s: control messages while waiting: %s", run.id, exc, extra={"generation_id": run.id})
+
+    async def _end_waiting(self, run: Run, error: StreamingError | None) -> None:
+        """End a generation that never ran: ``generation.started`` (no blocks), then
+        ``generation.cancelled`` (or ``generation.failed`` with ``error``)."""
+        machine = run.machine
+        error = error or run.stop_error
+        try:
+            if run.generation.state is GenerationState.WAITING:
+                machine.start([], None)
+            if not machine.finished:
+                if error is not None:
+                    machine.fail(error.code, error.message, error.suggestion)
+                else:
+                    machine.cancel(run.cancel_reason or "cancelled")
+            try:
+                await self.store.append_events(run.id, run.log.read(0))
+                await self.store.put_generation(run.snapshot())
+            except StreamingError as exc:
+                logger.warning("writing generation %s failed: %s", run.id, exc, extra={"generation_id": run.id})
+        finally:
+            outcome = run.generation.state.value
+            if outcome in self.counters:
+                self.counters[outcome] += 1
+            run.done.set()
+            self._subscriptions.ended(run)
+            asyncio.get_running_loop().call_later(self.settings.live_retention_s, self._forget_waited, run)
+
+    def _forget_waited(self, run: Run) -> None:
+        if self._runner.live.get(run.id) is run:
+            del self._runner.live[run.id]
 
     async def _wait_if_finishing(self, generation_id: str, timeout_s: float = 10.0) -> None:
         run = self._runner.live.get(generation_id)
@@ -391,17 +579,25 @@ class Runtime:
 
     async def get_block(self, block_id: str) -> Block:
         """Raises NotFoundError."""
-        block = self.live_block(block_id) or await self.store.get_block(block_id)
+        stored = await self.store.get_block(block_id)
+        block = None if stored is not None and is_tombstone(stored) else self.live_block(block_id) or stored
         if block is None:
             raise NotFoundError(f"no block {block_id!r}")
         return block
 
-    async def get_file(self, file_id: str) -> File:
-        """Raises NotFoundError."""
+    def _live_file(self, file_id: str) -> File | None:
+        """The conversation as the generation running here on it holds it."""
         holder = self._claims.holder(file_id)
         run = self._runner.live.get(holder) if holder is not None else None
-        if run is not None and not run.done.is_set():
-            return run.file_snapshot()
+        if run is None or run.done.is_set() or run.generation.state is GenerationState.WAITING:
+            return None  # (a waiting one that has just claimed it holds no conversation yet)
+        return run.file_snapshot()
+
+    async def get_file(self, file_id: str) -> File:
+        """Raises NotFoundError."""
+        live = self._live_file(file_id)
+        if live is not None:
+            return live
         file = await self.store.get_file(file_id)
         if file is None:
             raise NotFoundError(f"no conversation {file_id!r}")
