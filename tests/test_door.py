@@ -85,7 +85,10 @@ def live(request: pytest.FixtureRequest, tmp_path) -> Iterator[LiveServer]:
     url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/door.db"}.get(request.param)
     if url is None:
         url = request.getfixturevalue("redis_server").url + f"?prefix=door{id(request)}:"
-    server = LiveServer(create_app(ServerSettings(store_url=url, runtime=RuntimeSettings(disconnect_grace_s=0.5)))).start()
+    settings = ServerSettings(
+        store_url=url, generators={"lone": "tests.test_door:LoneSurrogate"}, runtime=RuntimeSettings(disconnect_grace_s=0.5)
+    )
+    server = LiveServer(create_app(settings)).start()
     yield server
     server.stop()
 
@@ -206,64 +209,90 @@ def _on_loop(live: LiveServer, coro: Any) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, live.app.state.loop).result(timeout=30)
 
 
+def _utf8_json(r: httpx.Response) -> Any:
+    """The answer's JSON, which must be valid UTF-8 (a strict client reads it)."""
+    assert r.status_code == 200, (r.request.url, r.status_code, r.text[:300])
+    return json.loads(r.content.decode("utf-8", "strict"))
+
+
 def test_stored_lone_surrogates_still_read_back(make_server) -> None:
-    """Written by a plugin, or straight through the store API (as an older version could
-    have): every read answers, with the surrogate as its JSON escape (raw bytes: U+FFFD).
-    The memory store: sqlite and redis refuse to store one (their JSON encoder does)."""
-    live = make_server(generators={"lone": "tests.test_door:LoneSurrogate"})
+    """A generation, its block, its conversation (a tag value) and its log holding lone
+    surrogates, written straight through the store API as an older version could have:
+    every read answers, the surrogate as its JSON escape (raw bytes: U+FFFD). The memory
+    store: sqlite and redis refuse to store one (their JSON encoder does)."""
+    from streaming.events import Event
+    from streaming.model import Generation, GenerationState
+
+    live = make_server()
+    store = live.runtime.store
+    tag = Tag(kind="k", name="n\udfff", value={"v": "\ud800", "\udc00": 1})
+    block = Block(file_id="file_lone", index=0, text="t\ud800", tags=[tag], stream_state=StreamState.COMPLETE,
+                  request_id="gen_lone")
+    generation = Generation(id="gen_lone", state=GenerationState.SUCCEEDED, file_id="file_lone", generator="echo",
+                            output_block_ids=[block.id], last_seq=4, finished_at=1.0)
+    _on_loop(live, store.put_blocks([block]))
+    _on_loop(live, store.put_file(File(id="file_lone", blocks=[block], tags=[tag])))
+    _on_loop(live, store.put_generation(generation))
+    log = [
+        Event("generation.started", 1, "gen_lone", {"generation": generation.public()}),
+        Event("block.created", 2, "gen_lone", {"block": block.model_dump(mode="python")}),
+        Event.delta(3, "gen_lone", block.id, 0, "t\ud800"),
+        Event("generation.completed", 4, "gen_lone", {"usage": []}),
+    ]
+    _on_loop(live, store.append_events("gen_lone", log))
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        conversation = _utf8_json(http.get("/files/file_lone"))
+        assert conversation["tags"][0]["value"]["v"] == "\ud800"  # (a key pydantic's JSON mode mangles)
+        assert conversation["blocks"][0]["text"] == "t\ud800"
+        assert _utf8_json(http.get(f"/blocks/{block.id}"))["tags"][0]["name"] == "n\udfff"
+        assert http.get(f"/blocks/{block.id}/raw").content == "t\ufffd".encode()
+        assert _utf8_json(http.get("/generations/gen_lone"))["blocks"][0]["text"] == "t\ud800"
+        replay = http.get("/generations/gen_lone/events")
+        assert replay.status_code == 200
+        events = list(EventDecoder().decode(replay.content))
+        assert [e.seq for e in events] == [1, 2, 3, 4] and events[2].data["text"] == "t\ud800"
+    # Over the socket: every frame goes out, and the socket stays.
+    with connect(live.url.replace("http", "ws") + "/ws") as ws:
+        ws.send(json.dumps({"type": "subscribe", "generation_id": "gen_lone"}))
+        frames = [json.loads(ws.recv(timeout=30)) for _ in range(5)]
+        assert frames[0]["type"] == "ack" and frames[3]["text"] == "t\ud800"
+        assert frames[4]["type"] == "generation.completed"
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "pong"
+
+
+def test_a_plugin_that_writes_a_lone_surrogate_is_read_everywhere(live: LiveServer) -> None:
+    """Whatever the runtime makes of it, the generation ends with its terminal event, every
+    read of it answers valid UTF-8 JSON saying the same text, on every store and route."""
     with httpx.Client(base_url=live.url, timeout=30) as http:
         r = http.post("/generations", json={"generator": "lone", "prompt": "x"}, headers={"Accept": "text/event-stream"})
         assert r.status_code == 201
+        r.content.decode("utf-8", "strict")
         fold = GenerationFold(strict=True)
         for ev in EventDecoder().decode(r.content):
             fold.apply(ev)
-        assert (fold.state, fold.text()) == ("succeeded", "before \ud800 after")
-        gen_id = fold.generation_id
-        # Replayed from the log, read as a snapshot, as a block, as raw bytes.
+        assert fold.state == "succeeded" and fold.text().startswith("before ") and fold.text().endswith(" after")
+        text, gen_id = fold.text(), fold.generation_id
+        _settle(live)
+        snapshot = _utf8_json(http.get(f"/generations/{gen_id}"))
+        assert snapshot["blocks"][0]["text"] == text
+        assert _utf8_json(http.get(f"/blocks/{snapshot['blocks'][0]['id']}"))["text"] == text
         replay = http.get(f"/generations/{gen_id}/events")
-        assert replay.status_code == 200 and b"\\ud800" in replay.content
-        snapshot = http.get(f"/generations/{gen_id}")
-        assert snapshot.status_code == 200
-        block_id = snapshot.json()["blocks"][0]["id"]
-        assert snapshot.json()["blocks"][0]["text"] == "before \ud800 after"
-        assert http.get(f"/blocks/{block_id}").json()["text"] == "before \ud800 after"
-        assert http.get(f"/blocks/{block_id}/raw").content == "before \ufffd after".encode()
-
-        # A block and a conversation whose tag value holds one, written through the store.
-        store = live.runtime.store
-        tag = Tag(kind="k", name="n\udfff", value={"v": "\ud800", "\udc00": 1})
-        block = Block(file_id="file_lone", index=0, text="t\ud800", tags=[tag], stream_state=StreamState.COMPLETE)
-        _on_loop(live, store.put_blocks([block]))
-        _on_loop(live, store.put_file(File(id="file_lone", blocks=[block], tags=[tag])))
-        r = http.get("/files/file_lone")
-        assert r.status_code == 200, r.text
-        assert r.json()["tags"][0]["value"]["v"] == "\ud800"  # (a key pydantic's JSON mode mangles)
-        assert r.json()["blocks"][0]["text"] == "t\ud800"
-        r = http.get(f"/blocks/{block.id}")
-        assert r.status_code == 200 and r.json()["tags"][0]["name"] == "n\udfff"
-        assert http.get(f"/blocks/{block.id}/raw").content == "t\ufffd".encode()
-        # Over the socket: every frame goes out, the socket stays.
-        with connect(live.url.replace("http", "ws") + "/ws") as ws:
-            ws.send(json.dumps({"type": "generate", "generator": "lone", "prompt": "x"}))
-            fold = GenerationFold(strict=True)
-            while not fold.finished:
-                frame = json.loads(ws.recv(timeout=30))
-                if "seq" in frame:
-                    fold.apply(frame)
-            assert fold.text() == "before \ud800 after"
-            ws.send(json.dumps({"type": "ping"}))
-            assert json.loads(ws.recv(timeout=30))["type"] == "pong"
-        # Through the OpenAI-compatible route too, whole and streamed.
-        r = http.post("/v1/chat/completions", json={"model": "lone", "messages": [{"role": "user", "content": "x"}]})
-        assert r.status_code == 200, r.text
-        assert r.json()["choices"][0]["message"]["content"] == "before \ud800 after"
-        r = http.post("/v1/chat/completions",
-                      json={"model": "lone", "stream": True, "messages": [{"role": "user", "content": "x"}]})
-        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
-        r.content.decode("utf-8", "strict")
-        # Every answer above is valid UTF-8 JSON, so a strict client reads it.
-        for path in (f"/files/{block.file_id}", f"/blocks/{block.id}", f"/generations/{gen_id}"):
-            http.get(path).content.decode("utf-8", "strict")
+        assert "".join(e.data["text"] for e in EventDecoder().decode(replay.content) if e.type == "block.delta") == text
+        completion = _utf8_json(http.post("/v1/chat/completions", json={"model": "lone", "messages": [{"role": "user", "content": "x"}]}))
+        assert completion["choices"][0]["message"]["content"] == text
+        streamed = http.post("/v1/chat/completions", json={"model": "lone", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    with connect(live.url.replace("http", "ws") + "/ws") as ws:
+        ws.send(json.dumps({"type": "generate", "generator": "lone", "prompt": "x"}))
+        fold = GenerationFold(strict=True)
+        while not fold.finished:
+            frame = json.loads(ws.recv(timeout=30))
+            if "seq" in frame:
+                fold.apply(frame)
+        assert fold.text() == text
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "pong"
 
 
 # -- other edges over the wire --
