@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from streaming.client.ws import ws_url_of
+from websockets.asyncio.client import connect
 
 from streaming.plugin import BlockTypePluginOutput, InvocableResponse, StreamingGenerator
 from tests.invariants import check_invariants
@@ -237,3 +239,45 @@ async def test_strategy_in_one_process(make_server: Any, store_url: str, strateg
     live = make_server(store_url=store_url, generators=GENERATORS)
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
         await SCENARIOS[strategy](http, http)
+
+
+async def test_the_generate_frame_takes_multitask(make_server: Any) -> None:
+    """On one socket: a slow turn, then an enqueued one (acked ``waiting``, its events only
+    once the slow one has ended), then one that interrupts both."""
+    live = make_server(generators=GENERATORS)
+    async with connect(ws_url_of(live.url)) as ws, httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        await ws.send(json.dumps({"type": "generate", "ref": "slow", **turn("hi", options=SLOW)}))
+        seen: dict[str, list[dict[str, Any]]] = {}
+        acks: dict[str, dict[str, Any]] = {}
+
+        async def until(done: Any) -> None:
+            with anyio.fail_after(30):
+                while not done():
+                    frame = json.loads(await ws.recv())
+                    if frame["type"] == "ack":
+                        acks[frame["ref"]] = frame
+                    elif frame["type"] == "error":
+                        raise AssertionError(frame)
+                    else:
+                        seen.setdefault(frame["generation_id"], []).append(frame)
+
+        await until(lambda: "slow" in acks)
+        slow = acks["slow"]["generation"]
+        await writing(http, slow["id"])
+        await ws.send(json.dumps({"type": "generate", "ref": "queued",
+                                  **turn("after you", slow["file_id"], multitask="enqueue")}))
+        await until(lambda: "queued" in acks)
+        queued = acks["queued"]["generation"]
+        assert queued["state"] == "waiting" and acks["queued"]["blocks"] == []
+        await ws.send(json.dumps({"type": "generate", "ref": "now",
+                                  **turn("now", slow["file_id"], multitask="interrupt")}))
+        await until(lambda: "now" in acks)
+        now = acks["now"]["generation"]
+        terminal = ("generation.completed", "generation.cancelled", "generation.failed")
+        await until(lambda: all(seen.get(g["id"]) and seen[g["id"]][-1]["type"] in terminal for g in (slow, queued, now)))
+        assert seen[slow["id"]][-1]["type"] == "generation.cancelled"
+        assert [e["type"] for e in seen[queued["id"]]] == ["generation.started", "generation.cancelled"]
+        assert seen[now["id"]][-1]["type"] == "generation.completed"
+        for g in (slow, queued, now):
+            check_invariants(seen[g["id"]])
+        assert final_text(seen[now["id"]]).endswith("|user:now] ")
