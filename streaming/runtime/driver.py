@@ -132,10 +132,13 @@ class PluginDriver:
         clock = time.monotonic
         slice_end = clock() + slice_s
         apply = self.apply
+        log = run.log
         turn = TurnMark()
         turn.arm()
         try:
             async for item in agen:
+                if log.last_seq >= run.sent_limit:
+                    await run.reserve_ahead()  # before events pass the store's mark
                 apply(run, item, blocks)
                 if clock() >= slice_end:
                     if not turn.turned:
@@ -159,6 +162,8 @@ class PluginDriver:
                 item = await anyio.to_thread.run_sync(step)
                 if item is done:
                     return
+                if run.log.last_seq >= run.sent_limit:
+                    await run.reserve_ahead()
                 self.apply(run, item, blocks)
         finally:
             gen.close()

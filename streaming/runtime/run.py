@@ -10,9 +10,10 @@ late subscribers.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,7 @@ class Run:
         "calls", "cancel_reason", "children", "chunks", "client_tools", "closed_hook",
         "block_bytes", "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
         "generation", "grace_timer", "history_ids", "limits", "log", "loop_thread", "machine", "options",
-        "output_bytes",
+        "output_bytes", "reserve", "sent_limit", "sent_step",
         "owner", "persisted_seq", "plugin", "round_blocks", "round_calls", "scope",
         "started_at", "stop_error", "subscribers", "tools", "__weakref__",
     )
@@ -124,6 +125,12 @@ class Run:
         #: UTF-8 bytes written so far, per block and in all
         self.block_bytes: dict[str, int] = {}
         self.output_bytes = 0
+        #: the store's ``reserve_seq`` if it keeps how far each log may have been sent
+        self.reserve: Callable[[str, int], Awaitable[None]] | None = None
+        #: the log may grow to this seq before the next mark must be stored
+        self.sent_limit = sys.maxsize
+        #: how many seqs each mark reserves ahead
+        self.sent_step = 4096
 
     @property
     def id(self) -> str:
@@ -167,6 +174,20 @@ class Run:
         block.index = len(self.file.blocks)
         self.file.blocks.append(block)
         self.machine.add_block_text(block)
+
+    # -- how far the log may have been sent --
+
+    async def reserve_ahead(self) -> None:
+        """Store a mark ``sent_step`` seqs past the log's end before events reach it (a
+        recovery after a crash numbers its events past the mark: no seq a client saw is
+        reused). The next mark is due when the log is an eighth of a step from it, leaving
+        room for the events written outside the plugin driver (block and tool events, the
+        terminal event)."""
+        if self.reserve is None:
+            return
+        mark = self.log.last_seq + self.sent_step
+        await self.reserve(self.id, mark)
+        self.sent_limit = mark - self.sent_step // 8
 
     # -- output: every chunk of text goes through write --
 

@@ -69,6 +69,9 @@ class Runner:
         """Start ``run`` (already admitted) in a task of its own."""
         self.live[run.id] = run
         run.limits = (self.settings.max_block_bytes, self.settings.max_generation_bytes)
+        if self.writer.store.keeps_sent_marks:
+            run.reserve = self.writer.store.reserve_seq
+            run.sent_step = self.settings.sent_mark_step
         # A plain asyncio task: an idle generation is mostly this task (see aio).
         self.tasks.spawn(self._execute(run, blocks), name=f"generation {run.id}")
 
@@ -86,6 +89,7 @@ class Runner:
                 with scope:
                     if self.writer.store.shared:
                         run.spawn(self.tasks, obey_control, run, self.writer.store, self.rounds, self.subscriptions)
+                    await run.reserve_ahead()  # the first mark, before the plugin writes
                     await self.rounds.run(run, blocks)
             finally:
                 limit.cancel()

@@ -41,5 +41,8 @@ class RuntimeSettings:
     max_block_bytes: int = 16 * 1024 * 1024
     #: most UTF-8 bytes of text in all of one generation's blocks (``max_output`` past that)
     max_generation_bytes: int = 64 * 1024 * 1024
+    #: seqs a store's mark of how far a log may have been sent reserves ahead (one store
+    #: write per this many events; a crash loses at most this many seqs, never reuses one)
+    sent_mark_step: int = 4096
     #: most generations running at once for one owner (API key)
     max_running_per_owner: int = 1000

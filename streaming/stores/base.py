@@ -28,6 +28,8 @@ class Store(ABC):
     #: True if what is written outlives the process. A store that is neither durable nor
     #: shared only needs a generation once it has ended: the running process holds it.
     durable: bool = True
+    #: True if :meth:`reserve_seq` keeps its marks (the runtime then calls it).
+    keeps_sent_marks: bool = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or create; called once before use."""
@@ -78,6 +80,17 @@ class Store(ABC):
     @abstractmethod
     def follow(self, generation_id: str, after: int = 0) -> AsyncIterator[list[Event]]:
         """Batches of events after ``after``, live, until the terminal event."""
+
+    async def reserve_seq(self, generation_id: str, seq: int) -> None:  # noqa: B027 - optional hook
+        """Record, durably before returning, that events of ``generation_id`` up to ``seq``
+        may reach clients before they are stored (the runtime streams ahead of its batched
+        writes, and calls this in steps before it does).
+
+        A store that recovers a generation whose process died numbers the events it adds
+        after the highest such mark, so no ``seq`` a client saw is reused for another event
+        (see :func:`streaming.stores.recovery.close_interrupted`). The default keeps
+        nothing: a store that is neither durable nor shared recovers nothing.
+        """
 
     # -- control --
 

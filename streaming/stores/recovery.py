@@ -6,6 +6,13 @@ log to :func:`close_interrupted`, and writes back what it returns. The event log
 truth: block texts and states are rebuilt from it (stored block snapshots may lag it by a
 flush), every block still open is aborted and the log ends with ``generation.failed``
 (code ``interrupted``), so a client resuming the stream is told instead of waiting forever.
+
+The process streamed events to its clients before its batched writes stored them, so the
+stored log may end before what a client saw. The store keeps how far the log may have been
+sent (``Store.reserve_seq``); the events added here are numbered after that mark, never
+after the stored log alone: a client that saw seq N is told, with a terminal event above
+N, and no seq it saw names another event. The seqs between the stored log's end and the
+mark are then missing from the log, and the terminal event says so (``events_lost``).
 """
 
 from __future__ import annotations
@@ -40,11 +47,13 @@ def close_interrupted(
     message: str = "the server running this generation stopped before it finished",
     suggestion: str | None = "start the generation again",
     now: float | None = None,
+    sent: int = 0,
 ) -> Recovered:
     """Fail ``generation`` with code ``interrupted`` (unless its log already ended).
 
     ``blocks`` are the stored blocks by id (any superset of the generation's); ``events``
-    its whole stored log, in ``seq`` order.
+    its whole stored log, in ``seq`` order; ``sent`` how far its log may have been sent
+    to clients (the store's mark): the events added are numbered after it.
     """
     gen = generation.model_copy(deep=True)
     gen_id = gen.id
@@ -103,6 +112,25 @@ def close_interrupted(
             gen.error = ErrorInfo.model_validate(fold.error)
         elif gen.state is GenerationState.SUCCEEDED:
             gen.usage = [Usage.model_validate(u) for u in fold.usage]
+    stored = events[-1].seq if events else 0
+    skip = max(0, sent - stored) if not fold.finished else 0
+    if skip:
+        # Events stored..sent may have reached clients and were never stored: number what
+        # is added after them, and say that they were lost.
+        lost = {"after": stored, "through": sent}
+        assert gen.error is not None
+        gen.error.message += f"; events {stored + 1} to {sent}, which it may have streamed, were lost"
+        renumbered = []
+        for ev in new:
+            if ev.type == EventType.GENERATION_STARTED.value:  # written for an empty log
+                renumbered.append(ev)
+                continue
+            data = ev.data
+            if ev.type == EventType.GENERATION_FAILED.value:
+                data = {"error": gen.error.model_dump(mode="json"), "events_lost": lost}
+            renumbered.append(Event(ev.type, ev.seq + skip, gen_id, data))
+        new = renumbered
+        seq += skip
     gen.finished_at = gen.finished_at or (time.time() if now is None else now)
     gen.last_seq = seq
     for block_id in fold.order:

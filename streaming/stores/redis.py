@@ -67,8 +67,9 @@ logger = logging.getLogger("streaming.stores.redis")
 _OURS = ("ttl", "lease", "prefix", "retry", "pool")
 
 # KEYS[1] log; ARGV[1] first seq, ARGV[2] ttl ms (0: none), ARGV[3] '1' if the batch ends
-# the log, ARGV[4..] event JSON. Returns -1 when appended, else the stored last seq
-# (or -2 when the log is already closed).
+# the log ('2': ends it and may start past a gap, a recovery after events were lost),
+# ARGV[4..] event JSON. Returns -1 when appended, else the stored last seq (or -2 when the
+# log is already closed).
 _APPEND = """
 local last = 0
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -82,11 +83,11 @@ if #top > 0 then
   end
 end
 local first = tonumber(ARGV[1])
-if first ~= last + 1 then return last end
+if first ~= last + 1 and not (ARGV[3] == '2' and first > last) then return last end
 for i = 4, #ARGV do
   redis.call('XADD', KEYS[1], '0-' .. (first + i - 4), 'e', ARGV[i])
 end
-if ARGV[3] == '1' and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] ~= '0' and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
 """
 
@@ -163,6 +164,7 @@ class RedisStore(Store):
     """
 
     shared = True
+    keeps_sent_marks = True
 
     def __init__(
         self,
@@ -419,15 +421,20 @@ class RedisStore(Store):
     # -- event logs --
 
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
+        await self._append_log(generation_id, events)
+
+    async def _append_log(self, generation_id: str, events: Sequence[Event], *, after_loss: bool = False) -> None:
+        """``after_loss``: the recovery's ending, numbered past events that were lost."""
         if not events:
             return
+        ending = "2" if after_loss else "1" if events[-1].terminal else "0"
         with self._mapped("append_events"):
             last = await self._append(
                 keys=[self._k("log", generation_id)],
                 args=[
                     events[0].seq,
                     self.ttl_ms,
-                    "1" if events[-1].terminal else "0",
+                    ending,
                     *(ev.to_json() for ev in events),
                 ],
             )
@@ -443,6 +450,11 @@ class RedisStore(Store):
                 code="log_gap",
                 details={"stored_seq": int(last)},
             )
+
+    async def reserve_seq(self, generation_id: str, seq: int) -> None:
+        # Only the process running the generation sets it, one step after another.
+        with self._mapped("reserve_seq"):
+            await self._r.set(self._k("sent", generation_id), seq, px=self.ttl_ms if self.ttl_ms > 0 else None)
 
     @staticmethod
     def _events(entries: Sequence[Any]) -> list[Event]:
@@ -745,14 +757,17 @@ class RedisStore(Store):
                     if data:
                         block = Block.model_validate_json(data)
                         blocks[block.id] = block
+            with self._mapped("reap"):
+                sent = await self._r.get(self._k("sent", generation_id))
             fixed = close_interrupted(
                 gen,
                 blocks,
                 events,
                 message="the server process running this generation stopped (its lease expired)",
+                sent=int(sent) if sent else 0,
             )
             if fixed.events:
-                await self.append_events(generation_id, fixed.events)
+                await self._append_log(generation_id, fixed.events, after_loss=True)
             await self.put_blocks(fixed.blocks)
             if gen.file_id:
                 # Blocks made mid-stream join the conversation (the final write never came).

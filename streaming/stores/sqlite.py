@@ -7,7 +7,11 @@ generation, in one transaction on a worker thread, so a busy server pays one com
 batch and never one disk sync per delta. Reads first wait for what was queued before them,
 so a caller always reads its own writes. The database runs in WAL mode with
 ``synchronous=NORMAL``: a process crash loses nothing committed; a power cut may lose the
-last moments.
+last moments. Commits are batched by time and size: the first write queued after a commit
+waits at most ``batch`` seconds (a read, or a full batch, commits at once), so one commit
+carries several chunks of every running generation. Each commit rewrites the pages it
+touches to the WAL, and a generation's rows share pages: with one chunk of each of 500
+generations a commit, a row cost ~19 us of CPU; with five, ~10 us.
 
 After a crash, :meth:`SqliteStore.recover_interrupted` (the runtime calls it on start)
 fails every generation left ``running`` with code ``interrupted``, aborts its open blocks
@@ -16,13 +20,16 @@ and closes its log with a terminal event (see :mod:`streaming.stores.recovery`).
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
 convention), with optional query parameters ``poll`` (seconds between checks of a followed
 log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default or 0:
-forever; older ones are dropped when the store opens) and ``retry`` (seconds failing
-commits are retried before writers are told ``store_unavailable``, default 10).
+forever; older ones are dropped when the store opens), ``retry`` (seconds failing
+commits are retried before writers are told ``store_unavailable``, default 10) and ``batch``
+(seconds the writer gathers writes into one commit, default 0.25; a read, or 10,000 queued
+events, commits at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -65,6 +72,8 @@ CREATE TABLE IF NOT EXISTS tool_claims (
     generation_id TEXT NOT NULL, call_id TEXT NOT NULL,
     PRIMARY KEY (generation_id, call_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sent_marks (
+    generation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 # A finished generation is final: a late write of an older state never replaces it.
@@ -111,9 +120,13 @@ class SqliteStore(Store):
             its blocks stay with their conversation.
         retry_s: how long failing commits are retried before callers get
             :class:`~streaming.errors.StoreUnavailableError` (they are retried on after that).
+        batch_s: how long the writer gathers writes before it commits them (0: at once).
     """
 
     shared = False
+    #: queued events that commit at once, whatever ``batch_s`` says
+    batch_rows = 10_000
+    keeps_sent_marks = True
 
     def __init__(
         self,
@@ -122,6 +135,7 @@ class SqliteStore(Store):
         poll_interval_s: float | None = None,
         ttl_s: float | None = None,
         retry_s: float | None = None,
+        batch_s: float | None = None,
     ) -> None:
         if url.startswith("sqlite:"):
             path, params = parse_sqlite_url(url)
@@ -132,6 +146,7 @@ class SqliteStore(Store):
             poll = float(params["poll"]) if "poll" in params else 0.05
             ttl = float(params["ttl"]) if "ttl" in params else None
             retry = float(params["retry"]) if "retry" in params else 10.0
+            batch = float(params["batch"]) if "batch" in params else 0.25
         except ValueError as exc:
             raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
         self.url = url
@@ -139,6 +154,7 @@ class SqliteStore(Store):
         self.poll_interval_s = poll if poll_interval_s is None else poll_interval_s
         self.ttl_s = ttl if ttl_s is None else ttl_s
         self.retry_s = retry if retry_s is None else retry_s
+        self.batch_s = batch if batch_s is None else batch_s
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
         self._limiter = anyio.CapacityLimiter(1)
@@ -148,9 +164,11 @@ class SqliteStore(Store):
         self._files: dict[str, tuple[str, str]] = {}
         self._events: list[tuple[str, int, str]] = []
         self._claims: list[tuple[str, str]] = []
+        self._marks: dict[str, int] = {}
         self._queued = 0  # writes queued so far
         self._committed = 0  # of which committed
         self._wake_writer = asyncio.Event()
+        self._commit_now = asyncio.Event()  # someone waits for a commit: no batching
         self._commit_done = anyio.Event()
         self._tasks = TaskOwner("sqlite store", logger)  # the writer
         self._failure: BaseException | None = None
@@ -243,10 +261,18 @@ class SqliteStore(Store):
     async def _write_loop(self, max_delay_s: float = 2.0) -> None:
         while True:
             await self._wake_writer.wait()
+            if self.batch_s > 0 and not self._commit_now.is_set():
+                # Gather what the next moments queue into this commit, unless a reader
+                # (or a full batch) asks for it now.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.batch_s):
+                        await self._commit_now.wait()
+            self._commit_now.clear()
             self._wake_writer.clear()
             target = self._queued
-            batch = (self._gens, self._blocks, self._files, self._events, self._claims)
+            batch = (self._gens, self._blocks, self._files, self._events, self._claims, self._marks)
             self._gens, self._blocks, self._files, self._events, self._claims = {}, {}, {}, [], []
+            self._marks = {}
             failing_since: float | None = None
             delay = 0.05
             while True:  # the same batch again, so the order of writes holds
@@ -273,6 +299,7 @@ class SqliteStore(Store):
         files: dict[str, tuple[str, str]],
         events: list[tuple[str, int, str]],
         claims: list[tuple[str, str]],
+        marks: dict[str, int],
     ) -> None:
         conn = self._require()
         conn.execute("BEGIN IMMEDIATE")
@@ -292,6 +319,8 @@ class SqliteStore(Store):
                 conn.executemany(
                     "INSERT OR IGNORE INTO tool_claims (generation_id, call_id) VALUES (?, ?)", claims
                 )
+            if marks:
+                conn.executemany("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", marks.items())
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -305,6 +334,7 @@ class SqliteStore(Store):
         """
         target = self._queued
         while self._committed < target:
+            self._commit_now.set()
             if self._failure is not None:
                 raise self._unavailable() from self._failure
             await self._commit_done.wait()
@@ -377,6 +407,13 @@ class SqliteStore(Store):
 
     # -- event logs --
 
+    async def reserve_seq(self, generation_id: str, seq: int) -> None:
+        """Queued with the other writes; returns once committed (a mark per step of the
+        log, not per event; the marks of many generations share a commit)."""
+        self._queue()
+        self._marks[generation_id] = max(seq, self._marks.get(generation_id, 0))
+        await self._sync()
+
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         if not events:
             return
@@ -399,6 +436,8 @@ class SqliteStore(Store):
             )
         self._queue()
         self._events.extend((generation_id, ev.seq, ev.to_json()) for ev in events)
+        if len(self._events) >= self.batch_rows:
+            self._commit_now.set()
         if events[-1].terminal:
             # Only open logs are cached; a later append reads the (terminal) tail and refuses.
             self._last_seq.pop(generation_id, None)
@@ -526,7 +565,8 @@ class SqliteStore(Store):
                 q = ",".join("?" * len(ids))
                 for bid, bdata in conn.execute(f"SELECT id, data FROM blocks WHERE id IN ({q})", ids):
                     blocks[bid] = Block.model_validate_json(bdata)
-            fixed = close_interrupted(gen, blocks, events)
+            mark = conn.execute("SELECT seq FROM sent_marks WHERE generation_id = ?", (gen.id,)).fetchone()
+            fixed = close_interrupted(gen, blocks, events, sent=int(mark[0]) if mark else 0)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
@@ -573,6 +613,7 @@ class SqliteStore(Store):
         try:
             conn.execute(f"DELETE FROM events WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
             conn.execute(f"DELETE FROM tool_claims WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
+            conn.execute(f"DELETE FROM sent_marks WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
             conn.execute(f"DELETE FROM generations WHERE id IN ({old})", (*_FINISHED, cutoff))
             conn.execute("COMMIT")
         except BaseException:
