@@ -76,7 +76,7 @@ def close_interrupted(
                 1,
                 gen_id,
                 {
-                    "generation": head.model_dump(mode="json"),
+                    "generation": head.public(),
                     "blocks": [b.model_dump(mode="json") for b in started],
                     "capabilities": None,
                 },
