@@ -155,9 +155,13 @@ hostile_generate_bodies = st.fixed_dictionaries(
         "prompt": hostile_text | hostile_values,
         "messages": st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": hostile_text | hostile_values}), max_size=2),
         "blocks": st.lists(st.fixed_dictionaries({"text": hostile_text, "tags": st.lists(hostile_values, max_size=2)}), max_size=2),
-        # Only keys the generators do not read: bounding ``repeat`` and ``delay_ms`` is the
-        # runtime's own work (they must never freeze the server whatever their value).
-        "options": st.dictionaries(st.sampled_from(["x", "temperature", "\ud800"]), hostile_values, max_size=2),
+        # ``repeat`` and ``delay_ms`` too: whatever their value, a 422 or a generation that
+        # ends (the innocent stream beside it must not notice).
+        "options": st.dictionaries(
+            st.sampled_from(["x", "repeat", "delay_ms", "rounds", "\ud800"]),
+            hostile_values | st.sampled_from([10**9, 10**18, 2**63, 1e300, -1, 0.5]),
+            max_size=2,
+        ),
         "capabilities": st.lists(st.fixed_dictionaries({"name": hostile_text, "request_level": hostile_values}), max_size=2),
         "tools": st.lists(st.fixed_dictionaries({"name": hostile_text, "description": hostile_text, "parameters": hostile_values}), max_size=2),
         "file_id": hostile_values,

@@ -105,7 +105,11 @@ hostile_frames = st.fixed_dictionaries(
         "result": hostile_values,
         "generator": st.just("echo") | hostile_values,
         "prompt": hostile_text | hostile_values,
-        "options": st.dictionaries(st.sampled_from(["x", "\udfff"]), hostile_values, max_size=2),
+        "options": st.dictionaries(
+            st.sampled_from(["x", "repeat", "delay_ms", "\udfff"]),
+            hostile_values | st.sampled_from([10**9, 10**18, 2**63, 1e300, -1]),
+            max_size=2,
+        ),
         "ref": hostile_text | hostile_values,
         "\ud800": hostile_values,
     },
