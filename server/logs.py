@@ -30,17 +30,21 @@ _QUERY_SECRET = re.compile(
 #: the password of a URL: ``scheme://user:password@host``
 _URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@/\s\"']*(@)")
 
+#: a bearer credential, as an ``Authorization`` header is written
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
+
 #: the loggers whose records carry request paths with their query
 _URL_LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn")
 
 
 def redact(text: str) -> str:
-    """``text`` with secret query values and URL passwords replaced by ``***``."""
+    """``text`` with secret query values, URL passwords and bearer credentials replaced
+    by ``***``."""
     if "=" in text:
         text = _QUERY_SECRET.sub(r"\1***", text)
     if "@" in text:
         text = _URL_PASSWORD.sub(r"\1***\2", text)
-    return text
+    return _BEARER.sub(r"\1***", text)
 
 
 def _redacted(value: Any) -> Any:

@@ -65,11 +65,11 @@ def _drive(url: str) -> list[str]:
     return secrets
 
 
-@pytest.mark.parametrize("fmt", ["text", "json"])
-def test_no_secret_reaches_the_log(tmp_path: Path, redis_with_password: RedisServer, fmt: str) -> None:
-    store = f"redis://:{PASSWORD}@127.0.0.1:{redis_with_password.port}/0?prefix=logs-{fmt}:"
+@pytest.mark.parametrize(("fmt", "level"), [("text", "info"), ("json", "info"), ("text", "debug"), ("json", "debug")])
+def test_no_secret_reaches_the_log(tmp_path: Path, redis_with_password: RedisServer, fmt: str, level: str) -> None:
+    store = f"redis://:{PASSWORD}@127.0.0.1:{redis_with_password.port}/0?prefix=logs-{fmt}-{level}:"
     log = tmp_path / "serve.log"
-    server = ServerProcess(log, "--api-key", KEY, "--log-level", "info", "--log-format", fmt, store=store).start()
+    server = ServerProcess(log, "--api-key", KEY, "--log-level", level, "--log-format", fmt, store=store).start()
     try:
         secrets = _drive(server.url)
     finally:
@@ -95,6 +95,7 @@ def test_what_redact_hides() -> None:
         "/p?api_key=***&token=***&X-Amz-Signature=***&client_secret=***&password=***"
     )
     assert redact("redis://:pw@host:6379/0 and rediss://user:pw2@h/1") == "redis://:***@host:6379/0 and rediss://user:***@h/1"
+    assert redact("headers: [(b'authorization', b'BEARER sk-1.2_3')]") == "headers: [(b'authorization', b'BEARER ***')]"
     # What is not a secret stays readable.
     assert redact("/generations/gen_1/events?after=12") == "/generations/gen_1/events?after=12"
     assert redact("http://127.0.0.1:8000/x@y") == "http://127.0.0.1:8000/x@y"
