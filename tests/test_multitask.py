@@ -8,11 +8,12 @@ processes (start on one, double-text through the other)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import httpx
 import pytest
 from streaming.client.ws import ws_url_of
@@ -80,6 +81,11 @@ async def writing(http: httpx.AsyncClient, gen_id: str) -> None:
             if any("x " in b["text"] for b in body["blocks"]):
                 return
             await anyio.sleep(0.02)
+
+
+async def writing_on(url: str, gen_id: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await writing(http, gen_id)
 
 
 async def events(http: httpx.AsyncClient, gen_id: str) -> list[dict[str, Any]]:
@@ -281,3 +287,87 @@ async def test_the_generate_frame_takes_multitask(make_server: Any) -> None:
         for g in (slow, queued, now):
             check_invariants(seen[g["id"]])
         assert final_text(seen[now["id"]]).endswith("|user:now] ")
+
+
+# -- the dialect routes take ``multitask`` in their bodies --
+
+
+def chat_body(chat_id: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"id": chat_id, "model": "history", "on_disconnect": "continue",
+            "messages": [{"id": f"m-{text}", "role": "user", "parts": [{"type": "text", "text": text}]}], **extra}
+
+
+def ui_chunks(lines: Iterator[str]) -> list[dict[str, Any]]:
+    out = []
+    for line in lines:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            out.append(json.loads(line[6:]))
+    return out
+
+
+def test_ai_sdk_chat_interrupts_and_enqueues(make_server: Any) -> None:
+    live = make_server(generators=GENERATORS)
+    url = f"{live.url}/api/chat"
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", url, json=chat_body("c1", "hi", options=SLOW)) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()
+            for line in lines:
+                if '"text-delta"' in line and "x " in line:
+                    break  # the answer is streaming
+            busy = http.post(url, json=chat_body("c1", "again"))
+            assert busy.status_code == 409 and busy.json()["error"]["code"] == "conflict"
+            second = http.post(url, json=chat_body("c1", "instead", multitask="interrupt"))
+            assert second.status_code == 200
+            rest = ui_chunks(lines)
+        assert [c["type"] for c in rest][-2:] == ["abort", "finish"]
+        texts = "".join(c["delta"] for c in ui_chunks(second.iter_lines()) if c["type"] == "text-delta")
+        assert texts.startswith("[user:hi|assistant:[user:hi] x ") and texts.endswith("|user:instead] ")
+        with http.stream("POST", url, json=chat_body("c2", "hi", options=SLOW)) as slow:
+            for line in slow.iter_lines():
+                if '"text-delta"' in line:
+                    break
+            slow_id = slow.headers["x-generation-id"]
+            with http.stream("POST", url, json=chat_body("c2", "next", multitask="enqueue")) as queued:
+                queued_id = queued.headers["x-generation-id"]
+                assert http.get(f"{live.url}/generations/{queued_id}").json()["generation"]["state"] == "waiting"
+                http.post(f"{live.url}/generations/{slow_id}/cancel")
+                chunks = ui_chunks(queued.iter_lines())
+        assert chunks[0]["type"] == "start" and chunks[-1]["type"] == "finish"
+        assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta").endswith("|user:next] ")
+
+
+def test_responses_continue_with_multitask(make_server: Any) -> None:
+    import openai
+
+    live = make_server(generators=GENERATORS)
+    client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
+    first = client.responses.create(model="history", input="hi")
+    slow = client.responses.create(model="history", input="tell me", previous_response_id=first.id,
+                                   background=True, extra_body={"options": SLOW})
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        with anyio.from_thread.start_blocking_portal() as portal:
+            portal.call(writing_on, live.url, slow.id.removeprefix("resp_"))
+        with pytest.raises(openai.ConflictError):
+            client.responses.create(model="history", input="again", previous_response_id=slow.id)
+        rolled = client.responses.create(model="history", input="this", previous_response_id=slow.id,
+                                         extra_body={"multitask": "rollback"})
+        assert rolled.status == "completed"
+        assert rolled.output_text == "[user:hi|assistant:[user:hi] |user:this] "
+        gone = http.get(f"/generations/{slow.id.removeprefix('resp_')}").json()["generation"]
+        assert gone["state"] == "cancelled"
+        bad = http.post("/v1/responses", json={"model": "history", "input": "x", "multitask": "sometimes"})
+        assert bad.status_code == 400 and "multitask" in bad.text
+
+
+def test_messages_take_multitask(make_server: Any) -> None:
+    live = make_server(generators=GENERATORS)
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        body = {"model": "history", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+        # A message is a conversation of its own: nothing is in its way, whatever the strategy.
+        for strategy in ("reject", "interrupt", "rollback", "enqueue"):
+            r = http.post("/v1/messages", json={**body, "multitask": strategy})
+            assert r.status_code == 200, r.text
+            assert r.json()["content"][0]["text"] == "[user:hi] "
+        bad = http.post("/v1/messages", json={**body, "multitask": "later"})
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"

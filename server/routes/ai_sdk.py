@@ -4,7 +4,9 @@
 ``useChat``, ``Chat`` and ``DefaultChatTransport`` post to ``/api/chat`` by default, with
 the chat's ``id``, its ``messages`` (with ``parts``), the ``trigger`` and ``messageId``;
 this server also reads ``model`` (the generator), ``options`` (passed to it) and ``tools``
-(tool declarations ``{name, description, parameters}``, run by the client). The answer is
+(tool declarations ``{name, description, parameters}``, run by the client) and
+``multitask`` (what a message sent while the chat's answer streams does: ``reject``,
+``interrupt``, ``rollback`` or ``enqueue``, as on ``POST /generations``). The answer is
 a stream of UI message chunks as SSE ``data:`` frames ending in ``data: [DONE]``, with
 ``x-vercel-ai-ui-message-stream: v1`` and ``x-generation-id`` (the generation, which the
 native routes also stream, resume and cancel). The chunks are the pure projection of
@@ -65,7 +67,7 @@ from streaming.model import (
     TagValueKey,
     new_id,
 )
-from streaming.requests import BlockInput, GenerateRequest
+from streaming.requests import BlockInput, GenerateRequest, Multitask
 from streaming.runtime import Runtime
 
 __all__ = ["ROUTES", "ChatRequest", "UIFrames", "chat_file_id"]
@@ -98,6 +100,7 @@ class ChatRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     tools: list[Tool] = Field(default_factory=list)
     on_disconnect: OnDisconnect = OnDisconnect.CANCEL
+    multitask: Multitask = "reject"
 
 
 def chat_file_id(owner: str | None, chat_id: str) -> str:
@@ -353,6 +356,7 @@ async def _start(runtime: Runtime, body: ChatRequest, owner: str | None, file_id
         file_id=file_id,
         on_disconnect=body.on_disconnect,
         client_tools="return",
+        multitask=body.multitask,
     )
     return await runtime.start(generate, subscribed=True, owner=owner), message_id
 

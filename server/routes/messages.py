@@ -9,7 +9,8 @@ stream is cancelled after the grace period) with the pure projection of
 :mod:`streaming.dialects.anthropic`; each frame's SSE ``id`` is its cursor in that
 projection, so ``GET /v1/messages/{id}?stream=true`` with ``Last-Event-ID`` (or
 ``?after=``) replays exactly what followed it, and the heartbeat is Anthropic's ``ping``
-event. Errors are Anthropic's shape (:mod:`streaming.server.anthropic.errors`); any
+event. A body field ``multitask`` is taken as on ``POST /generations``; a message starts a
+conversation of its own, so nothing is ever in its way. Errors are Anthropic's shape (:mod:`streaming.server.anthropic.errors`); any
 ``anthropic-version`` is accepted.
 """
 
@@ -42,6 +43,7 @@ from streaming.dialects.anthropic import MessagesProjection
 from streaming.errors import NotFoundError, StreamingError
 from streaming.events import Event, encode_json
 from streaming.model import Generation
+from streaming.requests import Multitask
 from streaming.runtime import Runtime
 
 __all__ = ["ROUTES", "MessagesFrames", "PingingStream"]
@@ -98,6 +100,12 @@ def _stream(request: Request, batches: AsyncGenerator[list[Event], None], projec
     )
 
 
+class _Body(MessagesRequest):
+    """Anthropic's body, and ``multitask``."""
+
+    multitask: Multitask = "reject"
+
+
 def _projection(generation: Generation, max_tokens: int | None, after: int = -1) -> MessagesProjection:
     return MessagesProjection(
         message_id=f"msg_{generation.id}",
@@ -113,11 +121,13 @@ def _headers(generation: Generation) -> dict[str, str]:
 
 
 async def create(request: Request) -> Response | EventStreamResponse:
-    body: MessagesRequest = await read_json(request, MessagesRequest)
+    body: _Body = await read_json(request, _Body)
     runtime = runtime_of(request)
     owner = new_owner(request)
     runtime.generators.get(body.model)  # an unknown model is refused before anything else
-    generation = await runtime.start(generate_request(body), subscribed=True, owner=owner)
+    runtime_request = generate_request(body)
+    runtime_request.multitask = body.multitask
+    generation = await runtime.start(runtime_request, subscribed=True, owner=owner)
     projection = _projection(generation, body.max_tokens)
     batches = runtime.subscribe(generation.id, 0)
     if body.stream:

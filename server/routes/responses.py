@@ -13,7 +13,8 @@ replay runs the projection over the whole log and leaves out the events up to
 per conversation, as everywhere); ``function_call_output`` items answer its client-side
 calls. ``background: true`` answers at once (``in_progress``) and the generation runs
 whoever listens; otherwise a dropped stream is a disconnect (``on_disconnect``: cancelled
-after the grace period). Errors are OpenAI's shape (:mod:`streaming.server.openai.errors`).
+after the grace period). A body field ``multitask`` (the SDK's ``extra_body``) says what a
+request continuing a conversation that is busy does, as on ``POST /generations``. Errors are OpenAI's shape (:mod:`streaming.server.openai.errors`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from streaming.dialects import Failure
 from streaming.dialects.responses import ResponsesProjection
 from streaming.errors import InvalidRequestError, NotFoundError, StreamingError
 from streaming.model import Generation, MimeTypes
+from streaming.requests import Multitask
 from streaming.runtime import Runtime
 
 __all__ = ["ROUTES", "ResponsesFrames"]
@@ -69,6 +71,12 @@ class ResponsesFrames(DialectFrames):
     def refused(self, exc: StreamingError) -> bytes:
         events = self.responses.error_event(exc.code, exc.message, _nested(exc))
         return b"".join(self.frame(obj) for obj in events)
+
+
+class _Body(ResponsesRequest):
+    """OpenAI's body, and ``multitask``."""
+
+    multitask: Multitask = "reject"
 
 
 def _generation_id(response_id: str) -> str:
@@ -107,7 +115,7 @@ async def _calls_of(runtime: Runtime, file_id: str | None) -> dict[str, str]:
 
 
 async def create(request: Request) -> Response | EventStreamResponse:
-    body: ResponsesRequest = await read_json(request, ResponsesRequest)
+    body: _Body = await read_json(request, _Body)
     runtime = runtime_of(request)
     owner = new_owner(request)
     runtime.generators.get(body.model)  # an unknown model is refused before anything else
@@ -122,6 +130,7 @@ async def create(request: Request) -> Response | EventStreamResponse:
             ) from None
         file_id = previous.file_id
     runtime_request = generate_request(body, file_id=file_id, known_calls=await _calls_of(runtime, file_id))
+    runtime_request.multitask = body.multitask
     subscribed = body.stream or not body.background
     generation = await runtime.start(runtime_request, subscribed=subscribed, owner=owner)
     projection = _projection(generation, request_meta(body))
