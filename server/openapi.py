@@ -36,7 +36,7 @@ SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _STATUS_TEXT = {
-    400: "Not JSON",
+    400: "Not JSON, or JSON refused at the door (too_deep, invalid_text, invalid_number)",
     401: "Credentials missing or wrong",
     403: "A read token used beyond its generation",
     404: "Unknown id (or another key's)",
