@@ -297,3 +297,48 @@ async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisSer
             with anyio.fail_after(30):
                 final = [e async for e in on_b.iter_events(gen.id)]
             assert [e.to_json() for e in final] == [e.to_json() for e in watching.events]
+
+
+@pytest.fixture
+def forgetful_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis-forgetful").start()  # no persistence
+    yield server
+    server.stop()
+
+
+async def test_redis_losing_its_data_does_not_fail_a_single_servers_generation(
+    forgetful_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis restarts empty while one server streams: the server writes the log again and the
+    generation completes. It used to reap itself (its lease had vanished with Redis's data)
+    and fail its own generation as "failed by another process"."""
+    url = f"{forgetful_redis.url}?lease=1.5&prefix=forget:"
+    srv = ServerProcess(tmp_path / "single.log", store=url).start()
+    try:
+        words = [{"text": f"word{i} ", "chunk": 8} for i in range(120)]
+        script = {"rounds": [[step for w in words for step in (w, {"sleep_ms": 25})]]}
+        async with StreamingClient(srv.url) as client:
+            gen = await client.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+            await until(gen, lambda e: e.type == "block.delta")
+            forgetful_redis.restart()  # empty: no persistence
+            # And it loses its data again and again for a while (as if it kept restarting):
+            # the server's lease is gone far more often than the heartbeat renews it.
+            import redis.asyncio as aioredis
+
+            flusher = aioredis.Redis.from_url(forgetful_redis.url)
+            try:
+                for _ in range(100):
+                    await flusher.flushall()
+                    await anyio.sleep(0.02)
+            finally:
+                await flusher.aclose()
+            with anyio.fail_after(60):
+                await gen.wait()
+            assert gen.state == "succeeded", gen.error
+            check_invariants(gen.events)
+            # The log was written again from the start: a reader of the store gets all of it.
+            stored = await client.get_generation(gen.id)
+            assert stored["generation"]["state"] == "succeeded"
+            assert stored["blocks"][0]["text"] == "".join(f"word{i} " for i in range(120))
+    finally:
+        srv.kill()

@@ -25,7 +25,9 @@ async def obey_control(run: Run, store: Store, rounds: ToolRounds, subscriptions
             elif kind == "interrupted":
                 run.request_stop(
                     StoreError(
-                        "the generation was failed by another process: this one's lease lapsed",
+                        "another process failed this generation: it found no lease of the process running "
+                        "it in the store (that process stopped renewing it in time, or the store lost "
+                        "its data, as a Redis restarted without persistence does)",
                         code="interrupted",
                     )
                 )

@@ -442,7 +442,8 @@ class RedisStore(Store):
             raise StoreError(
                 f"the event log of {generation_id} has ended; it takes no more events",
                 code="log_closed",
-                suggestion="another process failed this generation when this one's lease lapsed",
+                suggestion="another process failed this generation: it found no lease of this process "
+                "in Redis (this process stopped renewing it in time, or Redis lost its data)",
             )
         if int(last) != -1:
             raise StoreError(
@@ -724,7 +725,9 @@ class RedisStore(Store):
                 for o in owners:
                     pipe.exists(self._k("lease", o))
                 flags = await pipe.execute()
-        dead = {o for o, flag in zip(owners, flags, strict=True) if not flag}
+        # Never this process: it is alive, whatever Redis says (a Redis that restarted
+        # without persistence lost our lease until the next renewal, not our generations).
+        dead = {o for o, flag in zip(owners, flags, strict=True) if not flag and o != self.owner}
         reaped = []
         for gen_id, owner in running.items():
             if owner in dead and await self._reap(gen_id):
@@ -746,6 +749,12 @@ class RedisStore(Store):
             gen, alive = found
             if alive or gen.state.finished:
                 return False
+            with self._mapped("reap"):
+                if await self._r.hget(self._k("running"), generation_id) == self.owner:
+                    # Ours, and we run: Redis lost our lease (it restarted empty). Renew it
+                    # rather than fail a generation this process is streaming.
+                    await self._renew_lease()
+                    return False
             events = await self.read_events(generation_id)
             ids = list(gen.output_block_ids)
             ids += [str(ev.data["block"]["id"]) for ev in events if ev.type == "block.created"]
