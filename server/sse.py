@@ -51,7 +51,8 @@ class EventStreamResponse(ClientWatch):
     """
 
     __slots__ = (
-        "batches", "frames", "heartbeat_s", "send_timeout_s", "status", "headers", "timed_out", "_sent_at", "_out"
+        "batches", "frames", "heartbeat_s", "send_timeout_s", "status", "headers", "timed_out", "_sent_at",
+        "_sending", "_out", "_clock",
     )
 
     def __init__(
@@ -73,12 +74,15 @@ class EventStreamResponse(ClientWatch):
         self.headers = SSE_HEADERS + headers if headers else SSE_HEADERS  # (read, never changed)
         #: the client stopped reading and was dropped
         self.timed_out = False
-        self._sent_at = 0.0
+        self._sent_at = 0.0  # when the last write began
+        self._sending = False  # the pump is in a write now
         self._out: Send | None = None  # the response's send (the heartbeats write there too)
+        self._clock: Callable[[], float] | None = None  # the loop's time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        self._sent_at = asyncio.get_running_loop().time()
+        self._clock = asyncio.get_running_loop().time
+        self._sent_at = self._clock()
         self._out = send
         # No lock between the pump and the heartbeats: uvicorn writes each body whole, so
         # frames never interleave.
@@ -117,31 +121,49 @@ class EventStreamResponse(ClientWatch):
             await self._send(send, closing)
 
     async def _send(self, send: Send, body: bytes) -> None:
-        # A consumer that stopped reading blocks only its own writes; past the timeout
-        # it is dropped rather than holding anything else up.
-        async with asyncio.timeout(self.send_timeout_s):
+        # A consumer that stopped reading blocks only its own writes; past the send
+        # timeout the listener drops it rather than let it hold anything up. (The listener
+        # keeps that time: a timer armed and cancelled around every write would cost each
+        # event more than the write itself.)
+        clock = self._clock
+        assert clock is not None
+        self._sent_at = clock()
+        self._sending = True
+        try:
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        self._sent_at = asyncio.get_running_loop().time()
+        finally:
+            self._sending = False
 
     async def _listen(self, receive: Receive, work: asyncio.Task[Any]) -> None:
         """Wait for the client to go away, sending a comment line whenever the stream has
-        been quiet for ``heartbeat_s``; then (however this ends) stop the pump."""
-        loop = asyncio.get_running_loop()
+        been quiet for ``heartbeat_s`` and dropping the client once a write of the pump has
+        waited ``send_timeout_s``; then (however this ends) stop the pump."""
+        clock = self._clock
         send = self._out
-        assert send is not None
+        assert send is not None and clock is not None
         try:
             while True:
+                sending = self._sending
+                wait_s = self.send_timeout_s if sending else self.heartbeat_s
                 try:
-                    async with asyncio.timeout_at(self._sent_at + self.heartbeat_s):
+                    async with asyncio.timeout_at(self._sent_at + wait_s):
                         message = await receive()
                 except TimeoutError:
-                    if loop.time() - self._sent_at < self.heartbeat_s:
+                    quiet_s = clock() - self._sent_at
+                    if self._sending:
+                        if quiet_s >= self.send_timeout_s:
+                            self.timed_out = True  # the client stopped reading: drop it
+                            return
+                        continue  # a write began meanwhile: wait for its timeout
+                    if quiet_s < self.heartbeat_s:
                         continue  # something went out meanwhile
                     try:
-                        await self._send(send, HEARTBEAT)
+                        async with asyncio.timeout(self.send_timeout_s):
+                            await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
                     except TimeoutError:
                         self.timed_out = True
                         return
+                    self._sent_at = clock()
                     continue
                 if message["type"] == "http.disconnect":
                     return

@@ -14,12 +14,16 @@ until it lands, and only then is the conversation released.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
 
 from streaming.errors import StoreError, StoreUnavailableError
+from streaming.events import Event, EventType
 from streaming.metrics import RuntimeMetrics
 from streaming.model import Block
 from streaming.runtime.run import Run
@@ -30,6 +34,15 @@ from streaming.tasks import TaskOwner
 __all__ = ["StoreWriter"]
 
 logger = logging.getLogger("streaming.runtime")
+
+_DELTA = EventType.BLOCK_DELTA.value
+
+# A flush lock that, free, is taken without a trip through the loop (anyio >= 4.5).
+_new_lock: Callable[[], anyio.Lock] = (
+    functools.partial(anyio.Lock, fast_acquire=True)
+    if "fast_acquire" in inspect.signature(anyio.Lock).parameters
+    else anyio.Lock
+)
 
 
 class StoreWriter:
@@ -72,12 +85,17 @@ class StoreWriter:
             self._wanted.set()
 
     async def _flusher(self) -> None:
+        # A store that batches its own commits (sqlite) gets each run's events at that
+        # pace: a flush costs a run the same whether it carries one chunk or five.
+        interval = max(self.settings.persist_interval_s, getattr(self.store, "batch_s", 0.0))
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
-            await anyio.sleep(self.settings.persist_interval_s)
+            await anyio.sleep(interval)
             dirty, self._dirty = self._dirty, set()
-            for run in dirty:
+            for i, run in enumerate(dirty, 1):
+                if i % 64 == 0:
+                    await asyncio.sleep(0)  # hundreds of runs: let the streams move meanwhile
                 try:
                     await self._flush(run)
                 except Exception as exc:  # a store hiccup must not kill the flusher
@@ -140,21 +158,36 @@ class StoreWriter:
 
     async def _flush(self, run: Run, *, final: bool = False) -> None:
         if run.flush_lock is None:
-            run.flush_lock = anyio.Lock()
+            run.flush_lock = _new_lock()
         async with run.flush_lock:
             events = run.log.read(run.persisted_seq)
             if events:
                 await self.store.append_events(run.id, events)
                 run.persisted_seq = events[-1].seq
+            if not (final or (events and self._records_changed(events))):
+                return
             machine = run.machine
             gen = machine.generation.snapshot()
             gen.last_seq = run.persisted_seq
-            if final or events:
-                await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
+            await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
             if final:
                 # The conversation before the record that says finished: whoever sees the
                 # generation finished (another process claiming the conversation) finds
                 # its blocks in the file.
                 await self.store.put_file(run.file_snapshot())
-            if final or events:
-                await self.store.put_generation(gen)
+            await self.store.put_generation(gen)
+
+    def _records_changed(self, events: list[Event]) -> bool:
+        """Whether a flush of ``events`` also rewrites the run's blocks and record.
+
+        A store shared with other processes serves them a running generation's blocks and
+        record (``GET /blocks/{id}`` of a block streaming elsewhere): those follow every
+        flush. A store only this process reads needs them only when something other than
+        text happened (a block created or ended, a tool call): while a run is live here its
+        readers get them from memory, and a restart rebuilds a block's text from the log
+        (:mod:`streaming.stores.recovery`), so rewriting them for every few chunks of text
+        would only cost each chunk two model copies and two JSON dumps.
+        """
+        if self.store.shared:
+            return True
+        return any(ev.type != _DELTA for ev in events)

@@ -62,8 +62,9 @@ class Subscriptions:
                 log.wait(wake)
                 try:
                     await woken
-                finally:
-                    log.cancel_wait(wake)
+                except BaseException:
+                    log.cancel_wait(wake)  # (a wake-up takes itself off the list)
+                    raise
         finally:
             run.subscribers -= 1
             self.open -= 1

@@ -7,11 +7,11 @@ generation, in one transaction on a worker thread, so a busy server pays one com
 batch and never one disk sync per delta. Reads first wait for what was queued before them,
 so a caller always reads its own writes. The database runs in WAL mode with
 ``synchronous=NORMAL``: a process crash loses nothing committed; a power cut may lose the
-last moments. Commits are batched by time and size: the first write queued after a commit
-waits at most ``batch`` seconds (a read, or a full batch, commits at once), so one commit
-carries several chunks of every running generation. Each commit rewrites the pages it
-touches to the WAL, and a generation's rows share pages: with one chunk of each of 500
-generations a commit, a row cost ~19 us of CPU; with five, ~10 us.
+last moments. Commits are batched by time and size: at most one commit every ``batch``
+seconds (a read, or a full batch, commits at once), so under load one commit carries
+several chunks of every running generation, and a lone write still commits at once. Each
+commit rewrites the pages it touches to the WAL, and a generation's rows share pages: with
+one chunk of each of 500 generations a commit, a row cost ~19 us of CPU; with five, ~10 us.
 
 After a crash, :meth:`SqliteStore.recover_interrupted` (the runtime calls it on start)
 fails every generation left ``running`` with code ``interrupted``, aborts its open blocks
@@ -22,8 +22,8 @@ convention), with optional query parameters ``poll`` (seconds between checks of 
 log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default or 0:
 forever; older ones are dropped when the store opens), ``retry`` (seconds failing
 commits are retried before writers are told ``store_unavailable``, default 10) and ``batch``
-(seconds the writer gathers writes into one commit, default 0.25; a read, or 10,000 queued
-events, commits at once).
+(the writer commits at most once in this many seconds, default 0.25; a read, or 10,000
+queued events, commits at once).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class SqliteStore(Store):
             its blocks stay with their conversation.
         retry_s: how long failing commits are retried before callers get
             :class:`~streaming.errors.StoreUnavailableError` (they are retried on after that).
-        batch_s: how long the writer gathers writes before it commits them (0: at once).
+        batch_s: the writer commits at most once in this many seconds, gathering what is
+            queued meanwhile (0: whenever something is queued).
     """
 
     shared = False
@@ -259,14 +260,18 @@ class SqliteStore(Store):
         done.set()
 
     async def _write_loop(self, max_delay_s: float = 2.0) -> None:
+        clock = asyncio.get_running_loop().time
+        last_commit = -self.batch_s
         while True:
             await self._wake_writer.wait()
-            if self.batch_s > 0 and not self._commit_now.is_set():
-                # Gather what the next moments queue into this commit, unless a reader
-                # (or a full batch) asks for it now.
+            due = last_commit + self.batch_s
+            if not self._commit_now.is_set() and clock() < due:
+                # Gather what comes until then into this commit, unless a reader (or a
+                # full batch) asks for it now.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.batch_s):
+                    async with asyncio.timeout_at(due):
                         await self._commit_now.wait()
+            last_commit = clock()
             self._commit_now.clear()
             self._wake_writer.clear()
             target = self._queued
