@@ -27,7 +27,7 @@ from typing import Any
 
 from streaming.errors import MalformedRequestError
 
-__all__ = ["MAX_DEPTH", "TextError", "loads"]
+__all__ = ["MAX_DEPTH", "loads"]
 
 #: default nesting limit of arrays and objects
 MAX_DEPTH = 64
@@ -41,11 +41,6 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class TextError(MalformedRequestError):
-    """JSON refused at the door; ``code`` says why (``too_deep``, ``invalid_text``,
-    ``invalid_number`` or ``malformed_request``)."""
-
-
 def _depth(text: str) -> int:
     """The deepest nesting of arrays and objects in ``text`` (brackets inside strings do
     not count). Linear: escapes go first, then whole strings, then everything but brackets."""
@@ -54,13 +49,13 @@ def _depth(text: str) -> int:
 
 
 def _constant(name: str) -> Any:
-    raise TextError(f"{name} is not JSON", suggestion="send numbers as finite decimal numbers")
+    raise MalformedRequestError(f"{name} is not JSON", suggestion="send numbers as finite decimal numbers")
 
 
 def _float(literal: str) -> float:
     value = float(literal)
     if not math.isfinite(value):
-        raise TextError(
+        raise MalformedRequestError(
             f"the number {literal[:40]} is out of range",
             code="invalid_number",
             suggestion="send numbers a double can hold",
@@ -88,8 +83,9 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, what: st
     """``data`` as JSON, checked as the module says. ``what`` names it in messages.
 
     Raises:
-        TextError: it is not JSON, not UTF-8, nested too deep, holds a lone surrogate or
-            a number out of range (see ``code``).
+        MalformedRequestError: it is not JSON, not UTF-8, nested too deep, holds a lone
+            surrogate or a number out of range; its ``code`` says which (``too_deep``,
+            ``invalid_text``, ``invalid_number`` or ``malformed_request``).
     """
     if isinstance(data, str):
         text = data
@@ -97,11 +93,11 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, what: st
         try:
             text = bytes(data).decode(json.detect_encoding(data))
         except UnicodeDecodeError as exc:
-            raise TextError(f"{what} is not valid UTF-8: {exc}", suggestion="send UTF-8 JSON") from None
+            raise MalformedRequestError(f"{what} is not valid UTF-8: {exc}", suggestion="send UTF-8 JSON") from None
         text = text.removeprefix("\ufeff")
     opens = text.count("[") + text.count("{")
     if opens > max_depth and _depth(text) > max_depth:
-        raise TextError(
+        raise MalformedRequestError(
             f"{what} nests arrays and objects deeper than {max_depth} levels",
             code="too_deep",
             suggestion=f"send JSON nested at most {max_depth} levels deep",
@@ -109,17 +105,17 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, what: st
     try:
         value = json.loads(text, parse_float=_float, parse_constant=_constant)
     except json.JSONDecodeError as exc:
-        raise TextError(f"{what} is not valid JSON: {exc}", suggestion="send a JSON object") from None
+        raise MalformedRequestError(f"{what} is not valid JSON: {exc}", suggestion="send a JSON object") from None
     except RecursionError:  # only if max_depth is set above what the parser can take
-        raise TextError(f"{what} nests too deep", code="too_deep", suggestion="send flatter JSON") from None
+        raise MalformedRequestError(f"{what} nests too deep", code="too_deep", suggestion="send flatter JSON") from None
     except ValueError as exc:  # an integer of more digits than Python converts
-        raise TextError(
+        raise MalformedRequestError(
             f"a number in {what} is out of range: {exc}",
             code="invalid_number",
             suggestion="send integers of at most a few hundred digits",
         ) from None
     if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
-        raise TextError(
+        raise MalformedRequestError(
             f"{what} holds a lone surrogate (such as \\ud800): not Unicode text",
             code="invalid_text",
             suggestion="send valid Unicode: a \\uD8xx escape must be followed by a \\uDCxx one",

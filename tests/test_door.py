@@ -17,10 +17,11 @@ import pytest
 from websockets.sync.client import connect
 
 from streaming import InvocableResponse, StreamingGenerator
+from streaming.errors import MalformedRequestError
 from streaming.model import Block, File, StreamState, Tag
 from streaming.plugin import BlockTypePluginOutput
 from streaming.runtime import RuntimeSettings
-from streaming.textcheck import TextError, loads
+from streaming.textcheck import loads
 from streaming.wire import EventDecoder, GenerationFold
 from tests.conftest import LiveServer
 from tests.test_store_conformance import redis_server  # noqa: F401  (a real redis-server, per module)
@@ -186,7 +187,7 @@ def test_loads_at_the_edges() -> None:
         ("[" * 65, "too_deep"),
         ("Infinity", "malformed_request"),
     ]:
-        with pytest.raises(TextError) as info:
+        with pytest.raises(MalformedRequestError) as info:
             loads(bad)
         assert info.value.code == code, bad[:20]
 

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from streaming.server.openai.schema import ChatCompletionRequest, Message
 
 from streaming.capabilities import FunctionCallInvocation, FunctionCallResult, Tool
-from streaming.errors import InvalidRequestError
+from streaming.errors import InvalidRequestError, MalformedRequestError
 from streaming.model import MimeTypes, RoleTag, Tag, TagKind
 from streaming.requests import BlockInput, GenerateRequest
-from streaming.textcheck import TextError, loads
+from streaming.textcheck import loads
 
 __all__ = ["generate_request", "message_blocks", "message_text"]
 
@@ -113,8 +113,8 @@ def message_blocks(messages: list[Message]) -> list[BlockInput]:
             try:
                 # JSON in a string: through the same door as the body it came in.
                 args = loads(call.function.arguments or "{}", what=f"tool call {call.id!r}: arguments")
-            except TextError as exc:
-                raise TextError(
+            except MalformedRequestError as exc:
+                raise MalformedRequestError(
                     exc.message, code=exc.code, suggestion=exc.suggestion, details={"param": "messages"}
                 ) from None
             if not isinstance(args, dict):
