@@ -55,8 +55,9 @@ class Subscriptions:
                     yield events
                     if events[-1].terminal:
                         return
-                    continue
-                if log.closed:
+                    if after < log.last_seq:
+                        continue  # more came while that batch went out
+                elif log.closed:
                     return
                 woken, wake = wake_future()
                 log.wait(wake)
