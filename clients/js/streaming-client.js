@@ -306,6 +306,8 @@ export class Generation extends Emitter {
     switch (ev.type) {
       case "generation.started":
         this.generation = ev.generation;
+        // An enqueued generation (multitask "enqueue") was "waiting" until now.
+        this.state = ev.generation?.state ?? "running";
         this.fileId = ev.generation?.file_id ?? this.fileId;
         for (const b of ev.blocks || []) this._addBlock(b);
         break;

@@ -1,6 +1,8 @@
 // The demo chat page, built on the browser client. One conversation (a file on the server) at
 // a time; its id, the running generation's id and the last seq applied live in localStorage,
-// so a reload re-renders the conversation and resumes the running generation.
+// so a reload re-renders the conversation and resumes the running generation. A message sent
+// while an answer streams is sent with the strategy of the select beside Send (multitask):
+// interrupt (default), roll back, queue, or refuse.
 import { MIME, StreamingClient } from "/static/streaming-client.js";
 
 const KEY = "streaming-demo";
@@ -18,8 +20,8 @@ const store = {
     localStorage.setItem(KEY, JSON.stringify({ ...this.load(), ...patch }));
   },
   clearConversation() {
-    const { generator, transport, options, tools } = this.load();
-    localStorage.setItem(KEY, JSON.stringify({ generator, transport, options, tools }));
+    const { generator, transport, options, tools, multitask } = this.load();
+    localStorage.setItem(KEY, JSON.stringify({ generator, transport, options, tools, multitask }));
   },
 };
 
@@ -29,7 +31,8 @@ const toolHandlers = {
 };
 
 let client = null;
-let current = null; // the Generation streaming now
+let current = null; // the Generation sent last, while it has not ended
+const live = new Map(); // every Generation not ended (running or waiting) -> its TurnView
 let fileId = null;
 
 function makeClient() {
@@ -45,7 +48,8 @@ function status(text) {
 }
 
 function setBusy(busy) {
-  $("send").disabled = busy;
+  // Send stays enabled: a message sent while an answer streams goes with the multitask select.
+  $("send").disabled = false;
   $("stop").disabled = !busy;
 }
 
@@ -94,6 +98,30 @@ class TurnView {
   setId(id) {
     this.id = id;
     this.node.dataset.generationId = id;
+  }
+
+  /** Enqueued: it starts once the answers before it have ended. */
+  waiting() {
+    this.node.dataset.state = "waiting";
+    this.state.textContent = "waiting for the answer before it…";
+  }
+
+  started() {
+    if (this.node.dataset.state === "waiting") this.node.dataset.state = "running";
+    this.state.textContent = "streaming…";
+  }
+
+  /** A later message interrupted it: its partial answer stays, marked. */
+  interrupted() {
+    this.node.dataset.outcome = "interrupted";
+    if (this.node.dataset.state !== "running" && this.node.dataset.state !== "waiting") this.finish(this.node.dataset.state);
+  }
+
+  /** A later message rolled it back: its turn (the user's message too) leaves the page. */
+  remove() {
+    this.node.dataset.outcome = "rolled-back";
+    this.userNode?.remove();
+    this.node.remove();
   }
 
   block(block) {
@@ -163,7 +191,10 @@ class TurnView {
 
   finish(state, error = null, reason = null) {
     this.node.dataset.state = state;
-    if (state === "failed") {
+    if (reason?.startsWith("interrupted")) this.node.dataset.outcome = "interrupted";
+    if (state === "cancelled" && this.node.dataset.outcome === "interrupted") {
+      this.state.textContent = "interrupted by the next message";
+    } else if (state === "failed") {
       const e = error || {};
       this.state.textContent = `failed: ${e.code || "error"}${e.message ? ` — ${e.message}` : ""}`;
     } else if (state === "cancelled") {
@@ -180,6 +211,8 @@ function bind(gen, view) {
   current = gen;
   window.streamingDemo.current = gen;
   view.setId(gen.id);
+  if (gen.state === "waiting") view.waiting();
+  gen.on("generation.started", () => view.started());
   for (const b of gen.blockList()) view.block(b);
   gen.on("block", (b) => view.block(b));
   gen.on("delta", (b) => view.update(b));
@@ -190,17 +223,19 @@ function bind(gen, view) {
   const end = () => {
     for (const b of gen.blockList()) view.update(b);
     view.finish(gen.state, gen.error, gen.reason);
+    live.delete(gen);
     if (current === gen) {
       current = null;
-      setBusy(false);
+      store.save({ generationId: null, lastSeq: 0 });
     }
-    store.save({ generationId: null, lastSeq: 0 });
+    setBusy(live.size > 0);
   };
   if (gen.finished) {
     end();
     return;
   }
-  view.connection(gen.connection === "closed" ? "open" : gen.connection, gen.reconnects);
+  live.set(gen, view);
+  if (gen.state !== "waiting") view.connection(gen.connection === "closed" ? "open" : gen.connection, gen.reconnects);
   setBusy(true);
   gen.on("end", end);
 }
@@ -228,8 +263,13 @@ async function send(text) {
   if (fileId) body.file_id = fileId;
   if (options) body.options = options;
   if (tools) body.tools = tools;
-  renderUser(text);
+  // Sent while answers stream (or wait): what happens to them is the select's choice.
+  const before = [...live];
+  const strategy = before.length && fileId ? $("multitask").value : null;
+  if (strategy) body.multitask = strategy;
+  const userNode = renderUser(text);
   const view = new TurnView();
+  view.userNode = userNode;
   setBusy(true);
   let gen;
   try {
@@ -237,9 +277,12 @@ async function send(text) {
   } catch (err) {
     view.finish("failed", { code: err.code, message: err.message });
     status(`${err.code || "error"}: ${err.message}${err.suggestion ? ` (${err.suggestion})` : ""}`);
-    setBusy(false);
+    setBusy(live.size > 0);
     return;
   }
+  // The server has cancelled (and, rolling back, removed) those before answering.
+  if (strategy === "interrupt") for (const [, v] of before) v.interrupted();
+  if (strategy === "rollback") for (const [, v] of before) v.remove();
   fileId = gen.fileId;
   store.save({ fileId, generationId: gen.id, lastSeq: gen.lastSeq, generator: body.generator });
   bind(gen, view);
@@ -362,7 +405,7 @@ function wire() {
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("input").value;
-    if (!text.trim() || current) return;
+    if (!text.trim()) return;
     $("input").value = "";
     send(text);
   });
@@ -373,17 +416,19 @@ function wire() {
     }
   });
   $("stop").addEventListener("click", async () => {
-    const gen = current;
-    if (!gen) return;
+    // Stops the answer streaming and those waiting after it.
+    const gens = [...live.keys()];
+    if (!gens.length) return;
     $("stop").disabled = true;
     try {
-      await gen.cancel();
+      await Promise.all(gens.map((gen) => gen.cancel()));
     } catch (err) {
       status(`cancel failed: ${err.message}`);
     }
   });
   $("new-chat").addEventListener("click", () => {
-    current?.close();
+    for (const gen of live.keys()) gen.close();
+    live.clear();
     current = null;
     fileId = null;
     store.clearConversation();
@@ -399,7 +444,7 @@ function wire() {
     store.save({ transport: $("transport").value });
     if (!current) makeClient();
   });
-  for (const id of ["options", "tools"]) {
+  for (const id of ["options", "tools", "multitask"]) {
     $(id).addEventListener("change", () => store.save({ [id]: $(id).value }));
   }
 }
@@ -407,7 +452,7 @@ function wire() {
 async function main() {
   const saved = store.load();
   if (saved.transport) $("transport").value = saved.transport;
-  for (const id of ["options", "tools"]) if (saved[id]) $(id).value = saved[id];
+  for (const id of ["options", "tools", "multitask"]) if (saved[id]) $(id).value = saved[id];
   makeClient();
   wire();
   setBusy(false);
