@@ -108,7 +108,7 @@ def test_a_store_url_password_is_never_printed(tmp_path: Path) -> None:
 
     from tests.server_process import ROOT
 
-    for store in (f"redis://:{PASSWORD}@127.0.0.1:1/0?ttl=not-a-number", f"redis://user:{PASSWORD}@127.0.0.1:1/0"):
+    for store in (f"redis://:{PASSWORD}@127.0.0.1:1/0?ttl=not-a-number", f"redis://user:{PASSWORD}@127.0.0.1:1/0?retry=0.2"):
         out = subprocess.run(
             [sys.executable, "-m", "streaming.server.cli", "serve", "--port", "0", "--store", store],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
