@@ -119,6 +119,7 @@ class AuthConfig:
 
 
 def _credential(scope: Scope) -> str | None:
+    api_key: str | None = None
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             header: str = value.decode("latin-1")
@@ -126,6 +127,10 @@ def _credential(scope: Scope) -> str | None:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             return ""
+        if name == b"x-api-key":  # how Anthropic's SDKs send their key
+            api_key = value.decode("latin-1").strip()
+    if api_key is not None:
+        return api_key
     query: str = scope.get("query_string", b"").decode("latin-1")
     for part in query.split("&"):
         key, _, value = part.partition("=")
@@ -177,7 +182,11 @@ class AuthMiddleware:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 4403 if forbidden else 4401, "reason": message})
             return
-        if scope.get("path", "").startswith("/v1/"):
+        if scope.get("path", "").startswith("/v1/messages"):
+            from streaming.server.anthropic.errors import error_body
+
+            response = JSONResponse(error_body(status, message, code), status_code=status)
+        elif scope.get("path", "").startswith("/v1/"):
             # OpenAI's error shape, so every OpenAI SDK raises its AuthenticationError.
             response = JSONResponse(
                 {"error": {"message": message, "type": kind, "param": None,

@@ -218,9 +218,15 @@ def test_auth_with_keys_on() -> None:
     try:
         bearer = anthropic.Anthropic(base_url=live.url, auth_token="k1", max_retries=0)
         assert bearer.messages.create(model="echo", max_tokens=10, messages=user("ok")).content[0].text == "ok"  # type: ignore[union-attr]
-        wrong = anthropic.Anthropic(base_url=live.url, auth_token="nope", max_retries=0)
-        with pytest.raises(anthropic.AuthenticationError):
-            wrong.messages.create(model="echo", max_tokens=10, messages=user("ok"))
+        # The SDK's own way: api_key= sends x-api-key.
+        keyed = anthropic.Anthropic(base_url=live.url, api_key="k1", max_retries=0)
+        assert keyed.messages.create(model="echo", max_tokens=10, messages=user("ok")).content[0].text == "ok"  # type: ignore[union-attr]
+        for wrong in (anthropic.Anthropic(base_url=live.url, auth_token="nope", max_retries=0),
+                      anthropic.Anthropic(base_url=live.url, api_key="nope", max_retries=0)):
+            with pytest.raises(anthropic.AuthenticationError) as refused:
+                wrong.messages.create(model="echo", max_tokens=10, messages=user("ok"))
+            assert refused.value.body["type"] == "error"  # type: ignore[index]
+            assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     finally:
         live.stop()
 
