@@ -225,7 +225,8 @@ class Runtime:
     async def start(
         self, request: GenerateRequest, *, subscribed: bool = False, owner: str | None = None
     ) -> Generation:
-        """Check, preallocate and start a generation; return it (state ``running``).
+        """Check, preallocate and start a generation; return it (state ``running``, or
+        ``waiting`` when ``multitask`` is ``enqueue`` and its conversation is busy).
 
         ``subscribed`` says the caller will subscribe at once (the disconnect grace period
         then starts with its first disconnect rather than now).
