@@ -54,6 +54,8 @@ class EventStreamResponse(ClientWatch):
         "batches", "frames", "heartbeat_s", "send_timeout_s", "status", "headers", "timed_out", "_sent_at",
         "_sending", "_out", "_clock",
     )
+    #: what a quiet stream sends every ``heartbeat_s`` (a dialect may send its own ping)
+    heartbeat: bytes = HEARTBEAT
 
     def __init__(
         self,
@@ -159,7 +161,7 @@ class EventStreamResponse(ClientWatch):
                         continue  # something went out meanwhile
                     try:
                         async with asyncio.timeout(self.send_timeout_s):
-                            await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
+                            await send({"type": "http.response.body", "body": self.heartbeat, "more_body": True})
                     except TimeoutError:
                         self.timed_out = True
                         return

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
-from streaming.server.errors import status_for_code
+from streaming.server.errors import JSONResponse, status_for_code
 from streaming.server.openai.errors import openai_status
 
 from streaming.dialects import Failure

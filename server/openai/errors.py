@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
-from streaming.server.errors import status_for_code
+from streaming.server.errors import JSONResponse, status_for_code
 
 from streaming.dialects import Failure
 from streaming.errors import StreamingError

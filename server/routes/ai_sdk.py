@@ -38,10 +38,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import authorize_generation, new_owner
 from streaming.server.context import read_json, runtime_of
+from streaming.server.errors import JSONResponse
 from streaming.server.frames import data_frame
 from streaming.server.routes.generations import resume_cursor
 from streaming.server.sse import EventStreamResponse, StreamingEndpoint, sse_response

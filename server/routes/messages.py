@@ -20,9 +20,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Send
 from streaming.server.anthropic.errors import (
     anthropic_error,
     failure_error,
@@ -32,10 +31,11 @@ from streaming.server.anthropic.errors import (
 from streaming.server.anthropic.messages import MessagesRequest, generate_request, stored_max_tokens
 from streaming.server.auth import authorize_generation, new_owner
 from streaming.server.context import read_json, runtime_of, settings_of
+from streaming.server.errors import JSONResponse
 from streaming.server.frames import DialectFrames
 from streaming.server.routes.dialect_helpers import CLIENT_CLOSED, follow, guarded
 from streaming.server.routes.generations import resume_cursor
-from streaming.server.sse import HEARTBEAT, EventStreamResponse, StreamingEndpoint
+from streaming.server.sse import EventStreamResponse, StreamingEndpoint
 from streaming.server.watch import ClientGone, ClientWatch
 
 from streaming.dialects import Failure
@@ -83,9 +83,7 @@ class PingingStream(EventStreamResponse):
     """The SSE pump with Anthropic's heartbeat: a ``ping`` event rather than a comment."""
 
     __slots__ = ()
-
-    async def _send(self, send: Send, body: bytes) -> None:
-        await super()._send(send, PING if body is HEARTBEAT else body)
+    heartbeat = PING
 
 
 def _stream(request: Request, batches: AsyncGenerator[list[Event], None], projection: MessagesProjection,

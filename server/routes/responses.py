@@ -22,10 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from streaming.server.auth import authorize_generation, new_owner
 from streaming.server.context import read_json, runtime_of
+from streaming.server.errors import JSONResponse
 from streaming.server.frames import DialectFrames
 from streaming.server.openai.errors import failure_error, openai_error, stream_error
 from streaming.server.openai.responses import (
