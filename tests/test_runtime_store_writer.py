@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import pytest
 from prometheus_client import generate_latest
 from streaming.server.metrics import registry_for
 
 from streaming.errors import StoreError
 from streaming.events import Event
+from streaming.model import Block, Generation
 from streaming.requests import GenerateRequest
 from streaming.stores.sqlite import SqliteStore
 
@@ -45,3 +47,72 @@ async def test_failed_writes_are_counted_and_retried_until_they_land(make_runtim
     assert runtime.stats().store_errors == 3
     scraped = generate_latest(registry_for(runtime)).decode()
     assert "streaming_store_errors_total 3.0" in scraped
+
+
+class Recording(SqliteStore):
+    """Records the writes the store writer makes, in order (and commits each at once)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, batch_s=0)
+        self.calls: list[tuple[str, ...]] = []
+
+    async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
+        self.calls.append(("events", *(e.type for e in events)))
+        await super().append_events(generation_id, events)
+
+    async def put_blocks(self, blocks: Sequence[Block]) -> None:
+        self.calls.append(("blocks",))
+        await super().put_blocks(blocks)
+
+    async def put_generation(self, generation: Generation) -> None:
+        self.calls.append(("generation", generation.state.value))
+        await super().put_generation(generation)
+
+
+async def test_a_store_only_this_process_reads_gets_no_block_or_record_rewrite_per_chunk(make_runtime, tmp_path) -> None:
+    store = Recording(f"sqlite:///{tmp_path / 'rec.db'}")
+    runtime = await make_runtime(store, persist_interval_s=0.01)
+    steps = [step for word in ("one ", "two ", "three ", "four ") for step in ({"text": word}, {"sleep_ms": 60})]
+    gen = await runtime.start(GenerateRequest(generator="scripted", prompt="go", options={"rounds": [steps]}))
+    with anyio.fail_after(20):
+        while (stored := await store.get_generation(gen.id)) is None or not stored.state.finished:
+            await anyio.sleep(0.02)
+    flushes = [i for i, call in enumerate(store.calls) if call[0] == "events"]
+    text_only = [i for i in flushes if set(store.calls[i][1:]) == {"block.delta"}]
+    assert text_only, store.calls  # some flushes carried nothing but text...
+    for i in text_only:  # ...and rewrote neither the blocks nor the record
+        assert i + 1 == len(store.calls) or store.calls[i + 1][0] == "events", store.calls
+    # A flush with more than text (the start, the end) rewrites both; nothing is lost.
+    assert ("generation", "succeeded") in store.calls
+    file = await store.get_file(gen.file_id)
+    assert file is not None and file.blocks[-1].text == "one two three four "
+    assert [e.seq for e in await store.read_events(gen.id)] == list(range(1, stored.last_seq + 1))
+
+
+async def test_sqlite_commits_at_most_once_per_batch_interval_and_a_read_commits_at_once(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "batch.db"
+    store = SqliteStore(f"sqlite:///{path}?batch=3600")
+    await store.open()
+    try:
+
+        def committed(generation_id: str) -> int:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM events WHERE generation_id = ?", (generation_id,)).fetchone()[0])
+            finally:
+                conn.close()
+
+        first = [Event("block.delta", 1, "gen_a", {"block_id": "b", "offset": 0, "text": "x"})]
+        await store.append_events("gen_a", first)
+        assert len(await store.read_events("gen_a")) == 1  # (a read commits what came before it)
+        second = [Event("block.delta", 2, "gen_a", {"block_id": "b", "offset": 1, "text": "y"})]
+        await store.append_events("gen_a", second)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert committed("gen_a") == 1  # the second waits for the next batch...
+        assert [e.seq for e in await store.read_events("gen_a")] == [1, 2]  # ...unless someone reads
+        assert committed("gen_a") == 2
+    finally:
+        await store.close()

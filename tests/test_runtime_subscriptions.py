@@ -4,6 +4,7 @@ one handle interface for generations run here or elsewhere."""
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from streaming.errors import LimitExceededError, NotFoundError, ToolCallConflictError
@@ -74,3 +75,16 @@ async def test_one_handle_interface_here_and_elsewhere(make_runtime, tmp_path) -
         await there.answer_tool(ToolResultRequest(call_id="c1", result=["x"]))
     with pytest.raises(NotFoundError):
         await second.handle("gen_nope")
+
+
+async def test_a_turn_mark_turns_only_once_the_loop_has_run() -> None:
+    from streaming.runtime.aio import TurnMark
+
+    turn = TurnMark()
+    turn.arm()
+    sum(range(1000))  # work without an await: the loop has not run
+    assert not turn.turned
+    await anyio.lowlevel.checkpoint()
+    assert turn.turned
+    turn.arm()
+    assert not turn.turned
