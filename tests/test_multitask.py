@@ -200,8 +200,10 @@ async def scenario_enqueue(a: httpx.AsyncClient, b: httpx.AsyncClient) -> None:
     assert second["state"] == third["state"] == fourth["state"] == "waiting"
     for gen in (second, third):
         assert (await a.get(f"/generations/{gen['id']}")).json()["generation"]["state"] == "waiting"
-    # A waiting one can be cancelled: its stream starts and ends at once; the rest move up.
-    await b.post(f"/generations/{third['id']}/cancel")
+    # A waiting one can be cancelled (through the other process): its stream starts and
+    # ends at once; the rest move up.
+    cancelled = (await a.post(f"/generations/{third['id']}/cancel")).json()["generation"]
+    assert cancelled["state"] == "cancelled"
     third_evs = await events(a, third["id"])
     assert [e["type"] for e in third_evs] == ["generation.started", "generation.cancelled"]
     assert (await a.get(f"/generations/{second['id']}")).json()["generation"]["state"] == "waiting"
@@ -371,3 +373,24 @@ def test_messages_take_multitask(make_server: Any) -> None:
             assert r.json()["content"][0]["text"] == "[user:hi] "
         bad = http.post("/v1/messages", json={**body, "multitask": "later"})
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_waiting_stream_beats_until_it_starts(make_server: Any) -> None:
+    """The stream of an enqueued generation, opened at once (the POST itself streaming):
+    heartbeats while it waits, then ``generation.started`` (seq 1) and the rest."""
+    live = make_server(generators=GENERATORS, heartbeat_s=0.05)
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        file_id, slow = await first_turns(http)
+        lines: list[str] = []
+        body = turn("after", file_id, multitask="enqueue")
+        with anyio.fail_after(30):
+            async with http.stream("POST", "/generations", json=body, headers={"Accept": "text/event-stream"}) as r:
+                assert r.status_code == 201
+                async for line in r.aiter_lines():
+                    lines.append(line)
+                    if line == ": ping" and lines.count(": ping") == 3:
+                        await http.post(f"/generations/{slow['id']}/cancel")
+    first_event = next(i for i, line in enumerate(lines) if line.startswith("event: "))
+    assert lines[first_event] == "event: generation.started" and lines[first_event - 1] == "id: 1"
+    assert lines[:first_event].count(": ping") >= 3
+    assert "event: generation.completed" in lines
