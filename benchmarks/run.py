@@ -51,6 +51,7 @@ from benchmarks.procs import (
     tree_pids,
     tree_rss_kib,
 )
+from streaming.generators.echo import MAX_DELAY_MS
 
 __all__ = ["FULL", "QUICK", "Sizes", "main"]
 
@@ -179,7 +180,8 @@ def runtime_target(
         label=label,
         argv=argv,
         stream=lambda port, n: Request(HOST, port, "POST", "/generations", _runtime_body(n)),
-        idle=lambda port: Request(HOST, port, "POST", "/generations", _runtime_body(1, IDLE_S * 1000)),
+        # echo refuses a pause over MAX_DELAY_MS (a minute): plenty for the idle phase.
+        idle=lambda port: Request(HOST, port, "POST", "/generations", _runtime_body(1, min(IDLE_S * 1000, MAX_DELAY_MS))),
         paced=paced,
         paced_load=_runtime_paced,
     )
