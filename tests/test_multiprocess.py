@@ -54,6 +54,21 @@ SLOW_TEXT = {"rounds": [[{"text": "slow words arrive one by one ", "chunk": 5}, 
 FOREVER = {"rounds": [[{"text": "started", "chunk": 3}, {"sleep_ms": 600_000}, {"text": "never"}]]}
 
 
+async def lost_ending(client: StreamingClient, generation_id: str, after: int) -> list[Event]:
+    """The events after ``after`` of a generation another process failed because its own
+    process died or froze. The recovery numbers them past the store's mark of how far the
+    log may have been sent (seqs are never reused), so they follow a gap, which a
+    GenerationStream's fold does not cross: read them as they come on the wire."""
+    with anyio.fail_after(30):
+        ending = [e async for e in client.iter_events(generation_id, after=after)]
+    assert [e.type for e in ending][-1] == "generation.failed"
+    assert ending[0].seq > after and [e.seq for e in ending] == list(range(ending[0].seq, ending[-1].seq + 1))
+    lost = ending[-1].data.get("events_lost")
+    if lost is not None:
+        assert lost["after"] <= after <= lost["through"] < ending[0].seq
+    return ending
+
+
 async def until(stream: object, predicate: object) -> list[Event]:
     """Read a GenerationStream until ``predicate(event)``; return what was read."""
     seen: list[Event] = []
@@ -195,10 +210,12 @@ async def test_kill_a_mid_stream_b_reports_interrupted(
             # B notices once A's lease has expired; the guard only bounds a hang.
             with anyio.fail_after(LEASE_S * 10):
                 await watching.wait()
-            assert watching.state == "failed"
-            assert watching.error is not None and watching.error["code"] == "interrupted"
-            check_invariants(watching.events)
             assert seen[-1] in watching.events
+            ending = await lost_ending(on_b, gen.id, watching.last_seq)
+            assert ending[-1].data["error"]["code"] == "interrupted"
+            # Across the gap, what B's client got is a well formed generation.
+            closed = [Event(e.type, watching.last_seq + i, e.generation_id, e.data) for i, e in enumerate(ending, 1)]
+            check_invariants(watching.events + closed)
             stored = await on_b.get_generation(gen.id)
             assert stored["generation"]["state"] == "failed"
             assert stored["generation"]["error"]["code"] == "interrupted"
@@ -284,8 +301,8 @@ async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisSer
                     await watching.wait()
             finally:
                 a.proc.send_signal(signal.SIGCONT)
-            assert watching.error is not None and watching.error["code"] == "interrupted"
-            check_invariants(watching.events)
+            ending = await lost_ending(on_b, gen.id, watching.last_seq)
+            assert ending[-1].data["error"]["code"] == "interrupted"
             # A wakes up, finds its log closed by B, and ends its own copy the same way.
             with anyio.fail_after(30):
                 await gen.wait()
@@ -296,7 +313,10 @@ async def test_a_paused_process_loses_its_lease_and_stops(redis_server: RedisSer
             assert stored["generation"]["error"]["code"] == "interrupted"
             with anyio.fail_after(30):
                 final = [e async for e in on_b.iter_events(gen.id)]
-            assert [e.to_json() for e in final] == [e.to_json() for e in watching.events]
+            assert [e.to_json() for e in final] == [e.to_json() for e in watching.events + ending]
+            # What A's own client saw and the stored log never disagree on a seq.
+            stored_by_seq = {e.seq: e.to_json() for e in final}
+            assert all(stored_by_seq.get(e.seq, e.to_json()) == e.to_json() for e in gen.events)
 
 
 @pytest.fixture
@@ -342,3 +362,27 @@ async def test_redis_losing_its_data_does_not_fail_a_single_servers_generation(
             assert stored["blocks"][0]["text"] == "".join(f"word{i} " for i in range(120))
     finally:
         srv.kill()
+
+
+async def test_leases_expired_while_redis_was_down_are_not_taken_for_dead(
+    durable_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis is down longer than the lease: every lease has expired when it is back. The
+    processes get a lease to renew theirs before anyone reaps: A's generation completes."""
+    url = f"{durable_redis.url}?lease=1&prefix=down:"
+    script = {"rounds": [[{"text": "before the outage, ", "chunk": 5}, {"sleep_ms": 4000},
+                         {"text": "after it.", "chunk": 5}]]}
+    with server_pair(tmp_path, url) as (a, b):
+        async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+            gen = await on_a.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+            watching = await on_b.attach(gen.id)
+            await until(watching, lambda e: e.type == "block.delta")
+            durable_redis.stop()
+            await anyio.sleep(2.5)  # the leases (1 s) expire meanwhile
+            durable_redis.start()
+            with anyio.fail_after(60):
+                await watching.wait()
+            assert watching.state == "succeeded", watching.error
+            check_invariants(watching.events)
+            stored = await on_b.get_generation(gen.id)
+            assert stored["blocks"][0]["text"] == "before the outage, after it."

@@ -204,6 +204,9 @@ class RedisStore(Store):
         self.read_batch = read_batch
         #: this process's identity as an owner of generations
         self.owner = uuid.uuid4().hex
+        #: the run_id of the Redis last seen by a reap, and since when (loop time)
+        self._redis_run: str | None = None
+        self._redis_since = 0.0
         self._client: Any = None
         self._follow_client: Any = None
         self._tasks = TaskOwner("redis store", logger)
@@ -734,8 +737,24 @@ class RedisStore(Store):
                 reaped.append(gen_id)
         return reaped
 
+    async def _settled(self) -> bool:
+        """False for ``lease_s`` after Redis (re)started (a new ``run_id``): its leases may
+        have expired or vanished while it was down, and their processes need a lease to
+        renew them before anyone takes them for dead."""
+        with self._mapped("reap"):
+            run_id = (await self._r.info("server")).get("run_id")
+        now = anyio.current_time()
+        if run_id != self._redis_run:
+            first = self._redis_run is None
+            self._redis_run = run_id
+            # The Redis this process opened with counts as settled; a new one is not yet.
+            self._redis_since = now - (self.lease_s if first else 0.0)
+        return now - self._redis_since >= self.lease_s
+
     async def _reap(self, generation_id: str) -> bool:
         """Fail one generation nobody runs any more; False if someone else did or it lives."""
+        if not await self._settled():
+            return False
         lock = self._k("reap", generation_id)
         with self._mapped("reap"):
             if not await self._r.set(lock, self.owner, nx=True, px=30_000):
