@@ -336,17 +336,20 @@ class Runtime:
             ConflictError: they did not end within ``TAKE_OVER_S``.
         """
         reason = "rolled back: a new message came" if rollback else "interrupted: a new message came"
-        ended: list[str] = []
+        ended: list[str] = []  # cancelled by this request: the turns a rollback takes out
+        seen: set[str] = set()
         deadline = anyio.current_time() + TAKE_OVER_S
         while True:
             holder = busy.details.get("generation_id")
             for other in [holder, *self._claims.waiting(file_id)]:
-                if isinstance(other, str) and other not in ended:
-                    ended.append(other)
+                if isinstance(other, str) and other not in seen:
+                    seen.add(other)
                     try:
-                        await self.cancel(other, reason, wait_s=5.0)
+                        after = await self.cancel(other, reason, wait_s=5.0)
                     except NotFoundError:
-                        pass  # it is starting (no record yet) or gone: the claim says which
+                        continue  # it is starting (no record yet) or gone: the claim says which
+                    if after.state not in (GenerationState.SUCCEEDED, GenerationState.FAILED):
+                        ended.append(other)  # (one that finished on its own meanwhile stays)
             try:
                 file = await self._claims.claim(file_id, generation_id, owner)
                 break
