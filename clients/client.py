@@ -107,8 +107,13 @@ class StreamingClient:
         file_id: str | None = None,
         on_disconnect: str | None = None,
         tool_handlers: dict[str, ToolHandler] | None = None,
+        multitask: str | None = None,
     ) -> GenerationStream:
         """Start a generation and return its stream (not yet connected).
+
+        ``multitask`` says what to do when ``file_id``'s conversation already has a
+        generation running: ``reject`` (the server's default: a ConflictError),
+        ``interrupt``, ``rollback`` or ``enqueue``.
 
         Raises:
             StreamingError: the server refused it (see :mod:`streaming.wire`).
@@ -123,6 +128,7 @@ class StreamingClient:
             ("tools", tools),
             ("file_id", file_id),
             ("on_disconnect", on_disconnect),
+            ("multitask", multitask),
         ):
             if value is not None:
                 body[key] = value

@@ -394,3 +394,20 @@ async def test_a_waiting_stream_beats_until_it_starts(make_server: Any) -> None:
     assert lines[first_event] == "event: generation.started" and lines[first_event - 1] == "id: 1"
     assert lines[:first_event].count(": ping") >= 3
     assert "event: generation.completed" in lines
+
+
+# -- the Python client --
+
+
+async def test_the_python_client_takes_multitask(server: Any) -> None:
+    from streaming.client import StreamingClient
+
+    from streaming.wire import ConflictError
+
+    async with StreamingClient(server.url) as client:
+        first = await client.generate("echo", prompt="a b c d e f g h", options={"repeat": 50, "delay_ms": 50})
+        with pytest.raises(ConflictError):
+            await client.generate("echo", prompt="again", file_id=first.file_id)
+        second = await client.generate("echo", prompt="instead", file_id=first.file_id, multitask="interrupt")
+        assert await second.text() == "instead"
+        assert (await client.get_generation(first.id))["generation"]["state"] == "cancelled"
