@@ -46,7 +46,7 @@ def create_app(
     settings = settings or ServerSettings()
     if runtime is None:
         registry = GeneratorRegistry()
-        specs: Mapping[str, str] = {**BUILTIN, **settings.generators}
+        specs: Mapping[str, str] = {} if settings.role == "api" else {**BUILTIN, **settings.generators}
         for name, spec in specs.items():
             registry.register(name, spec, settings.generator_config.get(name))
         runtime = Runtime(
@@ -55,6 +55,10 @@ def create_app(
             tools=tools,
             settings=settings.runtime,
         )
+        if settings.role == "api":
+            from streaming.runtime.queue import api_dispatch
+
+            runtime.dispatch = api_dispatch(runtime.store, settings.queue_size)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

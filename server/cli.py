@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming generation runtime: host generator plugins and stream their output.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,chat}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,worker,chat}")
     env_lines = "\n".join(f"  {name:<26} {what}" for name, what in ENVIRONMENT.items())
     serve = sub.add_parser(
         "serve",
@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeat comments")
     serve.add_argument(
+        "--role", choices=["all", "api"], default="all",
+        help="all: run generations here; api: queue them for `streaming worker`s (a redis store)",
+    )
+    serve.add_argument("--queue-size", type=int, default=1000, help="most generations waiting per generator (role api)")
+    serve.add_argument(
         "--disconnect-grace", type=float, default=5.0,
         help="seconds a generation with on_disconnect=cancel runs on after its last subscriber left",
     )
@@ -165,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["text", "json"], default=_env("STREAMING_LOG_FORMAT", "text"),
         help="json: one object per line, with generation_id as a field",
     )
+    from streaming.server.worker_cli import add_worker_parser
+
+    add_worker_parser(sub, _HelpFormatter, _pair)
     chat = sub.add_parser(
         "chat", help="chat with a server in the terminal", formatter_class=_HelpFormatter,
         description="A terminal chat over the server's WebSocket: one conversation, tokens as they arrive.",
@@ -194,6 +202,8 @@ def _serve(args: argparse.Namespace) -> int:
         cors_origins=list(args.cors_origin),
         api_keys=[*args.api_key, *[k for k in os.environ.get("STREAMING_API_KEYS", "").split(",") if k]],
         token_secret=os.environ.get("STREAMING_TOKEN_SECRET") or None,
+        role=args.role,
+        queue_size=args.queue_size,
         runtime=RuntimeSettings(
             disconnect_grace_s=args.disconnect_grace,
             coalesce=not args.no_coalesce,
@@ -328,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "worker":
+            from streaming.server.worker_cli import run_worker
+
+            return run_worker(args)
         if args.command == "chat":
             try:
                 from streaming.client.chat import run_chat

@@ -56,6 +56,10 @@ class RuntimeCollector(Collector):
             "streaming_time_to_first_delta_seconds", "From start to the first chunk.", stats.time_to_first_delta
         )
         yield _histogram("streaming_generation_duration_seconds", "From start to the end.", stats.duration)
+        if self.runtime.dispatch is not None:  # an API process: the worker tier (read by the route)
+            from streaming.server.queue_metrics import queue_metrics
+
+            yield from queue_metrics(self.runtime.dispatch.latest)
 
 
 def registry_for(runtime: Runtime) -> CollectorRegistry:
@@ -66,6 +70,8 @@ def registry_for(runtime: Runtime) -> CollectorRegistry:
 
 async def metrics(request: Request) -> Response:
     require_key(request)
+    if runtime_of(request).dispatch is not None:
+        await runtime_of(request).dispatch.snapshot()
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = request.app.state.metrics_registry = registry_for(runtime_of(request))

@@ -44,3 +44,7 @@ class ServerSettings:
     #: seconds a signed block content URL stays valid
     signed_url_ttl_s: float = 3600.0
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    #: ``all``: generations run in this process; ``api``: workers run them (a redis store)
+    role: str = "all"
+    #: most generations waiting in one generator's worker queue (role ``api``)
+    queue_size: int = 1000

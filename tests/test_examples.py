@@ -20,6 +20,10 @@ EXPECTED = {
     ],
     "04_local_model.py": ["tool call: get_weather({'city': '", "tool result: ['Sunny, 21 C in ", "[cancelled]", "(succeeded;"],
     "06_multi_process.py": ["streaming it from B", "state seen by B: succeeded", "cancelled through B: cancelled"],
+    "10_workers.py": [
+        "nginx on http://", "live workers: 2", "201 state: waiting", "text: queued, taken by a worker",
+        "10 concurrent streams: 10 exact", "cancelled through API B: cancelled", "a generator no worker hosts: 503 no_worker",
+    ],
     "05_openai_sdk.py": ["finish_reason: tool_calls", "tool call: get_weather({'city': '", "answer: ", ": succeeded"],
     "09_responses_and_messages.py": [
         "Hello from the Responses API.", "replayed: events 3 to ", "response.completed",

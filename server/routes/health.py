@@ -13,9 +13,10 @@ __all__ = ["ROUTES"]
 
 async def healthz(request: Request) -> Response:
     runtime = runtime_of(request)
-    return JSONResponse(
-        {"status": "ok", "running": runtime.running_count, "store": runtime.store.url.split("@")[-1]}
-    )
+    body = {"status": "ok", "running": runtime.running_count, "store": runtime.store.url.split("@")[-1]}
+    if runtime.dispatch is not None:  # an API process: the live workers and what they host
+        body |= await runtime.dispatch.health()
+    return JSONResponse(body)
 
 
 ROUTES = [Route("/healthz", healthz, methods=["GET"])]

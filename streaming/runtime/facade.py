@@ -120,6 +120,8 @@ class Runtime:
         self._shutdown_requested: LazyEvent | None = None
         #: set by :meth:`stop_now`: the grace period ends at once
         self._stop_now = LazyEvent()
+        #: set in an API process whose generations workers run (streaming.runtime.queue)
+        self.dispatch: Any = None
 
     # -- the runtime's own lifecycle --
 
@@ -223,13 +225,16 @@ class Runtime:
     # -- starting --
 
     async def start(
-        self, request: GenerateRequest, *, subscribed: bool = False, owner: str | None = None
+        self, request: GenerateRequest, *, subscribed: bool = False, owner: str | None = None,
+        generation_id: str | None = None,
     ) -> Generation:
         """Check, preallocate and start a generation; return it (state ``running``, or
         ``waiting`` when ``multitask`` is ``enqueue`` and its conversation is busy).
 
         ``subscribed`` says the caller will subscribe at once (the disconnect grace period
-        then starts with its first disconnect rather than now).
+        then starts with its first disconnect rather than now). ``generation_id``: the id a
+        queued generation already has (a worker starting it, :mod:`.worker`). In an API
+        process (``dispatch`` set) the generation is queued for a worker instead.
 
         Raises:
             UnknownGeneratorError: no generator has the requested name.
@@ -247,6 +252,8 @@ class Runtime:
         have ended, in the order they came.
         """
         self._admission.check(owner)
+        if self.dispatch is not None:  # an API process: a worker will run it
+            return await self.dispatch.enqueue(request, owner)  # type: ignore[no-any-return]
         plugin = self.generators.get(request.generator)
         registry = self.tools
         tools = offered_tools(request.tools, lambda name: registry[name].tool if name in registry else None)
@@ -255,7 +262,7 @@ class Runtime:
         cap_response = RequestedCapabilities(plugin.supported_capabilities).extract_from_blocks([cap_block]) if cap_block else None
 
         checked = _Checked(request, plugin, tools, cap_block, cap_response)
-        generation_id = new_id("gen")
+        generation_id = generation_id or new_id("gen")
         if request.file_id is not None:
             try:
                 file = await self._claims.claim(request.file_id, generation_id, owner)
@@ -500,7 +507,7 @@ class Runtime:
         Raises:
             NotFoundError: no such generation.
         """
-        return self._here(generation_id) or await ElsewhereGeneration.find(self.store, generation_id)
+        return self._here(generation_id) or await (self.dispatch or ElsewhereGeneration).find(self.store, generation_id)
 
     def _here(self, generation_id: str) -> LocalGeneration | None:
         run = self._runner.live.get(generation_id)

@@ -1,0 +1,335 @@
+"""The worker tier with real processes: a real redis-server, two ``streaming serve --role api``
+processes behind a real nginx (``deploy/nginx.conf`` as is, its ports templated), two
+``streaming worker`` processes; more workers of their own for the failure cases."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import redis
+from streaming.client.client import StreamingClient
+from streaming.client.ws import WebSocketClient
+
+from streaming.events import Event
+from streaming.wire import EventDecoder
+from tests.invariants import check_invariants
+from tests.redis_server import RedisServer
+from tests.server_process import ServerProcess
+from tests.worker_process import NginxProcess, WorkerProcess, wait_for_workers
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+LEASE_S = 2.0
+QUEUE_SIZE = 3
+SLOW = "tests.worker_plugins:SlowPrepareGenerator"
+SCRIPTED = "streaming.generators.scripted:ScriptedGenerator"
+FOREVER = {"rounds": [[{"text": "started", "chunk": 3}, {"sleep_ms": 600_000}, {"text": "never"}]]}
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    url: str  # the store URL every process shares
+    prefix: str
+    apis: list[ServerProcess]
+    workers: list[WorkerProcess]
+    nginx: NginxProcess
+    logs: Path
+
+    def worker(self, name: str, *args: str) -> WorkerProcess:
+        """One more worker (its own log), started."""
+        return WorkerProcess(self.logs / f"{name}-{uuid.uuid4().hex[:6]}.log", self.url, *args).start()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    logs = tmp_path_factory.mktemp("worker-logs")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    prefix = f"wk{uuid.uuid4().hex[:8]}:"
+    url = f"{server.url}?lease={LEASE_S:g}&prefix={prefix}"
+    apis: list[ServerProcess] = []
+    workers: list[WorkerProcess] = []
+    nginx: NginxProcess | None = None
+    try:
+        for name in ("api-a", "api-b"):
+            apis.append(ServerProcess(
+                logs / f"{name}.log", "--role", "api", "--disconnect-grace", "3",
+                store=url,
+            ).start())
+        for name in ("worker-1", "worker-2"):
+            workers.append(WorkerProcess(logs / f"{name}.log", url, "--concurrency", "25", "--disconnect-grace", "3").start())
+        wait_for_workers(apis[0].url, 2)
+        nginx = NginxProcess(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{api.port}" for api in apis]).start()
+        yield Cluster(server, url, prefix, apis, workers, nginx, logs)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for proc in [*workers, *apis]:
+            proc.kill()
+        server.stop()
+
+
+async def read_all(client: StreamingClient, generation_id: str, after: int = 0) -> list[Event]:
+    with anyio.fail_after(60):
+        return [e async for e in client.iter_events(generation_id, after=after)]
+
+
+def test_api_healthz_lists_the_live_workers_and_metrics(cluster: Cluster) -> None:
+    for base in (cluster.nginx.url, *[api.url for api in cluster.apis]):
+        health = httpx.get(base + "/healthz", timeout=10)
+        assert health.status_code == 200
+        body = health.json()
+        assert body["role"] == "api"
+        assert len(body["workers"]) >= 2
+        for worker in body["workers"]:
+            assert {"echo", "scripted"} <= set(worker["generators"])
+    metrics = httpx.get(cluster.apis[0].url + "/metrics", timeout=10).text
+    assert 'streaming_queue_depth{generator="echo"}' in metrics
+    assert 'streaming_queue_oldest_wait_seconds{generator="echo"}' in metrics
+    assert re.search(r"^streaming_workers_live [2-9]", metrics, re.M)
+    assert "streaming_worker_generations_running{worker=" in metrics
+
+
+async def test_forty_concurrent_streams_through_nginx_exact_texts(cluster: Cluster) -> None:
+    prompts = [f"stream {i} says " + " ".join(f"w{i}x{j}" for j in range(12)) for i in range(40)]
+    texts: dict[int, str] = {}
+
+    async def one(i: int, client: StreamingClient) -> None:
+        gen = await client.generate("echo", prompt=prompts[i], options={"delay_ms": 5})
+        texts[i] = await gen.text()
+        check_invariants(gen.events)
+
+    async with StreamingClient(cluster.nginx.url) as sse, WebSocketClient(cluster.nginx.url) as ws:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for i in range(40):
+                    tg.start_soon(one, i, sse if i % 2 == 0 else ws)  # type: ignore[arg-type]
+    assert texts == dict(enumerate(prompts))
+
+
+def upstreams_of(cluster: Cluster, generation_id: str) -> set[str]:
+    """The API processes nginx sent this generation's event streams to."""
+    log = (cluster.nginx.workdir / "logs" / "access.log").read_text()
+    return {m.group(1) for m in re.finditer(rf"/generations/{generation_id}/events\S* [^\n]*upstream=(\S+)", log)}
+
+
+async def test_resume_through_nginx_lands_on_the_other_api_process(cluster: Cluster) -> None:
+    steps: list[dict[str, object]] = []
+    for i in range(10):
+        steps += [{"text": f"piece{i} ", "chunk": 3}, {"sleep_ms": 150}]
+    script = {"rounds": [steps]}
+    async with StreamingClient(cluster.nginx.url) as client, StreamingClient(cluster.apis[0].url) as direct:
+        gen = await client.generate("scripted", prompt="hi", options=script, on_disconnect="continue")
+        # Read a few events per connection and drop it, again and again: round robin sends
+        # the reconnections to both API processes.
+        got: list[Event] = []
+        while not got or not got[-1].terminal:
+            async with httpx.AsyncClient(base_url=cluster.nginx.url, timeout=30) as http:
+                headers = {"Accept": "text/event-stream"}
+                if got:
+                    headers["Last-Event-ID"] = str(got[-1].seq)
+                async with http.stream("GET", f"/generations/{gen.id}/events", headers=headers) as response:
+                    assert response.status_code == 200
+
+                    decoder = EventDecoder()
+                    taken = 0
+                    async for chunk in response.aiter_bytes():
+                        for event in decoder.decode(chunk):
+                            got.append(event)
+                            taken += 1
+                        if taken >= 2 or (got and got[-1].terminal):
+                            break
+        check_invariants(got)
+        assert [e.seq for e in got] == list(range(1, len(got) + 1))  # every event exactly once
+        whole = await read_all(direct, gen.id)
+        assert [e.to_json() for e in whole] == [e.to_json() for e in got]
+        assert len(upstreams_of(cluster, gen.id)) == 2
+
+
+async def test_cancel_and_client_tool_through_the_other_api_process(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    lookup = {
+        "name": "lookup", "description": "Look a word up.",
+        "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+    }
+    script = {"rounds": [[{"tool_call": {"name": "lookup", "args": {"word": "queue"}}}], [{"echo_tool_results": True}]]}
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        gen = await on_a.generate("scripted", prompt="define", options=script, tools=[lookup], on_disconnect="continue")
+        via_b = await on_b.attach(gen.id)
+        via_b.on_tool_call("lookup", lambda args: "a line of waiting things")
+        with anyio.fail_after(30):
+            await via_b.wait()
+        assert via_b.state == "succeeded", via_b.error
+        check_invariants(via_b.events)
+        assert [e.data["result"] for e in via_b.events if e.type == "tool.result"] == [["a line of waiting things"]]
+
+        running = await on_a.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
+        watching = await on_a.attach(running.id)
+        async for event in watching:
+            if event.type == "block.delta":
+                break
+        with anyio.fail_after(30):
+            state = (await on_b.cancel(running.id))["state"]
+            while state != "cancelled":
+                await anyio.sleep(0.05)
+                state = (await on_b.get_generation(running.id))["generation"]["state"]
+            await watching.wait()
+        assert watching.state == "cancelled"
+        assert [e.type for e in watching.events[-2:]] == ["block.aborted", "generation.cancelled"]
+        check_invariants(watching.events)
+
+
+async def test_no_worker_for_a_generator_is_503(cluster: Cluster) -> None:
+    async with httpx.AsyncClient(base_url=cluster.nginx.url, timeout=30) as http:
+        refused = await http.post("/generations", json={"generator": "nowhere", "prompt": "hi"})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "no_worker"
+    # A generator whose only worker stops is refused from then on.
+    lonely = cluster.worker("lonely", "--generator", f"lonely={SCRIPTED}")
+    async with httpx.AsyncClient(base_url=cluster.apis[0].url, timeout=30) as http:
+        body = {"generator": "lonely", "prompt": "hi", "options": {"rounds": [[{"text": "here"}]]}}
+        with anyio.fail_after(20):
+            while (started := await http.post("/generations", json=body)).status_code == 503:
+                await anyio.sleep(0.1)  # its announcement is read at most 0.5 s late
+        assert started.status_code == 201
+        lonely.stop()
+        refused = await http.post("/generations", json=body)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_worker"
+
+
+async def test_a_generation_waits_for_a_free_worker_and_a_full_queue_is_429(cluster: Cluster) -> None:
+    single = cluster.worker("single", "--generator", f"single={SCRIPTED}", "--concurrency", "1")
+    small = ServerProcess(cluster.logs / "api-small.log", "--role", "api", "--queue-size", str(QUEUE_SIZE), store=cluster.url)
+    small.start()
+    try:
+        async with StreamingClient(cluster.apis[0].url) as on_a, StreamingClient(small.url) as on_b:
+            first = await on_a.generate("single", prompt="one", options=FOREVER, on_disconnect="continue")
+            async for event in first:
+                if event.type == "block.delta":
+                    break
+            second = await on_b.generate("single", prompt="two", options={"rounds": [[{"text": "my turn"}]]},
+                                         on_disconnect="continue")
+            data = await on_b.get_generation(second.id)
+            assert data["generation"]["state"] == "waiting" and data["blocks"] == []
+            # Two more wait; the queue holds QUEUE_SIZE: the next is refused.
+            waiting = [await on_a.generate("single", prompt=f"w{i}", options=FOREVER, on_disconnect="continue")
+                       for i in range(QUEUE_SIZE - 1)]
+            async with httpx.AsyncClient(base_url=small.url, timeout=30) as http:
+                full = await http.post("/generations", json={"generator": "single", "prompt": "x"})
+                assert full.status_code == 429
+                assert full.headers["Retry-After"] == "1"
+                health = (await http.get("/healthz")).json()
+            assert health["queues"]["single"]["depth"] == QUEUE_SIZE
+            # Cancelled while waiting: it ends at once, never started by a worker.
+            for gen in waiting:
+                assert (await on_b.cancel(gen.id))["state"] == "cancelled"
+                events = await read_all(on_a, gen.id)
+                assert [e.type for e in events] == ["generation.started", "generation.cancelled"]
+            # The first ends: the worker is free and starts the second.
+            await on_b.cancel(first.id)
+            events = await read_all(on_a, second.id)
+            assert events[0].type == "generation.started" and events[-1].type == "generation.completed"
+            check_invariants(events)
+            assert (await on_a.get_generation(second.id))["blocks"][0]["text"] == "my turn"
+    finally:
+        small.kill()
+        single.kill()
+
+
+async def test_kill_9_of_a_worker_mid_stream(cluster: Cluster) -> None:
+    fragile = cluster.worker("fragile", "--generator", f"fragile={SCRIPTED}")
+    try:
+        async with StreamingClient(cluster.nginx.url) as client:
+            gen = await client.generate("fragile", prompt="hi", options=FOREVER, on_disconnect="continue")
+            seen: list[Event] = []
+            async for event in gen:
+                seen.append(event)
+                if event.type == "block.delta":
+                    break
+            fragile.kill()
+            rest = await read_all(client, gen.id, after=seen[-1].seq)
+            assert rest[-1].type == "generation.failed" and rest[-1].data["error"]["code"] == "interrupted"
+            assert "block.aborted" in [e.type for e in rest]
+            stored = await client.get_generation(gen.id)
+            assert stored["generation"]["state"] == "failed"
+            assert [b["stream_state"] for b in stored["blocks"]] == ["aborted"]
+    finally:
+        fragile.kill()
+
+
+async def test_a_worker_paused_past_its_lease_stops_what_it_no_longer_owns(cluster: Cluster) -> None:
+    frozen = cluster.worker("frozen", "--generator", f"frozen={SCRIPTED}")
+    try:
+        script = {"rounds": [[{"text": "before ", "chunk": 3}, {"sleep_ms": 1500}, {"text": "after the pause", "chunk": 3}]]}
+        async with StreamingClient(cluster.apis[0].url) as client:
+            gen = await client.generate("frozen", prompt="hi", options=script, on_disconnect="continue")
+            seen: list[Event] = []
+            async for event in gen:
+                seen.append(event)
+                if event.type == "block.delta":
+                    break
+            frozen.pause()
+            try:
+                rest = await read_all(client, gen.id, after=seen[-1].seq)
+            finally:
+                frozen.resume()
+            assert rest[-1].type == "generation.failed" and rest[-1].data["error"]["code"] == "interrupted"
+            # Thawed, the worker stops its copy: the log takes nothing after its terminal event.
+            await anyio.sleep(2 * LEASE_S)
+            again = await read_all(client, gen.id)
+            assert again[-1].seq == rest[-1].seq and again[-1].type == "generation.failed"
+            assert (await client.get_generation(gen.id))["generation"]["state"] == "failed"
+            # And it takes work again.
+            with anyio.fail_after(60):
+                while True:
+                    try:
+                        fresh = await client.generate("frozen", prompt="hi", options={"rounds": [[{"text": "back"}]]})
+                        break
+                    except Exception:  # noqa: BLE001 - 503 until its announcement is read again
+                        await anyio.sleep(0.2)
+                assert await fresh.text() == "back"
+    finally:
+        frozen.kill()
+
+
+async def test_claimed_but_not_started_goes_to_another_worker_exactly_once(cluster: Cluster) -> None:
+    """A worker dies between taking a generation and starting it (its plugin is slow to say
+    which blocks it writes): another worker takes it over after the lease and starts it once."""
+    handoff = [cluster.worker(f"handoff{i}", "--generator", f"handoff={SLOW}", "--concurrency", "1") for i in range(2)]
+    r = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    try:
+        async with StreamingClient(cluster.apis[1].url) as client:
+            gen = await client.generate(
+                "handoff", prompt="hi", on_disconnect="continue",
+                options={"prepare_ms": 1500, "rounds": [[{"text": "started once", "chunk": 4}]]},
+            )
+            with anyio.fail_after(20):
+                while (holder := r.get(f"{cluster.prefix}start:{gen.id}")) is None:
+                    await anyio.sleep(0.02)
+            pids = {w["id"]: w["pid"] for w in (await client._json("GET", "/healthz"))["workers"]}  # noqa: SLF001
+            taker = next(w for w in handoff if w.pid == pids[holder])
+            taker.kill()
+            events = await read_all(client, gen.id)
+            assert [e.type for e in events].count("generation.started") == 1
+            assert events[-1].type == "generation.completed"
+            check_invariants(events)
+            assert r.get(f"{cluster.prefix}start:{gen.id}") != holder
+            assert (await client.get_generation(gen.id))["blocks"][0]["text"] == "started once"
+    finally:
+        r.close()
+        for w in handoff:
+            w.kill()
+
+
+def test_ci_installs_nginx() -> None:
+    run = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "need+=(nginx)" in run
+    assert os.path.exists("/usr/sbin/nginx") or os.path.exists("/usr/bin/nginx")
