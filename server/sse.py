@@ -145,10 +145,12 @@ class EventStreamResponse(ClientWatch):
         assert send is not None and clock is not None
         try:
             while True:
-                sending = self._sending
-                wait_s = self.send_timeout_s if sending else self.heartbeat_s
+                if self._sending:  # wake for its timeout, or to see it done and beat on time
+                    deadline = min(self._sent_at + self.send_timeout_s, clock() + self.heartbeat_s)
+                else:
+                    deadline = self._sent_at + self.heartbeat_s
                 try:
-                    async with asyncio.timeout_at(self._sent_at + wait_s):
+                    async with asyncio.timeout_at(deadline):
                         message = await receive()
                 except TimeoutError:
                     quiet_s = clock() - self._sent_at

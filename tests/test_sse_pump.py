@@ -187,6 +187,29 @@ async def test_a_client_that_stops_reading_is_dropped() -> None:
     assert not others()
 
 
+async def test_a_client_that_stops_reading_between_heartbeats_is_dropped_and_a_reader_is_not() -> None:
+    # The listener keeps the send timeout: it wakes for heartbeats meanwhile, finds the
+    # pump's write still waiting, and drops the client once the timeout has passed.
+    client = Client()
+    client.stuck = True
+    stream = Batches(events("never read"), then_wait=True)
+    response = EventStreamResponse(stream(), heartbeat_s=0.01, send_timeout_s=0.1)
+    async with asyncio.timeout(WAIT_S):
+        await response({"type": "http"}, client.receive, client.send)
+    assert response.timed_out and stream.closed
+    # A client that reads gets its heartbeats and is never dropped.
+    reader = Client()
+    quiet = Batches(events("a"), then_wait=True)
+    response = EventStreamResponse(quiet(), heartbeat_s=0.01, send_timeout_s=0.1)
+    task = asyncio.get_running_loop().create_task(response({"type": "http"}, reader.receive, reader.send))
+    await reader.wait_for(b": ping\n\n: ping\n\n")
+    reader.gone.set()
+    async with asyncio.timeout(WAIT_S):
+        await task
+    assert not response.timed_out and quiet.closed
+    assert not others()
+
+
 async def test_a_refusal_after_the_headers_is_an_error_frame() -> None:
     async def refused() -> AsyncGenerator[list[Event], None]:
         raise LimitExceededError("too many subscribers")
