@@ -75,8 +75,7 @@ async def _main(args: argparse.Namespace, shown_url: str) -> int:
     from streaming.plugin.service import import_spec
     from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
     from streaming.runtime.worker import Worker
-    from streaming.stores import open_store
-    from streaming.stores.redis_queue import RedisQueue
+    from streaming.stores.redis_queue import RedisQueue, WorkerStore
     from streaming.tools import ToolRegistry
 
     registry = GeneratorRegistry()
@@ -86,7 +85,7 @@ async def _main(args: argparse.Namespace, shown_url: str) -> int:
     for name, spec in args.tool:
         tools.register(import_spec(spec), name=name)
     settings = RuntimeSettings(disconnect_grace_s=args.disconnect_grace, shutdown_grace_s=args.shutdown_grace)
-    runtime = Runtime(open_store(args.store), generators=registry, tools=tools, settings=settings)
+    runtime = Runtime(WorkerStore(args.store), generators=registry, tools=tools, settings=settings)
     async with runtime:
         worker = Worker(runtime, RedisQueue(runtime.store), concurrency=args.concurrency)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()

@@ -300,9 +300,11 @@ async def test_a_worker_paused_past_its_lease_stops_what_it_no_longer_owns(clust
         frozen.kill()
 
 
-async def test_claimed_but_not_started_goes_to_another_worker_exactly_once(cluster: Cluster) -> None:
-    """A worker dies between taking a generation and starting it (its plugin is slow to say
-    which blocks it writes): another worker takes it over after the lease and starts it once."""
+@pytest.mark.parametrize("how", ["kill", "pause"])
+async def test_claimed_but_not_started_goes_to_another_worker_exactly_once(cluster: Cluster, how: str) -> None:
+    """A worker dies (or freezes past its lease) between taking a generation and starting it
+    (its plugin is slow to say which blocks it writes): another worker takes it over after
+    the lease and starts it, once; a frozen one that thaws starts nothing."""
     handoff = [cluster.worker(f"handoff{i}", "--generator", f"handoff={SLOW}", "--concurrency", "1") for i in range(2)]
     r = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
     try:
@@ -316,13 +318,27 @@ async def test_claimed_but_not_started_goes_to_another_worker_exactly_once(clust
                     await anyio.sleep(0.02)
             pids = {w["id"]: w["pid"] for w in (await client._json("GET", "/healthz"))["workers"]}  # noqa: SLF001
             taker = next(w for w in handoff if w.pid == pids[holder])
-            taker.kill()
-            events = await read_all(client, gen.id)
+            if how == "kill":
+                taker.kill()
+            else:
+                taker.pause()
+            try:
+                events = await read_all(client, gen.id)
+            finally:
+                if how == "pause":
+                    taker.resume()
             assert [e.type for e in events].count("generation.started") == 1
             assert events[-1].type == "generation.completed"
             check_invariants(events)
             assert r.get(f"{cluster.prefix}start:{gen.id}") != holder
-            assert (await client.get_generation(gen.id))["blocks"][0]["text"] == "started once"
+            if how == "pause":
+                await anyio.sleep(1.5 + 2 * LEASE_S)  # it thaws, finishes preparing, and finds it is not its own
+                assert [e.to_json() for e in await read_all(client, gen.id)] == [e.to_json() for e in events]
+            stored = await client.get_generation(gen.id)
+            assert stored["generation"]["state"] == "succeeded"
+            assert [b["text"] for b in stored["blocks"]] == ["started once"]
+            conversation = await client.get_file(stored["generation"]["file_id"])
+            assert [b["text"] for b in conversation["blocks"]] == ["hi", "started once"]
     finally:
         r.close()
         for w in handoff:

@@ -131,13 +131,21 @@ class Worker:
                 await self.runtime.start(request, owner=item.owner, generation_id=item.generation_id)
                 handle = await self.runtime.handle(item.generation_id)
                 run = handle.run if isinstance(handle, LocalGeneration) else None
-            except StreamingError as exc:
-                waiting = await self.runtime.store.get_generation(item.generation_id)
-                if waiting is not None and not waiting.state.finished:
-                    await end_unstarted(self.runtime.store, waiting, exc)
-            except Exception as exc:  # noqa: BLE001 - a malformed entry ends its generation
-                waiting = await self.runtime.store.get_generation(item.generation_id)
-                if waiting is not None and not waiting.state.finished:
-                    await end_unstarted(self.runtime.store, waiting, StreamingError(f"could not start: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - refused, or a malformed entry: it ends here
+                await self._end(item, exc if isinstance(exc, StreamingError) else StreamingError(f"could not start: {exc}"))
         await self.queue.done(item)
         return run
+
+    async def _end(self, item: QueueItem, error: StreamingError) -> None:
+        """End a generation that could not start, if it is still waiting and ours (not if
+        another worker started it while this one stalled: ``not_ours``)."""
+        store = self.runtime.store
+        if getattr(store, "gated", None) is not None:
+            store.gated.discard(item.generation_id)  # type: ignore[attr-defined]
+        if error.code == "not_ours" or await self.queue.gate(item.generation_id) != 1:
+            logger.warning("worker: generation %s: %s", item.generation_id, error.message,
+                           extra={"generation_id": item.generation_id})
+            return
+        waiting = await store.get_generation(item.generation_id)
+        if waiting is not None and not waiting.state.finished:
+            await end_unstarted(store, waiting, error)

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
 
-from streaming.model import Generation
+from streaming.errors import StoreError
+from streaming.model import Block, File, Generation
 from streaming.stores.redis import RedisStore
 
-__all__ = ["QueueItem", "QueueSnapshot", "RedisQueue", "WorkerInfo"]
+__all__ = ["QueueItem", "QueueSnapshot", "RedisQueue", "WorkerInfo", "WorkerStore"]
 
 GROUP = "workers"
 
@@ -187,10 +189,13 @@ class RedisQueue:
         (0), or that it is no longer waiting (-1)."""
         _, gate = self._scripts()
         with self.store._mapped("gate"):
-            return int(await gate(
+            verdict = int(await gate(
                 keys=[self._k("start", generation_id), self._k("gen", generation_id)],
                 args=[self.me, self._k("lease", ""), max(self.store.ttl_ms, 86_400_000)],
             ))
+        if verdict == 1 and isinstance(self.store, WorkerStore):
+            self.store.gated.add(generation_id)
+        return verdict
 
     # -- workers --
 
@@ -269,3 +274,52 @@ class RedisQueue:
                 pipe.xack(key, GROUP, item.entry_id)
                 pipe.xdel(key, item.entry_id)
                 await pipe.execute()
+
+
+# KEYS: start gate, gen hash. ARGV: me. 1 if the generation is still waiting and ours to start.
+_STILL_OURS = """
+if redis.call('HGET', KEYS[2], 'state') ~= 'waiting' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return 1
+"""
+
+
+class WorkerStore(RedisStore):
+    """The store of a worker: its first write of a generation it took through the gate
+    checks, then and there, that the gate is still its own and the generation still
+    ``waiting``. A worker that froze while its plugin prepared the blocks (longer than its
+    lease, so another worker took the generation over and started it) thus starts nothing:
+    that write raises ``StoreError`` (code ``not_ours``) before anything of it is stored."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        #: generations this worker took the gate of and has not written yet
+        self.gated: set[str] = set()
+
+    async def _confirm(self, generation_ids: set[str]) -> None:
+        for generation_id in generation_ids & self.gated:
+            with self._mapped("gate"):
+                ours = await self._r.eval(
+                    _STILL_OURS, 2, self._k("start", generation_id), self._k("gen", generation_id), self.owner
+                )
+            self.gated.discard(generation_id)
+            if not int(ours):
+                raise StoreError(
+                    f"generation {generation_id} was started by another worker (this one stalled past its lease)",
+                    code="not_ours",
+                )
+
+    async def put_blocks(self, blocks: Sequence[Block]) -> None:
+        if self.gated:
+            await self._confirm({b.request_id for b in blocks if b.request_id})
+        await super().put_blocks(blocks)
+
+    async def put_file(self, file: File) -> None:
+        if self.gated:
+            await self._confirm({b.request_id for b in file.blocks if b.request_id})
+        await super().put_file(file)
+
+    async def put_generation(self, generation: Generation) -> None:
+        if self.gated:
+            await self._confirm({generation.id})
+        await super().put_generation(generation)
