@@ -349,3 +349,50 @@ def test_ci_installs_nginx() -> None:
     run = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "need+=(nginx)" in run
     assert os.path.exists("/usr/sbin/nginx") or os.path.exists("/usr/bin/nginx")
+
+
+async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
+    """Redis (append-only file on) restarts while an API process streams generations a
+    worker runs, one of them still queued: each stream continues to its end, or ends with
+    ``store_unavailable``; none is left running or with a block ``started``."""
+    durable = RedisServer(tmp_path / "redis", durable=True).start()
+    url = f"{durable.url}?lease={LEASE_S:g}&prefix=rs:"
+    api = ServerProcess(tmp_path / "api.log", "--role", "api", store=url)
+    worker = WorkerProcess(tmp_path / "worker.log", url, "--concurrency", "2")
+    try:
+        api.start()
+        worker.start()
+        wait_for_workers(api.url, 1)
+        steps: list[dict[str, object]] = []
+        for i in range(8):
+            steps += [{"text": f"part{i} ", "chunk": 2}, {"sleep_ms": 250}]
+        expected = "".join(f"part{i} " for i in range(8))
+        async with StreamingClient(api.url) as client:
+            gens = [await client.generate("scripted", prompt=f"g{i}", options={"rounds": [steps]}, on_disconnect="continue")
+                    for i in range(3)]
+            assert (await client.get_generation(gens[2].id))["generation"]["state"] == "waiting"
+            async for event in gens[0]:
+                if event.type == "block.delta":
+                    break
+            durable.restart()
+            with anyio.fail_after(120):
+                for gen in gens:
+                    await gen.wait()
+            for gen in gens:
+                check_invariants(gen.events)
+                if gen.state == "failed":
+                    assert (gen.error or {}).get("code") == "store_unavailable", gen.error
+                else:
+                    assert gen.state == "succeeded", gen.error
+                    assert gen.fold.text() == expected
+                with anyio.fail_after(30):
+                    while (stored := await client.get_generation(gen.id))["generation"]["state"] not in (
+                        "succeeded", "failed", "cancelled"
+                    ):
+                        await anyio.sleep(0.1)
+                assert stored["generation"]["state"] == gen.state
+                assert all(b["stream_state"] != "started" for b in stored["blocks"])
+    finally:
+        worker.kill()
+        api.kill()
+        durable.stop()
