@@ -45,27 +45,37 @@ def create_app(
     """Build the ASGI app. Pass ``runtime`` to share one you built (e.g. in tests)."""
     settings = settings or ServerSettings()
     if runtime is None:
-        registry = GeneratorRegistry()
-        specs: Mapping[str, str] = {} if settings.role == "api" else {**BUILTIN, **settings.generators}
-        for name, spec in specs.items():
-            registry.register(name, spec, settings.generator_config.get(name))
+        store = open_store(settings.store_url)
+        dispatch = None
+        if settings.role == "api":  # workers run the generations; it knows them by their announcements
+            from streaming.runtime.queue import AnnouncedGenerators, api_dispatch
+
+            dispatch = api_dispatch(store, settings.queue_size)
+            registry: GeneratorRegistry = AnnouncedGenerators(dispatch)
+        else:
+            registry = GeneratorRegistry()
+            specs: Mapping[str, str] = {**BUILTIN, **settings.generators}
+            for name, spec in specs.items():
+                registry.register(name, spec, settings.generator_config.get(name))
         runtime = Runtime(
-            open_store(settings.store_url),
+            store,
             generators=registry,
             tools=tools,
             settings=settings.runtime,
         )
-        if settings.role == "api":
-            from streaming.runtime.queue import api_dispatch
-
-            runtime.dispatch = api_dispatch(runtime.store, settings.queue_size)
+        runtime.dispatch = dispatch
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with runtime:
             # The CLI's signal handler drains through this loop (see server.cli).
             app.state.loop = asyncio.get_running_loop()
-            yield
+            watch = asyncio.create_task(runtime.dispatch.watch()) if runtime.dispatch is not None else None
+            try:
+                yield
+            finally:
+                if watch is not None:
+                    watch.cancel()
 
     auth = AuthConfig(settings.api_keys, settings.token_secret)
     middleware = []

@@ -4,6 +4,7 @@ processes behind a real nginx (``deploy/nginx.conf`` as is, its ports templated)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -96,6 +97,29 @@ def test_api_healthz_lists_the_live_workers_and_metrics(cluster: Cluster) -> Non
     assert 'streaming_queue_oldest_wait_seconds{generator="echo"}' in metrics
     assert re.search(r"^streaming_workers_live [2-9]", metrics, re.M)
     assert "streaming_worker_generations_running{worker=" in metrics
+
+
+async def test_an_api_process_lists_and_serves_the_workers_generators(cluster: Cluster) -> None:
+    """No generator code in the API process: the demo page's listing, /v1/models and a
+    dialect route (OpenAI chat completions, streamed) work from the workers' announcements."""
+    async with httpx.AsyncClient(base_url=cluster.nginx.url, timeout=30) as http:
+        listing = (await http.get("/generators")).json()
+        assert {"echo", "scripted"} <= set(listing["generators"])
+        echo = next(d for d in listing["details"] if d["name"] == "echo")
+        assert echo["chat"] is True and echo["description"]
+        models = {m["id"] for m in (await http.get("/v1/models")).json()["data"]}
+        assert {"echo", "scripted"} <= models
+        body = {"model": "echo", "stream": True, "messages": [{"role": "user", "content": "through a dialect route"}]}
+        text = ""
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    for choice in json.loads(line[6:])["choices"]:
+                        text += choice["delta"].get("content") or ""
+        assert text == "through a dialect route"
+        unknown = await http.post("/v1/chat/completions", json={**body, "model": "nowhere"})
+        assert unknown.status_code in (404, 422, 503)
 
 
 async def test_forty_concurrent_streams_through_nginx_exact_texts(cluster: Cluster) -> None:

@@ -15,23 +15,26 @@ from typing import Any
 
 import anyio
 
+from streaming.capabilities import CapabilityImpl, SupportLevel
 from streaming.errors import (
     InvalidRequestError,
     LimitExceededError,
     ModelUnavailableError,
     NotFoundError,
     StreamingError,
+    UnknownGeneratorError,
 )
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
 from streaming.model import Generation, GenerationState, new_id
 from streaming.requests import GenerateRequest
 from streaming.runtime.elsewhere import ElsewhereGeneration
+from streaming.runtime.registry import GeneratorRegistry
 from streaming.stores.base import Store
 from streaming.stores.redis import RedisStore
-from streaming.stores.redis_queue import QueueSnapshot, RedisQueue
+from streaming.stores.redis_queue import QueueSnapshot, RedisQueue, WorkerInfo
 
-__all__ = ["QueueDispatch", "QueuedGeneration", "api_dispatch", "end_unstarted", "request_json"]
+__all__ = ["AnnouncedGenerators", "QueueDispatch", "QueuedGeneration", "api_dispatch", "end_unstarted", "request_json"]
 
 logger = logging.getLogger("streaming.runtime")
 
@@ -91,6 +94,15 @@ class QueueDispatch:
             self.latest = await self.queue.snapshot()
             self._read_at = now
         return self.latest
+
+    async def watch(self, every_s: float = 1.0) -> None:
+        """Read the workers and queues every ``every_s`` (what the generator listing uses)."""
+        while True:
+            try:
+                await self.snapshot()
+            except StreamingError as exc:
+                logger.warning("reading the workers' announcements failed: %s", exc)
+            await anyio.sleep(every_s)
 
     async def enqueue(self, request: GenerateRequest, owner: str | None) -> Generation:
         """Queue a generation for a worker; return it ``waiting``.
@@ -156,3 +168,63 @@ def api_dispatch(store: Store, max_depth: int = 1000) -> QueueDispatch:
             suggestion="--store redis://host:6379/0",
         )
     return QueueDispatch(store, max_depth=max_depth)
+
+
+def _capability_types() -> dict[str, type[CapabilityImpl]]:
+    found: dict[str, type[CapabilityImpl]] = {}
+    todo = list(CapabilityImpl.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.NAME:
+            found[cls.NAME] = cls
+    return found
+
+
+class _Announced:
+    """What an API process knows of a generator a worker hosts: its announcement."""
+
+    def __init__(self, name: str, worker: WorkerInfo) -> None:
+        types = _capability_types()
+        self.supported_capabilities: dict[type[CapabilityImpl], SupportLevel] = {
+            types[cap]: SupportLevel(int(level))
+            for cap, level in worker.capabilities.get(name, {}).items() if cap in types and level.isdigit()
+        }
+        detail = worker.details.get(name, {})
+        self.description = str(detail.get("description") or "")
+        self._reason = detail.get("reason") if not detail.get("chat", True) else None
+
+    def chat_unavailable_reason(self) -> str | None:
+        return str(self._reason) if self._reason is not None else None
+
+
+class AnnouncedGenerators(GeneratorRegistry):
+    """The generators of an API process: those the live workers announce (no code loaded).
+    Read from the dispatch's last snapshot (refreshed every second by the app)."""
+
+    def __init__(self, dispatch: QueueDispatch) -> None:
+        super().__init__()
+        self.dispatch = dispatch
+
+    def register(self, name: str, plugin: Any, config: Any = None) -> Any:
+        """Nothing: an API process runs no generator (the plugin instances it hosts offer
+        theirs only where they run, in the default role)."""
+        return plugin
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.dispatch.latest.hosted()
+
+    def __iter__(self) -> Any:
+        return iter(self.names())
+
+    def names(self) -> list[str]:
+        return sorted(self.dispatch.latest.hosted())
+
+    def get(self, name: str) -> Any:
+        worker = self.dispatch.latest.hosted().get(name)
+        if worker is None:
+            raise UnknownGeneratorError(
+                f"no live worker hosts generator {name!r}",
+                suggestion="generators hosted now: " + (", ".join(self.names()) or "none"),
+            )
+        return _Announced(name, worker)

@@ -21,6 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from streaming.errors import StreamingError
+from streaming.readiness import describe
 from streaming.requests import GenerateRequest
 from streaming.runtime.facade import Runtime
 from streaming.runtime.handles import LocalGeneration
@@ -55,11 +56,14 @@ class Worker:
         self._backlog: list[QueueItem] = []  # taken from the queue, not started yet
         self._freed = anyio.Event()
         self.stopping = False
+        self._details: dict[str, Any] | None = None
 
     async def announce(self) -> None:
+        if self._details is None:  # once: a readiness probe may cost something
+            self._details = {name: await describe(name, self.runtime.generators.get(name)) for name in self.generators}
         await self.queue.announce(
             self.generators, capabilities_of(self.runtime), self.concurrency, len(self.active),
-            {"pid": os.getpid(), "host": socket.gethostname()},
+            {"pid": os.getpid(), "host": socket.gethostname(), "details": self._details},
         )
 
     async def run(self) -> None:

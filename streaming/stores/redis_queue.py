@@ -77,6 +77,8 @@ class WorkerInfo:
     running: int
     pid: int | None = None
     host: str | None = None
+    #: per generator: ``{"chat", "description", "reason"}`` (what ``GET /generators`` lists)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class RedisQueue:
                 workers.append(WorkerInfo(
                     id=wid, generators=list(data["generators"]), capabilities=dict(data.get("capabilities") or {}),
                     concurrency=int(data["concurrency"]), running=int(data.get("running", 0)),
-                    pid=data.get("pid"), host=data.get("host"),
+                    pid=data.get("pid"), host=data.get("host"), details=dict(data.get("details") or {}),
                 ))
             except (ValueError, KeyError, TypeError):
                 dead.append(wid)
