@@ -63,12 +63,11 @@ async def _first_delta(base: str, n: int) -> list[float]:
         for _ in range(n):
             t0 = time.perf_counter()
             async with http.stream("POST", "/generations", json=body, headers={"Accept": "text/event-stream"}) as resp:
-                async for line in resp.aiter_lines():
-                    if line == "event: block.delta":
+                seen = False
+                async for line in resp.aiter_lines():  # read to the end (the stream's last event)
+                    if not seen and line == "event: block.delta":
                         times.append(time.perf_counter() - t0)
-                        break
-                async for _ in resp.aiter_bytes():
-                    pass
+                        seen = True
     return times
 
 
