@@ -67,7 +67,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ).start())
         for name in ("worker-1", "worker-2"):
             workers.append(WorkerProcess(logs / f"{name}.log", url, "--concurrency", "25", "--disconnect-grace", "3").start())
-        wait_for_workers(apis[0].url, 2)
+        for api in apis:
+            wait_for_workers(api.url, 2)
         nginx = NginxProcess(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{api.port}" for api in apis]).start()
         yield Cluster(server, url, prefix, apis, workers, nginx, logs)
     finally:
@@ -120,6 +121,17 @@ async def test_an_api_process_lists_and_serves_the_workers_generators(cluster: C
         assert text == "through a dialect route"
         unknown = await http.post("/v1/chat/completions", json={**body, "model": "nowhere"})
         assert unknown.status_code in (404, 422, 503)
+        # Capabilities are checked against the announcement, before anything is queued.
+        refused = await http.post("/generations", json={
+            "generator": "echo", "prompt": "x",
+            "capabilities": [{"name": "steamship.function_calling_support", "request_level": "native"},
+                             {"name": "steamship.conversation_support", "request_level": "native"},
+                             {"name": "acme.telepathy", "request_level": "optional"}],
+        })
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert error["code"] == "unsupported_capability"
+        assert [c["name"] for c in error["unsupported_capabilities"]] == ["steamship.function_calling_support"]
 
 
 async def test_forty_concurrent_streams_through_nginx_exact_texts(cluster: Cluster) -> None:

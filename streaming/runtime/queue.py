@@ -15,7 +15,8 @@ from typing import Any
 
 import anyio
 
-from streaming.capabilities import CapabilityImpl, SupportLevel
+from streaming.capabilities import CapabilityImpl, RequestedCapabilities, SupportLevel, Tool
+from streaming.capability_block import capability_block, offered_tools
 from streaming.errors import (
     InvalidRequestError,
     LimitExceededError,
@@ -120,6 +121,13 @@ class QueueDispatch:
                 suggestion=("generators hosted now: " + ", ".join(hosted)) if hosted
                 else "start a worker: streaming worker --store redis://...",
             )
+        # Capabilities are checked here, as a process running it would, before anything is
+        # queued (a server-side tool named by a string is the worker's: only its name counts).
+        tools = offered_tools(request.tools, lambda tool: Tool(name=tool))
+        cap_block = capability_block(request.capabilities, tools)
+        if cap_block is not None:
+            announced = _Announced(name, self.latest.hosted()[name])
+            RequestedCapabilities(announced.supported_capabilities).extract_from_blocks([cap_block])
         generation = Generation(
             id=new_id("gen"), generator=name, file_id=request.file_id, on_disconnect=request.on_disconnect, owner=owner
         )
