@@ -432,3 +432,31 @@ async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
         worker.kill()
         api.kill()
         durable.stop()
+
+
+async def test_double_texting_through_the_api_processes(cluster: Cluster) -> None:
+    """A conversation continued through the other API process while a worker runs its
+    turn: ``reject`` is refused at once (409 naming the running one), ``interrupt`` cancels
+    it (in the worker) and the new turn starts after it; an unknown conversation is 404."""
+    a, b = cluster.apis
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b, httpx.AsyncClient(base_url=b.url, timeout=30) as http:
+        first = await on_a.generate("scripted", prompt="first", options=FOREVER, on_disconnect="continue")
+        async for event in first:
+            if event.type == "block.delta":
+                break
+        file_id = first.file_id or (await on_a.get_generation(first.id))["generation"]["file_id"]
+        turn = {"generator": "scripted", "prompt": "second", "file_id": file_id,
+                "options": {"rounds": [[{"text": "the second answer"}]]}}
+        busy = await http.post("/generations", json=turn)
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["error"]["generation_id"] == first.id
+        missing = await http.post("/generations", json={**turn, "file_id": "file_nowhere"})
+        assert missing.status_code == 404
+        second = await http.post("/generations", json={**turn, "multitask": "interrupt"})
+        assert second.status_code == 201 and second.json()["generation"]["state"] == "waiting"
+        events = await read_all(on_b, second.json()["generation"]["id"])
+        assert events[0].type == "generation.started" and events[-1].type == "generation.completed"
+        await first.wait()
+        assert first.state == "cancelled"
+        conversation = await on_b.get_file(file_id)
+        assert [bl["text"] for bl in conversation["blocks"]] == ["first", "started", "second", "the second answer"]

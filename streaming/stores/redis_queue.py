@@ -199,6 +199,12 @@ class RedisQueue:
             self.store.gated.add(generation_id)
         return verdict
 
+    async def conversation_holder(self, file_id: str) -> str | None:
+        """The generation extending ``file_id`` now (its claim), if any."""
+        with self.store._mapped("claim"):
+            held: str | None = await self._r.get(self._k("busy", file_id))
+        return held.partition(" ")[0] if held else None
+
     # -- workers --
 
     async def announce(
