@@ -401,10 +401,13 @@ class GenerationStream:
             event = await self._source.__anext__()
         except StopAsyncIteration:
             return False
-        if self.fold.apply(event):
-            self.events.append(event)
-            if event.type == wire.EventType.TOOL_CALL:
-                await self._answer(self.fold.tool_calls[event.data["call_id"]])
+        # Usually just this event; more when it fills a gap (or crosses a declared loss)
+        # before events held back.
+        for applied in self.fold.apply(event):
+            assert isinstance(applied, wire.Event)
+            self.events.append(applied)
+            if applied.type == wire.EventType.TOOL_CALL:
+                await self._answer(self.fold.tool_calls[applied.data["call_id"]])
         if event.terminal:
             # Close the HTTP stream now, not when the generator is collected.
             await self._source.aclose()  # type: ignore[attr-defined]

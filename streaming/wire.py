@@ -362,6 +362,18 @@ def _envelope(event: Event | Mapping[str, Any]) -> tuple[str, int, str, Mapping[
     return str(event["type"]), int(event["seq"]), str(event["generation_id"]), event
 
 
+def _lost_range(data: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(after, through)`` of the seqs a crash recovery's ending declares lost
+    (``events_lost``), or None."""
+    lost = data.get("events_lost")
+    if not isinstance(lost, Mapping):
+        return None
+    after, through = lost.get("after"), lost.get("through")
+    if not isinstance(after, int) or not isinstance(through, int) or through < after:
+        return None
+    return after, through
+
+
 class GenerationFold:
     """A generation's state, built by applying its events once each.
 
@@ -450,7 +462,18 @@ class GenerationFold:
         Raises:
             ProtocolError: (strict) the event breaks an invariant.
         """
-        _, seq, gen_id, _ = _envelope(event)
+        _, seq, gen_id, data = _envelope(event)
+        lost = _lost_range(data)
+        if lost is not None and lost[0] <= self.last_seq < lost[1] < seq:
+            # A crash recovery's ending says those seqs were lost (events_lost): nothing
+            # will fill that gap, so what follows it (aborted blocks, the ending) applies.
+            self.last_seq = lost[1]
+            self._ahead = {k: v for k, v in self._ahead.items() if k > lost[1]}
+            if seq > self.last_seq + 1:
+                self._ahead[seq] = event
+                applied: list[Event | Mapping[str, Any]] = []
+                self._drain(applied)
+                return applied
         if self.generation_id is None:
             self.generation_id = gen_id
         elif gen_id != self.generation_id:
@@ -467,13 +490,17 @@ class GenerationFold:
             return []
         applied = [event]
         self._apply(event)
+        self._drain(applied)
+        return applied
+
+    def _drain(self, applied: list[Event | Mapping[str, Any]]) -> None:
+        """Apply the held events that now follow ``last_seq``."""
         while self._ahead:
             nxt = self._ahead.pop(self.last_seq + 1, None)
             if nxt is None:
                 break
             self._apply(nxt)
             applied.append(nxt)
-        return applied
 
     def apply_all(self, events: Iterable[Event | Mapping[str, Any]]) -> GenerationFold:
         for event in events:

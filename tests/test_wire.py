@@ -324,3 +324,27 @@ def test_docs_protocol_lists_every_route() -> None:
             continue
         missing += [name for name in names if f"`{name}`" not in doc]
     assert not missing, f"docs/protocol.md does not list: {missing}"
+
+
+def test_a_crash_ending_applies_across_the_seqs_it_says_were_lost() -> None:
+    gid = "gen_c"
+    started = {"type": "generation.started", "seq": 1, "generation_id": gid,
+               "generation": {"id": gid, "state": "running"},
+               "blocks": [{"id": "b1", "index": 0, "mime_type": "text/plain", "text": "", "stream_state": "started"}]}
+    seen = [started, {"type": "block.delta", "seq": 2, "generation_id": gid, "block_id": "b1", "offset": 0, "text": "ab"}]
+    ending = [
+        {"type": "block.aborted", "seq": 4098, "generation_id": gid, "block_id": "b1", "reason": "interrupted"},
+        {"type": "generation.failed", "seq": 4099, "generation_id": gid,
+         "error": {"code": "interrupted", "message": "lost"}, "events_lost": {"after": 1, "through": 4097}},
+    ]
+    # The client saw seqs 1-2 (2 was never stored); the recovered log is 1, then the ending.
+    fold = GenerationFold().apply_all(seen)
+    fold.apply(ending[0])  # held: it declares no loss itself
+    assert not fold.finished
+    assert [e["seq"] for e in fold.apply(ending[1])] == [4098, 4099]  # type: ignore[index]
+    assert fold.finished and fold.state == "failed" and fold.last_seq == 4099
+    assert fold.blocks["b1"].text == "ab" and fold.blocks["b1"].done
+    # An ending without a declared loss still waits for the gap.
+    other = GenerationFold().apply_all(seen)
+    other.apply({**ending[1], "events_lost": None})
+    assert not other.finished
