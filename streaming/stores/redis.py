@@ -147,6 +147,21 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
+
+def _raise_swallowed_cancel() -> None:
+    """Raise the cancellation of the current task if a blocking command swallowed it.
+
+    redis-py's blocking commands (XREAD with ``block``) can swallow a CancelledError that
+    arrives at the wrong moment (redis/redis-py#2028, #2551). A follower whose client left
+    would then go on reading an idle log, and go on telling the running process that
+    someone follows it, so ``on_disconnect=cancel`` never fired; the pump above it stops
+    only at its next batch, which an idle log never sends. ``Task.cancelling()`` still
+    counts the request that was swallowed.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 class RedisStore(Store):
     """Generations, blocks, files, event logs and control in Redis, shared by processes.
 
@@ -483,12 +498,14 @@ class RedisStore(Store):
 
         async def read(after: int) -> list[Event]:  # waits up to block_ms itself
             nonlocal pinged
+            _raise_swallowed_cancel()
             now = anyio.current_time()
             if now - pinged >= self.presence_s:
                 pinged = now
                 await self._publish_presence(generation_id)
             with self._mapped("follow"):
                 reply = await self._follow_client.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
+            _raise_swallowed_cancel()
             entries = reply[0][1] if reply else []
             return self._events(entries) if entries else []
 
