@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks import dialects
 from benchmarks.client import Request, StreamResult, open_idle, run_streams
 from benchmarks.paced import PacedLoad, pct, run_paced
 from benchmarks.procs import (
@@ -919,8 +920,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / default
     runner = _runner()
     data = runner(run(args))
+    if not args.paced_only and _wanted(args, "runtime"):
+        data["dialects"] = dialects.run(2_000 if args.quick else 50_000, 1 if args.quick else 3)
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(report(data))
+    for table in data.get("dialects", []):
+        print("\n" + dialects.report(table))
     print(f"\nresults: {out}")
     return 0
 

@@ -34,6 +34,14 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
 
     data = json.loads(out.read_text())
     assert data["meta"]["mode"] == "quick"
+    # One stream through each dialect beside the native route, as shipped and per event.
+    from benchmarks.dialects import ROUTES
+
+    assert [d["label"] for d in data["dialects"]] == ["", ", --no-coalesce (one event per chunk)"]
+    for run in data["dialects"]:
+        assert list(run["routes"]) == ROUTES and all(v > 0 for v in run["routes"].values())
+        assert run["ratios"][ROUTES[0]] == 1.0
+    assert "Dialects: one stream of" in table and "AI SDK UI stream: /api/chat" in table
     servers = data["servers"]
     # The floor and our runtime always run, and every stream they served was whole.
     for key in ("floor", "runtime", "runtime-nocoalesce"):
