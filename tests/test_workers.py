@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -460,3 +461,30 @@ async def test_double_texting_through_the_api_processes(cluster: Cluster) -> Non
         assert first.state == "cancelled"
         conversation = await on_b.get_file(file_id)
         assert [bl["text"] for bl in conversation["blocks"]] == ["first", "started", "second", "the second answer"]
+
+
+async def test_sigterm_lets_a_workers_generations_finish(cluster: Cluster) -> None:
+    """SIGTERM: the worker stops taking work (its generator is no longer offered) and its
+    running generation finishes within the shutdown grace."""
+    leaving = cluster.worker("leaving", "--generator", f"leaving={SCRIPTED}")
+    try:
+        script = {"rounds": [[{"text": "begun ", "chunk": 3}, {"sleep_ms": 1500}, {"text": "and finished", "chunk": 3}]]}
+        async with StreamingClient(cluster.apis[0].url) as client:
+            gen = await client.generate("leaving", prompt="hi", options=script, on_disconnect="continue")
+            async for event in gen:
+                if event.type == "block.delta":
+                    break
+            assert leaving.proc is not None
+            leaving.proc.send_signal(signal.SIGTERM)
+            await gen.wait()
+            assert gen.state == "succeeded", gen.error
+            assert gen.fold.text() == "begun and finished"
+            with anyio.fail_after(30):
+                while leaving.proc.poll() is None:
+                    await anyio.sleep(0.1)
+            assert leaving.proc.returncode == 0
+            async with httpx.AsyncClient(base_url=cluster.apis[0].url, timeout=30) as http:
+                refused = await http.post("/generations", json={"generator": "leaving", "prompt": "x"})
+            assert refused.status_code == 503
+    finally:
+        leaving.kill()
