@@ -28,6 +28,7 @@ leave and applies each generation's ``on_disconnect`` policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -101,7 +102,10 @@ class WebSocketSession:
         self.send_timeout_s = send_timeout_s
         #: the peer stopped reading and was dropped
         self.timed_out = False
-        self._send_lock = anyio.Lock()
+        self._send_lock = asyncio.Lock()
+        #: loop time the write in progress began (None: no write waits); the watchdog drops
+        #: a peer whose write has waited ``send_timeout_s``, so a send arms no timer of its own
+        self._sending_since: float | None = None
         self._subs: dict[str, _Subscription] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -110,6 +114,7 @@ class WebSocketSession:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                tg.start_soon(self._watch_sends)
                 await self._read_frames()
                 tg.cancel_scope.cancel()
         except* _Closed:
@@ -126,18 +131,30 @@ class WebSocketSession:
             raise _Closed
         try:
             async with self._send_lock:
-                # A peer that stopped reading blocks only its own session, and only so long.
-                with anyio.fail_after(self.send_timeout_s):
+                self._sending_since = asyncio.get_running_loop().time()
+                try:
                     await self.websocket.send_text(text)
-        except TimeoutError as exc:
-            self.timed_out = True
-            self._end()
-            raise _Closed from exc
+                finally:
+                    self._sending_since = None
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             # Starlette raises RuntimeError once the socket is closed; either way the
             # peer is gone and the whole session ends.
             self._end()
             raise _Closed from exc
+
+    async def _watch_sends(self) -> None:
+        """A peer that stopped reading blocks only its own session, and only so long: drop
+        it once a write has waited ``send_timeout_s`` (ending the session cancels it)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            since = self._sending_since
+            now = loop.time()
+            if since is not None and now - since >= self.send_timeout_s:
+                self.timed_out = True
+                self._end()
+                return
+            wait = self.send_timeout_s / 2 if since is None else since + self.send_timeout_s - now
+            await asyncio.sleep(max(wait, 0.01))
 
     def _end(self) -> None:
         self._closed = True
