@@ -17,6 +17,9 @@ After a crash, :meth:`SqliteStore.recover_interrupted` (the runtime calls it on 
 fails every generation left ``running`` with code ``interrupted``, aborts its open blocks
 and closes its log with a terminal event (see :mod:`streaming.stores.recovery`).
 
+Collaborators: :mod:`streaming.stores.sqlite_file` (schema, lock, retention, recovery) and
+:mod:`streaming.stores.sqlite_writer` (the write-behind queue and its commits).
+
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
 convention), with optional query parameters ``poll`` (seconds between checks of a followed
 log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; default or 0:
@@ -28,61 +31,28 @@ queued events, commits at once).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.to_thread
 
-from streaming.errors import InvalidRequestError, StoreError, StoreUnavailableError
+from streaming.errors import InvalidRequestError, StoreError
 from streaming.events import Event
-from streaming.model import Block, File, Generation, GenerationState
+from streaming.model import Block, File, Generation
 from streaming.stores.base import Store
 from streaming.stores.follow import follow_log
 from streaming.stores.memory import MemoryStore
-from streaming.stores.recovery import close_interrupted
+from streaming.stores.sqlite_file import FINISHED, SqliteFile, decode_ids, encode_ids
+from streaming.stores.sqlite_writer import SqliteWriter
 from streaming.tasks import TaskOwner
 
-__all__ = ["SqliteStore", "parse_sqlite_url"]
+__all__ = ["SqliteStore", "decode_ids", "encode_ids", "parse_sqlite_url"]
 
 logger = logging.getLogger("streaming.stores.sqlite")
-
-_FINISHED = tuple(s.value for s in GenerationState if s.finished)
-_UNFINISHED = tuple(s.value for s in GenerationState if not s.finished)
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS generations (
-    id TEXT PRIMARY KEY, state TEXT NOT NULL, finished_at REAL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS generations_unfinished ON generations(state)
-    WHERE state IN {_UNFINISHED!r};
-CREATE TABLE IF NOT EXISTS blocks (id TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, data TEXT NOT NULL, block_ids TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    generation_id TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (generation_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tool_claims (
-    generation_id TEXT NOT NULL, call_id TEXT NOT NULL,
-    PRIMARY KEY (generation_id, call_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS sent_marks (
-    generation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-"""
-
-# A finished generation is final: a late write of an older state never replaces it.
-_PUT_GENERATION = f"""
-INSERT INTO generations (id, state, finished_at, data) VALUES (?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET state = excluded.state, finished_at = excluded.finished_at,
-    data = excluded.data
-WHERE generations.state NOT IN {_FINISHED!r}
-"""
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -156,23 +126,9 @@ class SqliteStore(Store):
         self.ttl_s = ttl if ttl_s is None else ttl_s
         self.retry_s = retry if retry_s is None else retry_s
         self.batch_s = batch if batch_s is None else batch_s
-        self._conn: sqlite3.Connection | None = None
-        self._lock_file: IO[str] | None = None
-        self._limiter = anyio.CapacityLimiter(1)
-        # Write-behind queue: coalesced by id; events in order.
-        self._gens: dict[str, tuple[str, float | None, str]] = {}
-        self._blocks: dict[str, str] = {}
-        self._files: dict[str, tuple[str, str]] = {}
-        self._events: list[tuple[str, int, str]] = []
-        self._claims: list[tuple[str, str]] = []
-        self._marks: dict[str, int] = {}
-        self._queued = 0  # writes queued so far
-        self._committed = 0  # of which committed
-        self._wake_writer = asyncio.Event()
-        self._commit_now = asyncio.Event()  # someone waits for a commit: no batching
-        self._commit_done = anyio.Event()
+        self._file = SqliteFile(path)
+        self._writer = SqliteWriter(self._file, batch_s=self.batch_s, retry_s=self.retry_s)
         self._tasks = TaskOwner("sqlite store", logger)  # the writer
-        self._failure: BaseException | None = None
         self._last_seq: dict[str, int] = {}  # of logs still open
         self._claimed: set[tuple[str, str]] = set()
         self._log_changed: dict[str, anyio.Event] = {}
@@ -187,188 +143,35 @@ class SqliteStore(Store):
         Raises:
             StoreError: the file cannot be opened, or another process has it open.
         """
-        if self._conn is not None:
+        if self._file.conn is not None:
             return
-        await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
-        self._tasks.spawn(self._write_loop(), name="writer")
-
-    def _open_sync(self) -> None:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-            self._take_lock()
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            self._release_lock()
-            raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
-        self._conn = conn
-        if self.ttl_s:  # None or 0: keep forever
-            self._expire_sync(time.time() - self.ttl_s)
-
-    def _take_lock(self) -> None:
-        import fcntl
-
-        lock = open(self.path + ".lock", "a")  # noqa: SIM115 (held until close)
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise StoreError(
-                f"sqlite store {self.path} is in use by another process",
-                suggestion="run one server per sqlite file, or share redis:// between processes",
-            ) from None
-        self._lock_file = lock
-
-    def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing drops the flock
-            self._lock_file = None
+        await anyio.to_thread.run_sync(self._file.open_sync, self.ttl_s, limiter=self._file.limiter)
+        self._tasks.spawn(self._writer.run(), name="writer")
 
     async def close(self) -> None:
         """Commit what is queued, then close the file and drop the lock."""
-        if self._conn is None:
+        if self._file.conn is None:
             return
         try:
-            await self._sync()
+            await self._writer.sync()
         except StoreError:
             logger.exception("sqlite store %s: last writes lost on close", self.path)
         await self._tasks.aclose()
-        conn, self._conn = self._conn, None
-        await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
-        self._release_lock()
-
-    # -- the writer --
-
-    def _unavailable(self) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"sqlite store {self.path} cannot write: {self._failure}",
-            suggestion="check the disk (space, permissions); the pending writes are retried",
-        )
-
-    def _queue(self) -> None:
-        if self._failure is not None:
-            raise self._unavailable() from self._failure
-        self._queued += 1
-        self._wake_writer.set()
-
-    def _signal(self) -> None:
-        done, self._commit_done = self._commit_done, anyio.Event()
-        done.set()
-
-    async def _write_loop(self, max_delay_s: float = 2.0) -> None:
-        clock = asyncio.get_running_loop().time
-        last_commit = -self.batch_s
-        while True:
-            await self._wake_writer.wait()
-            due = last_commit + self.batch_s
-            if not self._commit_now.is_set() and clock() < due:
-                # Gather what comes until then into this commit, unless a reader (or a
-                # full batch) asks for it now.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(due):
-                        await self._commit_now.wait()
-            last_commit = clock()
-            self._commit_now.clear()
-            self._wake_writer.clear()
-            target = self._queued
-            batch = (self._gens, self._blocks, self._files, self._events, self._claims, self._marks)
-            self._gens, self._blocks, self._files, self._events, self._claims = {}, {}, {}, [], []
-            self._marks = {}
-            failing_since: float | None = None
-            delay = 0.05
-            while True:  # the same batch again, so the order of writes holds
-                try:
-                    await anyio.to_thread.run_sync(self._commit_sync, *batch, limiter=self._limiter)
-                    break
-                except Exception as exc:  # the disk is full, the file went away...
-                    now = anyio.current_time()
-                    failing_since = now if failing_since is None else failing_since
-                    logger.warning("sqlite store %s: commit failed (%s); retrying", self.path, exc)
-                    if now - failing_since >= self.retry_s and self._failure is None:
-                        self._failure = exc  # callers are told now; writing goes on trying
-                        self._signal()
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, max_delay_s)
-            self._failure = None
-            self._committed = target
-            self._signal()
-
-    def _commit_sync(
-        self,
-        gens: dict[str, tuple[str, float | None, str]],
-        blocks: dict[str, str],
-        files: dict[str, tuple[str, str]],
-        events: list[tuple[str, int, str]],
-        claims: list[tuple[str, str]],
-        marks: dict[str, int],
-    ) -> None:
-        conn = self._require()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if blocks:
-                conn.executemany("INSERT OR REPLACE INTO blocks (id, data) VALUES (?, ?)", blocks.items())
-            if files:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO files (id, data, block_ids) VALUES (?, ?, ?)",
-                    [(k, d, ids) for k, (d, ids) in files.items()],
-                )
-            if events:
-                conn.executemany("INSERT INTO events (generation_id, seq, data) VALUES (?, ?, ?)", events)
-            if gens:
-                conn.executemany(_PUT_GENERATION, [(k, s, f, d) for k, (s, f, d) in gens.items()])
-            if claims:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO tool_claims (generation_id, call_id) VALUES (?, ?)", claims
-                )
-            if marks:
-                conn.executemany("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", marks.items())
-            conn.execute("COMMIT")
-        except BaseException:
-            _rollback(conn)
-            raise
-
-    async def _sync(self) -> None:
-        """Wait until every write queued before this call is committed.
-
-        Raises:
-            StoreUnavailableError: commits have been failing for ``retry_s``.
-        """
-        target = self._queued
-        while self._committed < target:
-            self._commit_now.set()
-            if self._failure is not None:
-                raise self._unavailable() from self._failure
-            await self._commit_done.wait()
-
-    def _require(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"sqlite store {self.path} is not open", suggestion="call open() first")
-        return self._conn
+        await self._file.close()
 
     async def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        await self._sync()
-        conn = self._require()
-
-        def run() -> list[tuple[Any, ...]]:
-            return conn.execute(sql, params).fetchall()
-
-        try:
-            return await anyio.to_thread.run_sync(run, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        """Rows of ``sql``, after every write queued before this call is committed."""
+        await self._writer.sync()
+        return await self._file.query(sql, *params)
 
     # -- records --
 
     async def put_generation(self, generation: Generation) -> None:
-        queued = self._gens.get(generation.id)
-        if queued is not None and queued[0] in _FINISHED:
+        queued = self._writer.gens.get(generation.id)
+        if queued is not None and queued[0] in FINISHED:
             return  # final (the SQL guards what is already committed)
-        self._queue()
-        self._gens[generation.id] = (
+        self._writer.queue()
+        self._writer.gens[generation.id] = (
             generation.state.value,
             generation.finished_at,
             generation.model_dump_json(),
@@ -381,9 +184,9 @@ class SqliteStore(Store):
     async def put_blocks(self, blocks: Sequence[Block]) -> None:
         if not blocks:
             return
-        self._queue()
+        self._writer.queue()
         for block in blocks:
-            self._blocks[block.id] = block.model_dump_json()
+            self._writer.blocks[block.id] = block.model_dump_json()
 
     async def get_block(self, block_id: str) -> Block | None:
         rows = await self._query("SELECT data FROM blocks WHERE id = ?", block_id)
@@ -391,9 +194,9 @@ class SqliteStore(Store):
 
     async def put_file(self, file: File) -> None:
         await self.put_blocks(file.blocks)
-        self._queue()
+        self._writer.queue()
         meta = file.model_copy(update={"blocks": []})
-        self._files[file.id] = (meta.model_dump_json(), encode_ids([b.id for b in file.blocks]))
+        self._writer.files[file.id] = (meta.model_dump_json(), encode_ids([b.id for b in file.blocks]))
 
     async def get_file(self, file_id: str) -> File | None:
         rows = await self._query("SELECT data, block_ids FROM files WHERE id = ?", file_id)
@@ -415,9 +218,9 @@ class SqliteStore(Store):
     async def reserve_seq(self, generation_id: str, seq: int) -> None:
         """Queued with the other writes; returns once committed (a mark per step of the
         log, not per event; the marks of many generations share a commit)."""
-        self._queue()
-        self._marks[generation_id] = max(seq, self._marks.get(generation_id, 0))
-        await self._sync()
+        self._writer.queue()
+        self._writer.marks[generation_id] = max(seq, self._writer.marks.get(generation_id, 0))
+        await self._writer.sync()
 
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         if not events:
@@ -439,10 +242,10 @@ class SqliteStore(Store):
                 code="log_gap",
                 details={"stored_seq": last},
             )
-        self._queue()
-        self._events.extend((generation_id, ev.seq, ev.to_json()) for ev in events)
-        if len(self._events) >= self.batch_rows:
-            self._commit_now.set()
+        self._writer.queue()
+        self._writer.events.extend((generation_id, ev.seq, ev.to_json()) for ev in events)
+        if len(self._writer.events) >= self.batch_rows:
+            self._writer.commit_now.set()
         if events[-1].terminal:
             # Only open logs are cached; a later append reads the (terminal) tail and refuses.
             self._last_seq.pop(generation_id, None)
@@ -511,8 +314,8 @@ class SqliteStore(Store):
         )
         if rows:
             return False
-        self._queue()
-        self._claims.append(key)
+        self._writer.queue()
+        self._writer.claims.append(key)
         return True
 
     # -- model archives (written at once, not behind: a checkpoint is rare and large) --
@@ -543,99 +346,5 @@ class SqliteStore(Store):
 
     async def recover_interrupted(self) -> list[str]:
         """Fail every generation left unfinished by a process that died; return their ids."""
-        await self._sync()
-        return await anyio.to_thread.run_sync(self._recover_sync, limiter=self._limiter)
-
-    def _recover_sync(self) -> list[str]:
-        conn = self._require()
-        marks = ",".join("?" * len(_UNFINISHED))
-        rows = conn.execute(
-            f"SELECT data FROM generations WHERE state IN ({marks})", _UNFINISHED
-        ).fetchall()
-        recovered: list[str] = []
-        for (data,) in rows:
-            gen = Generation.model_validate_json(data)
-            events = [
-                Event.from_json(r[0])
-                for r in conn.execute(
-                    "SELECT data FROM events WHERE generation_id = ? ORDER BY seq", (gen.id,)
-                )
-            ]
-            ids = list(gen.output_block_ids)
-            for ev in events:
-                if ev.type == "block.created":
-                    ids.append(str(ev.data["block"]["id"]))
-            blocks: dict[str, Block] = {}
-            if ids:
-                q = ",".join("?" * len(ids))
-                for bid, bdata in conn.execute(f"SELECT id, data FROM blocks WHERE id IN ({q})", ids):
-                    blocks[bid] = Block.model_validate_json(bdata)
-            mark = conn.execute("SELECT seq FROM sent_marks WHERE generation_id = ?", (gen.id,)).fetchone()
-            fixed = close_interrupted(gen, blocks, events, sent=int(mark[0]) if mark else 0)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO events (generation_id, seq, data) VALUES (?, ?, ?)",
-                    [(gen.id, ev.seq, ev.to_json()) for ev in fixed.events],
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO blocks (id, data) VALUES (?, ?)",
-                    [(b.id, b.model_dump_json()) for b in fixed.blocks],
-                )
-                file_row = conn.execute(
-                    "SELECT block_ids FROM files WHERE id = ?", (gen.file_id,)
-                ).fetchone()
-                if file_row is not None:
-                    # Blocks made mid-stream join the conversation (the final write never came).
-                    ids = decode_ids(file_row[0])
-                    merged = ids + [b.id for b in fixed.blocks if b.id not in set(ids)]
-                    if merged != ids:
-                        conn.execute(
-                            "UPDATE files SET block_ids = ? WHERE id = ?", (encode_ids(merged), gen.file_id)
-                        )
-                conn.execute(
-                    "UPDATE generations SET state = ?, finished_at = ?, data = ? WHERE id = ?",
-                    (
-                        fixed.generation.state.value,
-                        fixed.generation.finished_at,
-                        fixed.generation.model_dump_json(),
-                        gen.id,
-                    ),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-            recovered.append(gen.id)
-            logger.warning("generation %s was interrupted by a restart; marked failed", gen.id)
-        return recovered
-
-    def _expire_sync(self, cutoff: float) -> None:
-        conn = self._require()
-        marks = ",".join("?" * len(_FINISHED))
-        old = f"SELECT id FROM generations WHERE state IN ({marks}) AND finished_at < ?"
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(f"DELETE FROM events WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
-            conn.execute(f"DELETE FROM tool_claims WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
-            conn.execute(f"DELETE FROM sent_marks WHERE generation_id IN ({old})", (*_FINISHED, cutoff))
-            conn.execute(f"DELETE FROM generations WHERE id IN ({old})", (*_FINISHED, cutoff))
-            conn.execute("COMMIT")
-        except BaseException:
-            _rollback(conn)
-            raise
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass  # the transaction never began (BEGIN itself failed)
-
-
-def encode_ids(ids: list[str]) -> str:
-    return "\n".join(ids)
-
-
-def decode_ids(text: str) -> list[str]:
-    return text.split("\n") if text else []
+        await self._writer.sync()
+        return await anyio.to_thread.run_sync(self._file.recover_sync, limiter=self._file.limiter)

@@ -1,0 +1,146 @@
+"""The write-behind queue of :class:`~streaming.stores.sqlite.SqliteStore` and the task that
+commits it: everything queued, from every generation, in one transaction on the worker
+thread, at most once every ``batch_s`` (at once when a reader waits, or a batch is full)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import anyio
+import anyio.to_thread
+
+from streaming.errors import StoreUnavailableError
+from streaming.stores.sqlite_file import PUT_GENERATION, SqliteFile, rollback
+
+__all__ = ["SqliteWriter"]
+
+logger = logging.getLogger("streaming.stores.sqlite")
+
+
+class SqliteWriter:
+    """Rows queued in memory (coalesced by id; events in order) and their commits.
+
+    Callers put rows in ``gens``, ``blocks``, ``files``, ``events``, ``claims`` and ``marks``
+    after :meth:`queue`; :meth:`sync` waits until what was queued before it is committed.
+    """
+
+    def __init__(self, file: SqliteFile, *, batch_s: float, retry_s: float) -> None:
+        self.file = file
+        self.batch_s = batch_s
+        self.retry_s = retry_s
+        self.gens: dict[str, tuple[str, float | None, str]] = {}
+        self.blocks: dict[str, str] = {}
+        self.files: dict[str, tuple[str, str]] = {}
+        self.events: list[tuple[str, int, str]] = []
+        self.claims: list[tuple[str, str]] = []
+        self.marks: dict[str, int] = {}
+        self._queued = 0  # writes queued so far
+        self._committed = 0  # of which committed
+        self._wake = asyncio.Event()
+        self.commit_now = asyncio.Event()  # someone waits for a commit: no batching
+        self._done = anyio.Event()
+        self.failure: BaseException | None = None
+
+    def _unavailable(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"sqlite store {self.file.path} cannot write: {self.failure}",
+            suggestion="check the disk (space, permissions); the pending writes are retried",
+        )
+
+    def queue(self) -> None:
+        """Count one more write (raises while commits have been failing for ``retry_s``)."""
+        if self.failure is not None:
+            raise self._unavailable() from self.failure
+        self._queued += 1
+        self._wake.set()
+
+    def _signal(self) -> None:
+        done, self._done = self._done, anyio.Event()
+        done.set()
+
+    async def run(self, max_delay_s: float = 2.0) -> None:
+        """The writer task: commit what is queued, batch after batch, forever."""
+        clock = asyncio.get_running_loop().time
+        last_commit = -self.batch_s
+        while True:
+            await self._wake.wait()
+            due = last_commit + self.batch_s
+            if not self.commit_now.is_set() and clock() < due:
+                # Gather what comes until then into this commit, unless a reader (or a
+                # full batch) asks for it now.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(due):
+                        await self.commit_now.wait()
+            last_commit = clock()
+            self.commit_now.clear()
+            self._wake.clear()
+            target = self._queued
+            batch = (self.gens, self.blocks, self.files, self.events, self.claims, self.marks)
+            self.gens, self.blocks, self.files, self.events, self.claims = {}, {}, {}, [], []
+            self.marks = {}
+            failing_since: float | None = None
+            delay = 0.05
+            while True:  # the same batch again, so the order of writes holds
+                try:
+                    await anyio.to_thread.run_sync(self.commit_sync, *batch, limiter=self.file.limiter)
+                    break
+                except Exception as exc:  # the disk is full, the file went away...
+                    now = anyio.current_time()
+                    failing_since = now if failing_since is None else failing_since
+                    logger.warning("sqlite store %s: commit failed (%s); retrying", self.file.path, exc)
+                    if now - failing_since >= self.retry_s and self.failure is None:
+                        self.failure = exc  # callers are told now; writing goes on trying
+                        self._signal()
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, max_delay_s)
+            self.failure = None
+            self._committed = target
+            self._signal()
+
+    def commit_sync(
+        self,
+        gens: dict[str, tuple[str, float | None, str]],
+        blocks: dict[str, str],
+        files: dict[str, tuple[str, str]],
+        events: list[tuple[str, int, str]],
+        claims: list[tuple[str, str]],
+        marks: dict[str, int],
+    ) -> None:
+        """One transaction with every row of a batch."""
+        conn = self.file.require()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if blocks:
+                conn.executemany("INSERT OR REPLACE INTO blocks (id, data) VALUES (?, ?)", blocks.items())
+            if files:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO files (id, data, block_ids) VALUES (?, ?, ?)",
+                    [(k, d, ids) for k, (d, ids) in files.items()],
+                )
+            if events:
+                conn.executemany("INSERT INTO events (generation_id, seq, data) VALUES (?, ?, ?)", events)
+            if gens:
+                conn.executemany(PUT_GENERATION, [(k, s, f, d) for k, (s, f, d) in gens.items()])
+            if claims:
+                conn.executemany("INSERT OR IGNORE INTO tool_claims (generation_id, call_id) VALUES (?, ?)", claims)
+            if marks:
+                conn.executemany("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", marks.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
+
+    async def sync(self) -> None:
+        """Wait until every write queued before this call is committed.
+
+        Raises:
+            StoreUnavailableError: commits have been failing for ``retry_s``.
+        """
+        target = self._queued
+        while self._committed < target:
+            self.commit_now.set()
+            if self.failure is not None:
+                raise self._unavailable() from self.failure
+            await self._done.wait()

@@ -1,0 +1,128 @@
+"""The collaborators of the sqlite store on their own, over a real SQLite file: the file
+(lock, schema, retention, recovery) and the writer (batched, coalesced, retried commits)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from streaming.errors import StoreError, StoreUnavailableError
+from streaming.events import Event
+from streaming.model import Generation, GenerationState
+from streaming.stores.sqlite_file import SqliteFile, decode_ids, encode_ids
+from streaming.stores.sqlite_writer import SqliteWriter
+
+pytestmark = pytest.mark.anyio
+
+
+def _opened(path: Path, ttl_s: float | None = None) -> SqliteFile:
+    file = SqliteFile(str(path))
+    file.open_sync(ttl_s)
+    return file
+
+
+async def test_one_process_holds_the_file(tmp_path: Path) -> None:
+    first = _opened(tmp_path / "s.db")
+    second = SqliteFile(str(tmp_path / "s.db"))
+    with pytest.raises(StoreError, match="in use by another process"):
+        second.open_sync(None)
+    await first.close()
+    second.open_sync(None)  # the lock went with the first
+    await second.close()
+    with pytest.raises(StoreError, match="not open"):
+        second.require()
+
+
+async def test_retention_drops_only_generations_finished_before_the_cutoff(tmp_path: Path) -> None:
+    file = _opened(tmp_path / "s.db")
+    conn = file.require()
+    now = time.time()
+    rows = [("old", "succeeded", now - 100), ("new", "succeeded", now), ("open", "running", None)]
+    for gid, state, at in rows:
+        conn.execute("INSERT INTO generations VALUES (?, ?, ?, '{}')", (gid, state, at))
+        conn.execute("INSERT INTO events VALUES (?, 1, '{}')", (gid,))
+    file.expire_sync(now - 10)
+    assert {r[0] for r in await file.query("SELECT id FROM generations")} == {"new", "open"}
+    assert {r[0] for r in await file.query("SELECT generation_id FROM events")} == {"new", "open"}
+    await file.close()
+
+
+async def test_recovery_fails_what_was_left_running_and_closes_its_log(tmp_path: Path) -> None:
+    file = _opened(tmp_path / "s.db")
+    gen = Generation(generator="echo", state=GenerationState.RUNNING)
+    started = Event(type="generation.started", generation_id=gen.id, seq=1, data={})
+    conn = file.require()
+    conn.execute("INSERT INTO generations VALUES (?, 'running', NULL, ?)", (gen.id, gen.model_dump_json()))
+    conn.execute("INSERT INTO events VALUES (?, 1, ?)", (gen.id, started.to_json()))
+    assert file.recover_sync() == [gen.id]
+    assert file.recover_sync() == []  # once
+    (data,) = (await file.query("SELECT data FROM generations WHERE id = ?", gen.id))[0]
+    assert Generation.model_validate_json(data).state is GenerationState.FAILED
+    last = await file.query("SELECT data FROM events WHERE generation_id = ? ORDER BY seq DESC LIMIT 1", gen.id)
+    assert Event.from_json(last[0][0]).terminal
+    await file.close()
+
+
+def test_block_ids_round_trip() -> None:
+    assert decode_ids(encode_ids(["a", "b"])) == ["a", "b"]
+    assert decode_ids(encode_ids([])) == []
+
+
+async def test_the_writer_commits_a_batch_once_and_keeps_the_last_write_of_an_id(tmp_path: Path) -> None:
+    file = _opened(tmp_path / "s.db")
+    writer = SqliteWriter(file, batch_s=60.0, retry_s=10.0)
+    commits: list[int] = []
+    commit = writer.commit_sync
+
+    def counting(*batch: object) -> None:
+        commits.append(1)
+        commit(*batch)  # type: ignore[arg-type]
+
+    writer.commit_sync = counting  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        await writer.sync()  # nothing queued: returns at once
+        for text in ("first", "second"):
+            writer.queue()
+            writer.blocks["blk_1"] = text
+        writer.queue()
+        writer.events.append(("gen_1", 1, "{}"))
+        await writer.sync()  # a reader waits: it commits now, not in 60 s
+        assert len(commits) == 1
+        assert await file.query("SELECT data FROM blocks") == [("second",)]
+        assert await file.query("SELECT seq FROM events") == [(1,)]
+        tg.cancel_scope.cancel()
+    await file.close()
+
+
+async def test_the_writer_tells_callers_once_commits_keep_failing_and_recovers(tmp_path: Path) -> None:
+    file = _opened(tmp_path / "s.db")
+    writer = SqliteWriter(file, batch_s=0.0, retry_s=0.05)
+    commit = writer.commit_sync
+    broken = True
+
+    def failing(*batch: object) -> None:
+        if broken:
+            raise OSError("disk full")
+        commit(*batch)  # type: ignore[arg-type]
+
+    writer.commit_sync = failing  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run, 0.05)
+        writer.queue()
+        writer.blocks["blk_1"] = "kept"
+        with pytest.raises(StoreUnavailableError, match="disk full"):
+            await writer.sync()
+        with pytest.raises(StoreUnavailableError):
+            writer.queue()  # new writes are refused meanwhile
+        broken = False
+        with anyio.fail_after(5):
+            while writer.failure is not None:
+                await anyio.sleep(0.01)
+        assert await file.query("SELECT data FROM blocks") == [("kept",)]  # the batch was retried
+        writer.queue()
+        tg.cancel_scope.cancel()
+    await file.close()
