@@ -1,0 +1,167 @@
+"""Event logs of :class:`~streaming.stores.redis.RedisStore`: ``log:{id}``, a Redis Stream whose
+entry ids are ``0-{seq}`` (each entry ``e`` = the event's JSON, replayed byte for byte), and
+the ``sent:{id}`` marks of what reached clients before it was stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from streaming.errors import StoreError
+from streaming.events import Event
+from streaming.model import Generation
+from streaming.stores.follow import follow_log
+from streaming.stores.redis_conn import RedisConnection
+
+__all__ = ["RedisLogs", "raise_swallowed_cancel"]
+
+# KEYS[1] log; ARGV[1] first seq, ARGV[2] ttl ms (0: none), ARGV[3] '1' if the batch ends
+# the log ('2': ends it and may start past a gap, a recovery after events were lost),
+# ARGV[4..] event JSON. Returns -1 when appended, else the stored last seq (or -2 when the
+# log is already closed).
+_APPEND = """
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  last = tonumber(string.match(top[1][1], '-(%d+)$'))
+  local head = string.sub(top[1][2][2], 1, 40)
+  if string.find(head, '"generation.completed"', 1, true)
+    or string.find(head, '"generation.failed"', 1, true)
+    or string.find(head, '"generation.cancelled"', 1, true) then
+    return -2
+  end
+end
+local first = tonumber(ARGV[1])
+if first ~= last + 1 and not (ARGV[3] == '2' and first > last) then return last end
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[1], '0-' .. (first + i - 4), 'e', ARGV[i])
+end
+if ARGV[3] ~= '0' and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return -1
+"""
+
+
+def raise_swallowed_cancel() -> None:
+    """Raise the cancellation of the current task if a blocking command swallowed it.
+
+    redis-py's blocking commands (XREAD with ``block``) can swallow a CancelledError that
+    arrives at the wrong moment (redis/redis-py#2028, #2551). A follower whose client left
+    would then go on reading an idle log, and go on telling the running process that
+    someone follows it, so ``on_disconnect=cancel`` never fired; the pump above it stops
+    only at its next batch, which an idle log never sends. ``Task.cancelling()`` still
+    counts the request that was swallowed.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def events_of(entries: Sequence[Any]) -> list[Event]:
+    """The events of stream entries ``(id, {"e": json})``."""
+    return [Event.from_json(fields["e"]) for _id, fields in entries]
+
+
+class RedisLogs:
+    """Appending (atomic: ``seq`` continuity, nothing after a terminal event), reading by
+    cursor, following live, and the sent marks. Ended logs expire after ``ttl_ms``."""
+
+    def __init__(self, conn: RedisConnection, *, ttl_ms: int, read_batch: int) -> None:
+        self.conn = conn
+        self.ttl_ms = ttl_ms
+        self.read_batch = read_batch
+
+    async def append(self, generation_id: str, events: Sequence[Event], *, after_loss: bool = False) -> None:
+        """``after_loss``: the recovery's ending, numbered past events that were lost.
+
+        Raises:
+            StoreError: code ``log_closed`` or ``log_gap`` (see ``Store.append_events``).
+        """
+        if not events:
+            return
+        c = self.conn
+        ending = "2" if after_loss else "1" if events[-1].terminal else "0"
+        with c.mapped("append_events"):
+            last = await c.script(_APPEND)(
+                keys=[c.k("log", generation_id)],
+                args=[events[0].seq, self.ttl_ms, ending, *(ev.to_json() for ev in events)],
+            )
+        if int(last) == -2:
+            raise StoreError(
+                f"the event log of {generation_id} has ended; it takes no more events",
+                code="log_closed",
+                suggestion="another process failed this generation: it found no lease of this process "
+                "in Redis (this process stopped renewing it in time, or Redis lost its data)",
+            )
+        if int(last) != -1:
+            raise StoreError(
+                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
+                code="log_gap",
+                details={"stored_seq": int(last)},
+            )
+
+    async def reserve_seq(self, generation_id: str, seq: int) -> None:
+        # Only the process running the generation sets it, one step after another.
+        c = self.conn
+        with c.mapped("reserve_seq"):
+            await c.r.set(c.k("sent", generation_id), seq, px=self.ttl_ms if self.ttl_ms > 0 else None)
+
+    async def sent_mark(self, generation_id: str) -> int:
+        """The highest ``seq`` reserved for ``generation_id`` (0: none)."""
+        with self.conn.mapped("reap"):
+            sent = await self.conn.r.get(self.conn.k("sent", generation_id))
+        return int(sent) if sent else 0
+
+    async def read(self, generation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        c = self.conn
+        with c.mapped("read_events"):
+            entries = await c.r.xrange(c.k("log", generation_id), min=f"0-{max(after, 0) + 1}", max="+", count=limit)
+        return events_of(entries)
+
+    async def ended(self, generation_id: str) -> bool:
+        """Whether the log's last event is terminal."""
+        last = await self.conn.r.xrevrange(self.conn.k("log", generation_id), count=1)
+        return bool(last) and events_of(last)[-1].terminal
+
+    def follow(
+        self,
+        generation_id: str,
+        after: int,
+        *,
+        block_s: float,
+        presence_s: float,
+        ping: Callable[[str], Awaitable[None]],
+        lookup: Callable[[str], Awaitable[Generation | None]],
+    ) -> AsyncIterator[list[Event]]:
+        """Batches after ``after`` until the terminal event, each read blocking in XREAD up
+        to ``block_s``; ``ping`` (the presence message) is sent every ``presence_s``, and
+        ``lookup`` (the record, which may reap it) tells whether an idle log has ended."""
+        c = self.conn
+        key = c.k("log", generation_id)
+        block_ms = max(1, int(min(block_s, presence_s) * 1000))
+        pinged = -presence_s
+
+        async def read(after: int) -> list[Event]:  # waits up to block_ms itself
+            nonlocal pinged
+            raise_swallowed_cancel()
+            now = anyio.current_time()
+            if now - pinged >= presence_s:
+                pinged = now
+                await ping(generation_id)
+            with c.mapped("follow"):
+                reply = await c.follow_client.xread({key: f"0-{max(after, 0)}"}, count=self.read_batch, block=block_ms)
+            raise_swallowed_cancel()
+            entries = reply[0][1] if reply else []
+            return events_of(entries) if entries else []
+
+        async def nothing() -> None:
+            return None
+
+        async def ended(after: int) -> bool:
+            # Nothing new for a while: is anyone still running it? (This may reap it.)
+            gen = await lookup(generation_id)
+            return gen is None or (gen.state.finished and after >= gen.last_seq)  # gone, or its log expired
+
+        return follow_log(read, nothing, after, ended)

@@ -1,0 +1,242 @@
+"""The collaborators of the redis store on their own, over a real redis-server: the
+connection (keys, errors, scripts), records, logs, control, leases and conversation claims."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+
+from streaming.errors import StoreError, StoreUnavailableError
+from streaming.events import Event
+from streaming.model import Block, File, Generation, GenerationState
+from streaming.stores.redis_claims import RedisFileClaims
+from streaming.stores.redis_conn import RedisConnection, split_url
+from streaming.stores.redis_control import RedisControl
+from streaming.stores.redis_leases import RedisLeases
+from streaming.stores.redis_logs import RedisLogs
+from streaming.stores.redis_records import RedisArchives, RedisRecords
+from tests.redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def conn(redis_server: RedisServer) -> AsyncIterator[RedisConnection]:
+    connection = RedisConnection(redis_server.url, f"u{uuid.uuid4().hex[:8]}:")
+    connection.connect(pool_size=8, max_followers=8, retry_s=1.0)
+    yield connection
+    await connection.aclose()
+
+
+def _ev(gen_id: str, seq: int, kind: str = "generation.started") -> Event:
+    return Event(type=kind, generation_id=gen_id, seq=seq, data={})
+
+
+def test_the_url_keeps_our_parameters_apart() -> None:
+    theirs, ours = split_url("redis://h:1/0?ttl=5&lease=2&prefix=p:&socket_timeout=3")
+    assert ours == {"ttl": "5", "lease": "2", "prefix": "p:"}
+    assert theirs == "redis://h:1/0?socket_timeout=3"
+
+
+async def test_keys_errors_and_scripts() -> None:
+    c = RedisConnection(f"redis://127.0.0.1:{free_port()}/0", "p:")
+    assert c.k("gen", "g1") == "p:gen:g1"
+    with pytest.raises(StoreError, match="not open"):
+        _ = c.r
+    c.connect(pool_size=4, max_followers=4, retry_s=0.0)
+    assert c.script("return 1") is c.script("return 1")  # registered once
+    with pytest.raises(StoreUnavailableError, match="unavailable \\(probe\\)"), c.mapped("probe"):
+        await c.r.get("x")  # nobody listens on that port
+    await c.aclose()
+
+
+async def test_records_keep_a_finished_generation_and_tell_if_its_owner_lives(conn: RedisConnection) -> None:
+    records = RedisRecords(conn, owner="me", ttl_ms=0)
+    gen = Generation(generator="echo", state=GenerationState.RUNNING)
+    await records.put_generation(gen)
+    assert await records.read_generation(gen.id) == (gen, False)  # no lease of "me" yet
+    await conn.r.set(conn.k("lease", "me"), "1")
+    assert (await records.read_generation(gen.id) or (None, None))[1] is True
+    done = gen.model_copy(update={"state": GenerationState.SUCCEEDED})
+    await records.put_generation(done)
+    await records.put_generation(gen)  # late and older: ignored
+    assert (await records.read_generation(gen.id) or (None,))[0] == done
+    assert await conn.r.hget(conn.k("running"), gen.id) is None
+
+
+async def test_records_add_blocks_to_a_conversation_once(conn: RedisConnection) -> None:
+    records = RedisRecords(conn, owner="me", ttl_ms=0)
+    a, b = Block(text="a"), Block(text="b")
+    file = File(blocks=[a])
+    await records.put_file(file)
+    await records.add_to_file(file.id, [a, b])
+    await records.put_blocks([b])
+    got = await records.get_file(file.id)
+    assert got is not None and [x.text for x in got.blocks] == ["a", "b"]
+    assert set(await records.get_blocks([a.id, b.id, "blk_none"])) == {a.id, b.id}
+    await records.add_to_file("file_none", [a])  # no such conversation: nothing made
+    assert await records.get_file("file_none") is None
+
+
+async def test_archives(conn: RedisConnection) -> None:
+    archives = RedisArchives(conn)
+    digest = await archives.put("model/v1", b"\x00weights")
+    assert await archives.get("model/v1") == b"\x00weights"
+    assert await archives.digest("model/v1") == digest
+    assert await archives.get("model/none") is None
+
+
+async def test_logs_append_without_gaps_and_close_at_the_terminal_event(conn: RedisConnection) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=16)
+    await logs.append("g", [_ev("g", 1), _ev("g", 2)])
+    with pytest.raises(StoreError) as gap:
+        await logs.append("g", [_ev("g", 4)])
+    assert gap.value.code == "log_gap" and gap.value.details["stored_seq"] == 2
+    assert not await logs.ended("g")
+    await logs.append("g", [_ev("g", 9, "generation.failed")], after_loss=True)  # past lost events
+    assert await logs.ended("g")
+    with pytest.raises(StoreError) as closed:
+        await logs.append("g", [_ev("g", 10)])
+    assert closed.value.code == "log_closed"
+    assert [e.seq for e in await logs.read("g", after=1)] == [2, 9]
+    assert [e.seq for e in await logs.read("g", limit=1)] == [1]
+    assert await logs.sent_mark("g") == 0
+    await logs.reserve_seq("g", 7)
+    assert await logs.sent_mark("g") == 7
+
+
+async def test_logs_follow_pings_and_ends(conn: RedisConnection) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=16)
+    pings: list[str] = []
+
+    async def ping(generation_id: str) -> None:
+        pings.append(generation_id)
+
+    async def lookup(generation_id: str) -> Generation | None:
+        return Generation(id=generation_id, generator="echo", state=GenerationState.RUNNING)  # still running
+
+    await logs.append("f", [_ev("f", 1)])
+    seen: list[int] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            async def follow() -> None:
+                async for batch in logs.follow("f", 0, block_s=0.1, presence_s=0.05, ping=ping, lookup=lookup):
+                    seen.extend(e.seq for e in batch)
+
+            tg.start_soon(follow)
+            await anyio.sleep(0.3)
+            await logs.append("f", [_ev("f", 2, "generation.completed")])
+    assert seen == [1, 2] and pings and set(pings) == {"f"}
+
+
+async def test_control_keeps_what_was_sent_before_anyone_listened(conn: RedisConnection) -> None:
+    closing = False
+    control = RedisControl(conn, owner="me", ttl_ms=0, lease_s=1.0, closing=lambda: closing)
+    await control.publish("g", {"type": "cancel", "reason": "early"})
+    got: list[dict[str, object]] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control.run)
+            async with control.listen("g") as messages:
+                assert control.listening() == ["g"]
+                got.append(await messages.__anext__())  # drained from the list
+                await control.publish_presence("g")  # a passing message, through pub/sub
+                got.append(await messages.__anext__())
+                await control.publish("g", {"type": "tool_result"})
+                got.append(await messages.__anext__())
+            closing = True
+            tg.cancel_scope.cancel()
+    assert [m["type"] for m in got] == ["cancel", "subscriber", "tool_result"]
+    assert control.listening() == []
+    assert await control.claim_tool_result("g", "call_1")
+    assert not await control.claim_tool_result("g", "call_1")
+
+
+async def _leases(conn: RedisConnection, owner: str, records: RedisRecords, logs: RedisLogs) -> RedisLeases:
+    control = RedisControl(conn, owner=owner, ttl_ms=0, lease_s=1.0, closing=lambda: True)
+    return RedisLeases(
+        conn, owner=owner, lease_s=1.0, finishing_wait_s=1.0, records=records, logs=logs,
+        put_blocks=records.put_blocks, put_generation=records.put_generation,
+        publish_control=control.publish, closing=lambda: True,
+    )
+
+
+async def test_leases_reap_the_generations_of_a_dead_process_only(conn: RedisConnection) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=16)
+    dead_records, live_records = RedisRecords(conn, owner="dead", ttl_ms=0), RedisRecords(conn, owner="live", ttl_ms=0)
+    leases = await _leases(conn, "live", live_records, logs)
+    await leases.renew()
+    orphan = Generation(generator="echo", state=GenerationState.RUNNING)
+    mine = Generation(generator="echo", state=GenerationState.RUNNING)
+    await dead_records.put_generation(orphan)
+    await live_records.put_generation(mine)
+    await logs.append(orphan.id, [Event(type="generation.started", generation_id=orphan.id, seq=1, data={})])
+    assert await leases.recover_interrupted() == [orphan.id]
+    found = await live_records.read_generation(orphan.id)
+    assert found is not None and found[0].state is GenerationState.FAILED
+    assert await logs.ended(orphan.id)
+    assert await leases.recover_interrupted() == []  # ours lives; the dead one is done
+    assert not await conn.r.exists(conn.k("reap", orphan.id))  # the reap lock is gone
+    await leases.drop()
+    assert not await conn.r.exists(leases.lease_key())
+
+
+async def test_leases_wait_a_lease_after_redis_restarted(conn: RedisConnection) -> None:
+    leases = await _leases(conn, "me", RedisRecords(conn, owner="me", ttl_ms=0), RedisLogs(conn, ttl_ms=0, read_batch=1))
+    assert await leases.settled()  # the Redis it opened with
+    leases.redis_run = "another run"  # as if Redis restarted since
+    assert not await leases.settled()
+    leases.redis_since -= 1.0
+    assert await leases.settled()
+
+
+async def test_one_claim_per_conversation_and_a_finished_holder_is_taken_over(conn: RedisConnection) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=16)
+    generations: dict[str, Generation] = {}
+
+    async def lookup(generation_id: str) -> Generation | None:
+        return generations.get(generation_id)
+
+    def claims(owner: str) -> RedisFileClaims:
+        return RedisFileClaims(conn, owner=owner, ttl_ms=0, finishing_wait_s=0.2, logs=logs, lookup=lookup)
+
+    a, b = claims("proc_a"), claims("proc_b")
+    await conn.r.set(conn.k("lease", "proc_a"), "1")
+    assert await a.claim("file_1", "gen_1") is None
+    assert await a.claim("file_1", "gen_1") is None  # its own claim
+    assert await b.claim("file_1", "gen_2") == "gen_1"  # starting (no record), its process lives
+    await b.release("file_1", "gen_1")  # not b's claim: kept
+    assert await b.claim("file_1", "gen_2") == "gen_1"
+    generations["gen_1"] = Generation(id="gen_1", generator="echo", state=GenerationState.SUCCEEDED)
+    assert await b.claim("file_1", "gen_2") is None  # it ended: taken over
+    await b.release("file_1", "gen_2")
+    assert await conn.r.get(conn.k("busy", "file_1")) is None
+
+
+async def test_a_claim_waits_a_little_for_a_holder_whose_log_has_ended(conn: RedisConnection) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=16)
+    running = Generation(id="gen_1", generator="echo", state=GenerationState.RUNNING)
+
+    async def lookup(generation_id: str) -> Generation | None:
+        return running
+
+    holder = RedisFileClaims(conn, owner="p", ttl_ms=0, finishing_wait_s=0.2, logs=logs, lookup=lookup)
+    other = RedisFileClaims(conn, owner="q", ttl_ms=0, finishing_wait_s=0.2, logs=logs, lookup=lookup)
+    assert await holder.claim("file_2", "gen_1") is None
+    await logs.append("gen_1", [_ev("gen_1", 1, "generation.completed")])
+    started = anyio.current_time()
+    assert await other.claim("file_2", "gen_2") == "gen_1"  # its record never said finished
+    assert anyio.current_time() - started >= 0.2
+
+
