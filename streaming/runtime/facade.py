@@ -3,7 +3,6 @@ collaborators of :mod:`streaming.runtime` (see its docstring for the map)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -12,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from streaming.capabilities import RequestedCapabilities, Tool
+from streaming.capabilities import RequestedCapabilities
 from streaming.capability_block import capability_block, offered_tools
 from streaming.errors import ConflictError, NotFoundError, StreamingError
 from streaming.events import Event
@@ -20,15 +19,15 @@ from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
 from streaming.metrics import Histogram, RuntimeMetrics
 from streaming.model import Block, File, Generation, GenerationState, new_id
-from streaming.plugin.service import PluginService
 from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime.admission import Admission
 from streaming.runtime.aio import LazyEvent
-from streaming.runtime.claims import ConversationClaims, drop_turns, is_tombstone, tombstone
+from streaming.runtime.claims import ConversationClaims, is_tombstone
 from streaming.runtime.driver import PluginDriver
 from streaming.runtime.elsewhere import ElsewhereGeneration
 from streaming.runtime.handles import GenerationHandle, LocalGeneration
+from streaming.runtime.multitask import CheckedRequest, Multitask
 from streaming.runtime.registry import GeneratorRegistry
 from streaming.runtime.run import Run
 from streaming.runtime.runner import Runner
@@ -44,21 +43,6 @@ from streaming.tools import ToolRegistry
 __all__ = ["Runtime", "RuntimeStats"]
 
 logger = logging.getLogger("streaming.runtime")
-
-#: how long ``interrupt`` and ``rollback`` wait for what they cancel to end
-TAKE_OVER_S = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """A request checked for starting: its plugin, the tools it offers, its capabilities."""
-
-    request: GenerateRequest
-    plugin: PluginService[Any, Any]
-    tools: dict[str, Tool]
-    cap_block: Block | None
-    cap_response: Any
-
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStats:
@@ -115,6 +99,10 @@ class Runtime:
         self._runner = Runner(
             settings, self._tasks, self._rounds, self._writer, self._admission, self._subscriptions,
             self._release, self.counters, self.metrics, self.listeners,
+        )
+        self._multitask = Multitask(
+            self.store, settings, self._claims, self._runner, self._writer, self._subscriptions,
+            self._rounds, self._tasks, self.counters, cancel=self.cancel, start=self._start,
         )
         self._grace_s = settings.shutdown_grace_s
         self._shutdown_requested: LazyEvent | None = None
@@ -261,7 +249,7 @@ class Runtime:
         # Capabilities are checked before any block exists or anything is billed.
         cap_response = RequestedCapabilities(plugin.supported_capabilities).extract_from_blocks([cap_block]) if cap_block else None
 
-        checked = _Checked(request, plugin, tools, cap_block, cap_response)
+        checked = CheckedRequest(request, plugin, tools, cap_block, cap_response)
         generation_id = generation_id or new_id("gen")
         if request.file_id is not None:
             try:
@@ -270,8 +258,8 @@ class Runtime:
                 if request.multitask == "reject":
                     raise
                 if request.multitask == "enqueue":
-                    return await self._enqueue(checked, generation_id, owner, subscribed)
-                file = await self._take_over(request.file_id, generation_id, owner, busy, rollback=request.multitask == "rollback")
+                    return await self._multitask.enqueue(checked, generation_id, owner, subscribed)
+                file = await self._multitask.take_over(request.file_id, generation_id, owner, busy, rollback=request.multitask == "rollback")
         else:
             file = File(owner=owner)
             await self._claims.claim_new(file.id, generation_id)
@@ -283,7 +271,7 @@ class Runtime:
             raise
 
     async def _start(
-        self, checked: _Checked, file: File, generation_id: str, owner: str | None, subscribed: bool,
+        self, checked: CheckedRequest, file: File, generation_id: str, owner: str | None, subscribed: bool,
         waited: Run | None = None,
     ) -> Generation:
         """Start the generation on ``file`` (claimed); ``waited`` is its run if it was
@@ -330,164 +318,6 @@ class Runtime:
         if not subscribed:
             self._subscriptions.left(run)
         return generation.snapshot()
-
-    # -- double texting: a conversation busy with another generation (multitask) --
-
-    async def _take_over(
-        self, file_id: str, generation_id: str, owner: str | None, busy: ConflictError, *, rollback: bool
-    ) -> File:
-        """Cancel the generations running or waiting on ``file_id``, then claim it for
-        ``generation_id``; with ``rollback``, their turns leave the conversation.
-
-        Raises:
-            ConflictError: they did not end within ``TAKE_OVER_S``.
-        """
-        reason = "rolled back: a new message came" if rollback else "interrupted: a new message came"
-        ended: list[str] = []  # cancelled by this request: the turns a rollback takes out
-        seen: set[str] = set()
-        deadline = anyio.current_time() + TAKE_OVER_S
-        while True:
-            holder = busy.details.get("generation_id")
-            for other in [holder, *self._claims.waiting(file_id)]:
-                if isinstance(other, str) and other not in seen:
-                    seen.add(other)
-                    try:
-                        after = await self.cancel(other, reason, wait_s=5.0)
-                    except NotFoundError:
-                        continue  # it is starting (no record yet) or gone: the claim says which
-                    if after.state not in (GenerationState.SUCCEEDED, GenerationState.FAILED):
-                        ended.append(other)  # (one that finished on its own meanwhile stays)
-            try:
-                file = await self._claims.claim(file_id, generation_id, owner)
-                break
-            except ConflictError as again:
-                if anyio.current_time() >= deadline:
-                    raise
-                busy = again
-                await self._claims.changed(0.05)
-        if not rollback:
-            return file
-        try:
-            kept, dropped = drop_turns(file, set(ended))
-            if dropped:
-                # The conversation first: whoever reads it after this never sees them.
-                await self.store.put_file(kept)
-                await self.store.put_blocks([tombstone(b) for b in dropped])
-                logger.info(
-                    "conversation %s: %d blocks of %s rolled back", file_id, len(dropped), ", ".join(ended),
-                    extra={"generation_id": generation_id},
-                )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._claims.release(file_id, generation_id)
-            raise
-        return kept
-
-    async def _enqueue(self, checked: _Checked, generation_id: str, owner: str | None, subscribed: bool) -> Generation:
-        """A generation ``waiting`` for its conversation: subscribable, cancellable, and
-        started (``generation.started``) once those before it here have ended and the
-        conversation is free (in any process)."""
-        request = checked.request
-        file_id = request.file_id
-        assert file_id is not None
-        generation = Generation(
-            id=generation_id, generator=request.generator, file_id=file_id,
-            on_disconnect=request.on_disconnect, owner=owner,
-        )
-        machine = GenerationMachine(generation, EventLog(generation.id, coalesce=self.settings.coalesce))
-        run = Run(machine, checked.plugin, request, [], File(id=file_id, owner=owner), checked.tools, owner, self._rounds.on_block_closed)
-        if self._writer.writes_while_running:
-            await self.store.put_generation(generation)  # found waiting by other processes
-        self._runner.live[run.id] = run
-        self._claims.join_queue(file_id, run.id)
-        self._tasks.spawn(self._wait_turn(run, checked), name=f"generation {run.id} (waiting)")
-        logger.info("generation %s waiting for conversation %s", run.id, file_id, extra={"generation_id": run.id})
-        if not subscribed:
-            self._subscriptions.left(run)
-        return run.snapshot()
-
-    async def _wait_turn(self, run: Run, checked: _Checked) -> None:
-        file_id = run.generation.file_id
-        assert file_id is not None
-        turn: File | StreamingError | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                if self.store.shared:
-                    tg.start_soon(self._obey_while_waiting, run)
-                turn = await self._until_turn(run, file_id)
-                tg.cancel_scope.cancel()
-        finally:
-            self._claims.leave_queue(file_id, run.id)
-        if not isinstance(turn, File):
-            await self._end_waiting(run, turn)
-            return
-        try:
-            await self._start(checked, turn, run.id, run.owner, True, waited=run)
-        except BaseException as exc:
-            # Nothing after its launch raises: it never ran, so it ends here.
-            with anyio.CancelScope(shield=True):
-                await self._claims.release(file_id, run.id)
-                await self._end_waiting(run, exc if isinstance(exc, StreamingError) else StreamingError(str(exc)))
-            if not isinstance(exc, Exception):
-                raise
-
-    async def _until_turn(self, run: Run, file_id: str) -> File | StreamingError | None:
-        """The conversation, claimed, once ``run`` is first in line here and it is free;
-        None if ``run`` was cancelled meanwhile, the error if it cannot be claimed."""
-        while run.cancel_reason is None:
-            if self._claims.first_in_queue(file_id, run.id):
-                try:
-                    return await self._claims.claim(file_id, run.id, run.owner)
-                except ConflictError:
-                    pass
-                except StreamingError as exc:
-                    return exc
-            # Woken when a claim here is dropped; a claim in another process is polled.
-            await self._claims.changed(0.1)
-        return None
-
-    async def _obey_while_waiting(self, run: Run) -> None:
-        """Control messages for a waiting generation (cancel, someone streams it elsewhere)."""
-        try:
-            async with self.store.control(run.id) as messages:
-                async for msg in messages:
-                    kind = msg.get("type")
-                    if kind == "cancel":
-                        run.request_cancel(str(msg.get("reason") or "cancelled"))
-                    elif kind == "subscriber":
-                        self._subscriptions.left(run)
-        except StreamingError as exc:
-            logger.warning("generation %s: control messages while waiting: %s", run.id, exc, extra={"generation_id": run.id})
-
-    async def _end_waiting(self, run: Run, error: StreamingError | None) -> None:
-        """End a generation that never ran: ``generation.started`` (no blocks), then
-        ``generation.cancelled`` (or ``generation.failed`` with ``error``)."""
-        machine = run.machine
-        error = error or run.stop_error
-        try:
-            if run.generation.state is GenerationState.WAITING:
-                machine.start([], None)
-            if not machine.finished:
-                if error is not None:
-                    machine.fail(error.code, error.message, error.suggestion)
-                else:
-                    machine.cancel(run.cancel_reason or "cancelled")
-            try:
-                await self.store.append_events(run.id, run.log.read(0))
-                await self.store.put_generation(run.snapshot())
-            except StreamingError as exc:
-                logger.warning("writing generation %s failed: %s", run.id, exc, extra={"generation_id": run.id})
-        finally:
-            outcome = run.generation.state.value
-            if outcome in self.counters:
-                self.counters[outcome] += 1
-            run.done.set()
-            self._subscriptions.ended(run)
-            asyncio.get_running_loop().call_later(self.settings.live_retention_s, self._forget_waited, run)
-
-    def _forget_waited(self, run: Run) -> None:
-        if self._runner.live.get(run.id) is run:
-            del self._runner.live[run.id]
 
     async def _wait_if_finishing(self, generation_id: str, timeout_s: float = 10.0) -> None:
         run = self._runner.live.get(generation_id)
