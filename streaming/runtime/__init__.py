@@ -7,6 +7,8 @@ collaborators, one concept each:
 - :mod:`.settings`, :mod:`.registry`: the runtime's limits; generator plugins by name;
 - :mod:`.admission`: whether a generation may start (global and per-key limits, draining);
 - :mod:`.claims`: one generation at a time per conversation, in this process and across;
+- :mod:`.multitask`: a request for a busy conversation (double texting: reject, interrupt,
+  rollback, enqueue);
 - :mod:`.run`: one generation running here (blocks, cancel and stop requests, child tasks);
 - :mod:`.runner`: runs it to its terminal event and finishes it;
 - :mod:`.driver`: the plugin shapes (async generator, coroutine writing through its
@@ -16,14 +18,15 @@ collaborators, one concept each:
 - :mod:`.store_writer`: batched, final and retried writes to the store;
 - :mod:`.control`: control messages from other processes to a generation running here;
 - :mod:`.handles`, :mod:`.elsewhere`: one handle interface to a generation, running here
-  (:class:`~.handles.LocalGeneration`) or in another process (:class:`~.elsewhere.ElsewhereGeneration`).
+  (:class:`~.handles.LocalGeneration`) or in another process (:class:`~.elsewhere.ElsewhereGeneration`),
+  or queued for a worker (:mod:`.queue`, ``serve --role api``; :mod:`.worker` runs them).
 
 The decisions themselves are pure functions of the core, tested without a loop:
 :mod:`streaming.outcome`, :mod:`streaming.routing`, :mod:`streaming.history`,
 :mod:`streaming.capability_block`.
 
 Concurrency: the runtime is **asyncio-only** (anyio's cancel scopes and timeouts are used,
-on its asyncio backend). Every task belongs to a :class:`~.aio.TaskOwner` that awaits it and
+on its asyncio backend). Every task belongs to a :class:`~streaming.tasks.TaskOwner` that awaits it and
 logs its failure; a generation's child tasks are cancelled when it ends; what must happen
 after a terminal event (the final write, releasing the conversation, waking subscribers,
 the finish listeners) happens in ``finally`` blocks. The lean pieces idle streams rely on
