@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +22,22 @@ from streaming.client.client import StreamingClient
 from streaming.client.ws import WebSocketClient
 
 from streaming.events import Event
+from streaming.model import Block, Generation, new_id
+from streaming.stores.redis_queue import RedisQueue, WorkerStore
 from streaming.wire import EventDecoder
 from tests.invariants import check_invariants
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
+from tests.test_multitask import (
+    GENERATORS,
+    conversation,
+    ended,
+    events,
+    final_text,
+    started,
+    turn,
+    writing,
+)
 from tests.worker_process import NginxProcess, WorkerProcess, wait_for_workers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -34,6 +47,8 @@ QUEUE_SIZE = 3
 SLOW = "tests.worker_plugins:SlowPrepareGenerator"
 SCRIPTED = "streaming.generators.scripted:ScriptedGenerator"
 FOREVER = {"rounds": [[{"text": "started", "chunk": 3}, {"sleep_ms": 600_000}, {"text": "never"}]]}
+#: the double-texting scenarios' generator (tests/test_multitask.py), hosted by the workers
+HISTORY = [arg for name, target in GENERATORS.items() for arg in ("--generator", f"{name}={target}")]
 
 
 @dataclass
@@ -67,7 +82,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 store=url,
             ).start())
         for name in ("worker-1", "worker-2"):
-            workers.append(WorkerProcess(logs / f"{name}.log", url, "--concurrency", "25", "--disconnect-grace", "3").start())
+            workers.append(WorkerProcess(
+                logs / f"{name}.log", url, "--concurrency", "25", "--disconnect-grace", "3", *HISTORY,
+            ).start())
         for api in apis:
             wait_for_workers(api.url, 2)
         nginx = NginxProcess(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{api.port}" for api in apis]).start()
@@ -493,3 +510,217 @@ async def test_sigterm_lets_a_workers_generations_finish(cluster: Cluster) -> No
             assert refused.status_code == 503
     finally:
         leaving.kill()
+
+
+async def test_rollback_through_the_api_processes(cluster: Cluster) -> None:
+    """``rollback`` with workers running the turns (as ``interrupt`` above): the turn that
+    runs is cancelled in its worker and taken out of the shared conversation (its blocks
+    404 through both API processes); the new turn, started through the other API process,
+    never saw it."""
+    a, b = cluster.apis
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as on_a, httpx.AsyncClient(base_url=b.url, timeout=30) as on_b:
+        done = await started(on_a, turn("hi"))
+        file_id = (await ended(on_a, done["id"]))["generation"]["file_id"]
+        slow = await started(on_a, turn("tell me", file_id, options={"repeat": 2000, "delay_ms": 20}))
+        await writing(on_a, slow["id"])
+        dropped = {blk["id"] for blk in (await on_a.get(f"/files/{file_id}")).json()["blocks"]
+                   if blk["request_id"] == slow["id"]}
+        assert len(dropped) == 2  # its input and its answer so far
+        new = await started(on_b, turn("no, this", file_id, multitask="rollback"))
+        assert new["state"] == "waiting"
+        assert (await ended(on_a, slow["id"]))["generation"]["state"] == "cancelled"
+        new_evs = await events(on_b, new["id"])
+        assert new_evs[-1]["type"] == "generation.completed"
+        assert final_text(new_evs) == "[user:hi|assistant:[user:hi] |user:no, this] "
+        assert [(r, t) for r, t, _ in await conversation(on_b, file_id)] == [
+            ("user", "hi"), ("assistant", "[user:hi] "), ("user", "no, this"), ("assistant", final_text(new_evs)),
+        ]
+        for http in (on_a, on_b):
+            for block_id in dropped:
+                assert (await http.get(f"/blocks/{block_id}")).status_code == 404
+
+
+async def _posted(http: httpx.AsyncClient, body: dict[str, object], status: int = 201) -> dict[str, object]:
+    r = await http.post("/generations", json=body)
+    assert r.status_code == status, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def _until_state(http: httpx.AsyncClient, gen_id: str, states: set[str]) -> dict[str, object]:
+    with anyio.fail_after(30):
+        while (body := (await http.get(f"/generations/{gen_id}")).json())["generation"]["state"] not in states:
+            await anyio.sleep(0.05)
+    return body  # type: ignore[no-any-return]
+
+
+async def test_queued_turns_are_checked_at_the_api_and_enqueue_holds_no_slot(cluster: Cluster) -> None:
+    """Two turns of one conversation both still queued: with ``reject`` the second is a 409
+    at the API process (naming the first), also when the two race through both API
+    processes. A turn ``enqueue``d behind a running one holds none of the worker's slots
+    while it waits: another generation starts and ends in the worker's other slot meanwhile."""
+    worker = cluster.worker("turns", "--generator", "dt=tests.test_multitask:History", "--concurrency", "2")
+    slow = {"repeat": 2000, "delay_ms": 20}
+
+    def body(prompt: str, file_id: str | None = None, **more: object) -> dict[str, object]:
+        out: dict[str, object] = {"generator": "dt", "prompt": prompt, "on_disconnect": "continue", **more}
+        if file_id is not None:
+            out["file_id"] = file_id
+        return out
+
+    a, b = cluster.apis
+    try:
+        async with httpx.AsyncClient(base_url=a.url, timeout=30) as on_a, \
+                httpx.AsyncClient(base_url=b.url, timeout=30) as on_b:
+            conversations = []
+            for prompt in ("hi", "hello"):
+                done = (await _posted(on_a, body(prompt)))["generation"]
+                finished = await _until_state(on_a, done["id"], {"succeeded"})  # type: ignore[index]
+                conversations.append(finished["generation"]["file_id"])  # type: ignore[index]
+            file_id, other_file = conversations
+            # Both slots busy: what comes next stays queued.
+            blockers = [(await _posted(on_a, body(f"block{i}", options=slow)))["generation"]["id"] for i in range(2)]  # type: ignore[index]
+            for blocker in blockers:
+                await _until_state(on_a, blocker, {"running"})  # type: ignore[arg-type]
+            second = (await _posted(on_a, body("second", file_id, options=slow)))["generation"]
+            assert second["state"] == "waiting"  # type: ignore[index]
+            busy = await _posted(on_b, body("again", file_id), status=409)
+            assert busy["error"]["generation_id"] == second["id"]  # type: ignore[index]
+            # Two rejects racing through both API processes on an idle conversation: one is queued.
+            async with anyio.create_task_group() as tg:
+                answers: list[httpx.Response] = []
+
+                async def post(http: httpx.AsyncClient) -> None:
+                    answers.append(await http.post("/generations", json=body("race", other_file)))
+
+                tg.start_soon(post, on_a)
+                tg.start_soon(post, on_b)
+            assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+            for r in answers:
+                if r.status_code == 201:
+                    assert (await on_b.post(f"/generations/{r.json()['generation']['id']}/cancel")).status_code == 200
+            third = (await _posted(on_b, body("third", file_id, multitask="enqueue")))["generation"]
+            assert third["state"] == "waiting"  # type: ignore[index]
+            # The blockers end: the second starts and runs; the third waits for it, in no slot.
+            for blocker in blockers:
+                await on_b.post(f"/generations/{blocker}/cancel")
+            await _until_state(on_a, second["id"], {"running"})  # type: ignore[index,arg-type]
+            with anyio.fail_after(20):
+                quick = (await _posted(on_b, body("meanwhile", options={"repeat": 1})))["generation"]
+                meanwhile = await _until_state(on_a, quick["id"], {"succeeded", "failed", "cancelled"})  # type: ignore[index,arg-type]
+            assert meanwhile["generation"]["state"] == "succeeded"  # type: ignore[index]
+            assert (await on_a.get(f"/generations/{second['id']}")).json()["generation"]["state"] == "running"  # type: ignore[index]
+            assert (await on_a.get(f"/generations/{third['id']}")).json()["generation"]["state"] == "waiting"  # type: ignore[index]
+            # The second is cancelled: the third starts, on the conversation with its partial answer.
+            await on_b.post(f"/generations/{second['id']}/cancel")  # type: ignore[index]
+            ended = await _until_state(on_a, third["id"], {"succeeded", "failed", "cancelled"})  # type: ignore[index,arg-type]
+            assert ended["generation"]["state"] == "succeeded", ended  # type: ignore[index]
+            partial = (await on_a.get(f"/generations/{second['id']}")).json()["blocks"][0]["text"]  # type: ignore[index]
+            assert ended["blocks"][0]["text"].endswith(f"|user:second|assistant:{partial}|user:third] ")  # type: ignore[index]
+    finally:
+        worker.kill()
+
+
+LOOKUP = {
+    "name": "lookup", "description": "Look a word up.",
+    "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+}
+
+
+async def test_cancel_and_tool_results_reach_the_worker_within_a_second(cluster: Cluster) -> None:
+    """A cancel and a client tool result sent through one API process, for a generation a
+    worker runs, watched through the other: the time from sending to the event that the
+    worker wrote on receiving it (an upper bound of the way to the worker: it includes the
+    worker's write batch and the watcher's read). Measured and printed; the bound asserted
+    is generous (a loaded 2-core machine), what loopback gives is in docs/deploy.md."""
+    a, b = cluster.apis
+    tool_s: list[float] = []
+    cancel_s: list[float] = []
+    script = {"rounds": [[{"tool_call": {"name": "lookup", "args": {"word": "queue"}}}], [{"echo_tool_results": True}]]}
+    async with StreamingClient(a.url) as on_a, StreamingClient(b.url) as on_b:
+        for _ in range(5):
+            gen = await on_a.generate("scripted", prompt="define", options=script, tools=[LOOKUP], on_disconnect="continue")
+            sent = 0.0
+            with anyio.fail_after(30):
+                async for event in on_a.iter_events(gen.id):
+                    if event.type == "tool.call":
+                        sent = time.monotonic()
+                        await on_b.submit_tool_result(gen.id, event.data["call_id"], ["found"])
+                    elif event.type == "tool.result":
+                        tool_s.append(time.monotonic() - sent)
+            running = await on_a.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
+            sent = 0.0
+            with anyio.fail_after(30):
+                async for event in on_a.iter_events(running.id):
+                    if event.type == "block.delta" and not sent:
+                        sent = time.monotonic()
+                        await on_b.cancel(running.id)
+                    elif event.type == "generation.cancelled":
+                        cancel_s.append(time.monotonic() - sent)
+    tool_s.sort()
+    cancel_s.sort()
+    print(f"\ntool result through the other API process to its event: median {tool_s[2] * 1000:.0f} ms, "
+          f"max {tool_s[-1] * 1000:.0f} ms; cancel: median {cancel_s[2] * 1000:.0f} ms, max {cancel_s[-1] * 1000:.0f} ms")
+    assert len(tool_s) == len(cancel_s) == 5
+    assert tool_s[-1] < 5.0 and cancel_s[-1] < 5.0
+
+
+async def test_a_dead_worker_is_noticed_within_15_s_with_the_default_lease(cluster: Cluster) -> None:
+    """kill -9 of a worker mid-stream, with the default lease (10 s): its generation is
+    failed ``interrupted`` within ``lease`` + ``lease/2``. Measured and printed (asserted
+    under 30 s)."""
+    url = f"{cluster.redis.url}?prefix=lease{uuid.uuid4().hex[:6]}:"
+    api = ServerProcess(cluster.logs / "api-lease10.log", "--role", "api", store=url)
+    doomed = WorkerProcess(cluster.logs / "worker-lease10.log", url)
+    try:
+        api.start()
+        doomed.start()
+        wait_for_workers(api.url, 1)
+        async with StreamingClient(api.url) as client:
+            gen = await client.generate("scripted", prompt="hi", options=FOREVER, on_disconnect="continue")
+            with anyio.fail_after(60):
+                async for event in client.iter_events(gen.id):
+                    if event.type == "block.delta" and doomed.proc is not None and doomed.proc.poll() is None:
+                        doomed.kill()
+                        killed = time.monotonic()
+                    elif event.terminal:
+                        noticed = time.monotonic() - killed
+                        assert event.type == "generation.failed" and event.data["error"]["code"] == "interrupted"
+        print(f"\na killed worker's generation failed (interrupted) {noticed:.1f} s after kill -9 (lease 10 s)")
+        assert noticed < 30.0
+    finally:
+        doomed.kill()
+        api.kill()
+
+
+async def test_a_workers_first_write_marks_the_start_in_the_script_that_checks_its_gate(cluster: Cluster) -> None:
+    """The double start the gate leaves to timing is closed: a worker's first write of a
+    generation it took through the gate checks the gate and marks the generation started
+    (``running``, run by that worker) in one script. From then on no other worker's gate
+    lets it through, even once the first worker's lease has lapsed (it froze right after
+    that write): the generation is the first worker's, reaped ``interrupted`` if it is dead."""
+    prefix = f"mark{uuid.uuid4().hex[:6]}:"
+    url = f"{cluster.redis.url}?lease={LEASE_S:g}&prefix={prefix}"
+    first, second = WorkerStore(url), WorkerStore(url)
+    r = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    await first.open()
+    await second.open()
+    try:
+        gen = Generation(id=new_id("gen"), generator="echo")
+        assert await RedisQueue(first).enqueue(gen, '{"generator": "echo", "prompt": "hi"}', None) is True
+        assert await RedisQueue(first).gate(gen.id) == 1
+        assert await RedisQueue(second).gate(gen.id) == 0  # the first worker lives and holds it
+        await first.put_blocks([Block(text="hi", request_id=gen.id)])
+        assert r.hget(f"{prefix}gen:{gen.id}", "state") == "running"
+        assert r.hget(f"{prefix}running", gen.id) == first.owner
+        await first.close()  # its lease is gone, as if it froze past it
+        assert not r.exists(f"{prefix}lease:{first.owner}")
+        assert await RedisQueue(second).gate(gen.id) == -1  # no longer waiting: not started twice
+        # Without the mark, the gate would have let the second worker through.
+        other = Generation(id=new_id("gen"), generator="echo")
+        assert await RedisQueue(second).enqueue(other, '{"generator": "echo", "prompt": "hi"}', None) is True
+        r.set(f"{prefix}start:{other.id}", first.owner)
+        assert await RedisQueue(second).gate(other.id) == 1
+    finally:
+        await first.close()
+        await second.close()
+        r.close()

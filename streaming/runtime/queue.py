@@ -130,11 +130,22 @@ class QueueDispatch:
             announced = _Announced(name, self.latest.hosted()[name])
             RequestedCapabilities(announced.supported_capabilities).extract_from_blocks([cap_block])
         if request.file_id is not None:
-            await self._check_conversation(request.file_id, owner, request.multitask)
+            file = await self.store.get_file(request.file_id)
+            if file is None or file.owner != owner:
+                raise NotFoundError(f"no conversation {request.file_id!r}")
         generation = Generation(
             id=new_id("gen"), generator=name, file_id=request.file_id, on_disconnect=request.on_disconnect, owner=owner
         )
-        if not await self.queue.enqueue(generation, request_json(request), owner):
+        queued = await self.queue.enqueue(generation, request_json(request), owner, request.multitask)
+        if isinstance(queued, str):
+            # multitask reject, checked in the script that queues: a generation runs on
+            # the conversation, or another turn of it waits for a worker.
+            raise ConflictError(
+                f"conversation {request.file_id} has a generation running or waiting ({queued})",
+                suggestion="wait for it to finish or cancel it first, or send multitask",
+                details={"generation_id": queued},
+            )
+        if not queued:
             raise LimitExceededError(
                 f"the queue of generator {name!r} is full ({self.queue.max_depth} waiting)",
                 suggestion="retry later",
@@ -158,26 +169,6 @@ class QueueDispatch:
                 for name in sorted(snap.depth)
             },
         }
-
-    async def _check_conversation(self, file_id: str, owner: str | None, multitask: str) -> None:
-        """What a worker would refuse at once, refused here before queueing: an unknown
-        conversation (404) and, with ``multitask: reject``, a busy one (409). (The worker
-        claims the conversation when it starts the generation, and applies ``multitask``
-        again then.)"""
-        file = await self.store.get_file(file_id)
-        if file is None or file.owner != owner:
-            raise NotFoundError(f"no conversation {file_id!r}")
-        if multitask != "reject":
-            return
-        holder = await self.queue.conversation_holder(file_id)
-        if holder is not None:
-            found = await self.store.get_generation(holder)
-            if found is not None and not found.state.finished:
-                raise ConflictError(
-                    f"conversation {file_id} has a generation running ({holder})",
-                    suggestion="wait for it to finish or cancel it first, or send multitask",
-                    details={"generation_id": holder},
-                )
 
     async def find(self, store: Store, generation_id: str) -> QueuedGeneration:
         """Raises NotFoundError."""

@@ -17,6 +17,12 @@ Keys (under the store's prefix, beside :mod:`streaming.stores.redis`'s):
 - ``start:{generation}``: who may start it (the gate). Set by the worker that claimed it;
   taken over only when that worker's lease has lapsed; refused once the generation is no
   longer ``waiting``. That is what makes a start happen exactly once.
+- ``turns:{file}``: a list, the queued turns of a conversation in the order they were
+  queued (those no longer ``waiting`` are pruned whenever it is read). ``multitask:
+  reject`` is checked against it and the conversation's claim in the script that queues
+  (two turns racing through two API processes cannot both pass); a worker starts an
+  ``enqueue`` turn only when it is the first waiting one and the conversation is free,
+  else it hands the entry back (:meth:`RedisQueue.hand_back`).
 """
 
 from __future__ import annotations
@@ -37,15 +43,57 @@ __all__ = ["QueueItem", "QueueSnapshot", "RedisQueue", "WorkerInfo", "WorkerStor
 
 GROUP = "workers"
 
-# KEYS: queue stream, gen hash, running hash, queue lease. ARGV: max depth, gen id, gen JSON,
-# queue owner, request JSON, owner, lease ms. 1 if queued, 0 if the queue is full.
-_ENQUEUE = """
+# The queued turns of a conversation still waiting, first queued first (KEYS[1] the
+# conversation's turns list, ARGV[1] the gen hash key prefix); the others are pruned.
+_WAITING_TURNS = """
+local function waiting_turns(turns, gen_prefix)
+  local out = {}
+  for _, id in ipairs(redis.call('LRANGE', turns, 0, -1)) do
+    if redis.call('HGET', gen_prefix .. id, 'state') == 'waiting' then
+      out[#out + 1] = id
+    else
+      redis.call('LREM', turns, 0, id)
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: queue stream, gen hash, running hash, queue lease, the conversation's turns list,
+# its claim (busy). ARGV: max depth, gen id, gen JSON, queue owner, request JSON, owner,
+# lease ms, multitask ('' without a conversation), gen key prefix, lease key prefix, ttl ms.
+# 1 if queued, 0 if the queue is full, else the id of the generation in the way (reject).
+_ENQUEUE = _WAITING_TURNS + """
+local ahead = {}
+if ARGV[8] ~= '' then ahead = waiting_turns(KEYS[5], ARGV[9]) end
+if ARGV[8] == 'reject' then
+  local held = redis.call('GET', KEYS[6])
+  if held then
+    local holder, process = string.match(held, '^(%S+) ?(.*)$')
+    local st = redis.call('HGET', ARGV[9] .. holder, 'state')
+    if st then
+      if st ~= 'succeeded' and st ~= 'failed' and st ~= 'cancelled' then return holder end
+    elseif process ~= '' and redis.call('EXISTS', ARGV[10] .. process) == 1 then
+      return holder
+    end
+  end
+  if #ahead > 0 then return ahead[1] end
+end
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[2], 'state', 'waiting', 'data', ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
 if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], '1', 'PX', ARGV[7]) end
 redis.call('XADD', KEYS[1], '*', 'g', ARGV[2], 'r', ARGV[5], 'o', ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[2])
+  if tonumber(ARGV[11]) > 0 then redis.call('PEXPIRE', KEYS[5], ARGV[11]) end
+end
 return 1
+"""
+
+# KEYS[1] the conversation's turns list; ARGV[1] the gen hash key prefix.
+_TURNS = _WAITING_TURNS + """
+return waiting_turns(KEYS[1], ARGV[1])
 """
 
 # KEYS: start gate, gen hash. ARGV: me, lease key prefix, gate TTL ms.
@@ -127,19 +175,37 @@ class RedisQueue:
 
     # -- API processes --
 
-    async def enqueue(self, generation: Generation, request_json: str, owner: str | None) -> bool:
-        """Write ``generation`` (``waiting``) and queue it; False if its queue is full."""
+    async def enqueue(
+        self, generation: Generation, request_json: str, owner: str | None, multitask: str = "reject"
+    ) -> bool | str:
+        """Write ``generation`` (``waiting``) and queue it: True; False if its queue is
+        full. A turn of a conversation (``file_id``) with ``multitask: reject`` is queued
+        only if no generation runs on it and no other turn of it waits (checked in the
+        same script): else the id of the one in the way is returned, nothing written."""
         enqueue, _ = self._scripts()
         name = generation.generator
+        file_id = generation.file_id or ""
         with self.store._mapped("enqueue"):
             done = await enqueue(
-                keys=[self._k("q", name), self._k("gen", generation.id), self._k("running"), self._k("lease", "q", name)],
+                keys=[
+                    self._k("q", name), self._k("gen", generation.id), self._k("running"), self._k("lease", "q", name),
+                    self._k("turns", file_id), self._k("busy", file_id),
+                ],
                 args=[
                     self.max_depth, generation.id, generation.model_dump_json(), f"q:{name}",
-                    request_json, owner or "", int(self.store.lease_s * 1000),
+                    request_json, owner or "", int(self.store.lease_s * 1000), multitask if file_id else "",
+                    self._k("gen", ""), self._k("lease", ""), max(self.store.ttl_ms, 86_400_000),
                 ],
             )
-        return bool(done)
+        if isinstance(done, str) and not done.lstrip("-").isdigit():
+            return done
+        return bool(int(done))
+
+    async def waiting_turns(self, file_id: str) -> list[str]:
+        """The queued turns of ``file_id`` still waiting, in the order they were queued."""
+        with self.store._mapped("turns"):
+            found = await self._r.eval(_TURNS, 1, self._k("turns", file_id), self._k("gen", ""))
+        return [str(i) for i in found or []]
 
     async def snapshot(self) -> QueueSnapshot:
         """Live workers (pruning the dead ones' announcements), and the queues they serve."""
@@ -198,12 +264,6 @@ class RedisQueue:
         if verdict == 1 and isinstance(self.store, WorkerStore):
             self.store.gated.add(generation_id)
         return verdict
-
-    async def conversation_holder(self, file_id: str) -> str | None:
-        """The generation extending ``file_id`` now (its claim), if any."""
-        with self.store._mapped("claim"):
-            held: str | None = await self._r.get(self._k("busy", file_id))
-        return held.partition(" ")[0] if held else None
 
     # -- workers --
 
@@ -274,6 +334,16 @@ class RedisQueue:
             items += self._items(name, entries)
         return items[:count] if len(items) > count else items
 
+    async def hand_back(self, item: QueueItem, after_s: float) -> None:
+        """Give the entry back to the group without starting it: it stays pending, but
+        idle as if ``after_s`` from now its lease ran out, so that any worker hosting its
+        generator claims it then (:meth:`take`), this one included."""
+        idle_ms = max(0, int(self.store.lease_s * 1000) - int(after_s * 1000))
+        with self.store._mapped("queue"):
+            await self._r.xclaim(
+                self._k("q", item.generator), GROUP, self.me, 0, [item.entry_id], idle=idle_ms, justid=True
+            )
+
     async def done(self, item: QueueItem) -> None:
         """The entry's generation has started (or ended without starting): drop it."""
         key = self._k("q", item.generator)
@@ -284,20 +354,28 @@ class RedisQueue:
                 await pipe.execute()
 
 
-# KEYS: start gate, gen hash. ARGV: me. 1 if the generation is still waiting and ours to start.
-_STILL_OURS = """
+# KEYS: start gate, gen hash, running hash. ARGV: me, gen id. If the generation is still
+# waiting and ours to start, mark it started by this process (state ``running``, run here),
+# so that no other worker's gate lets it through from now on: 1. Else 0.
+_START_IF_OURS = """
 if redis.call('HGET', KEYS[2], 'state') ~= 'waiting' then return 0 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'running')
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 return 1
 """
 
 
 class WorkerStore(RedisStore):
-    """The store of a worker: its first write of a generation it took through the gate
-    checks, then and there, that the gate is still its own and the generation still
-    ``waiting``. A worker that froze while its plugin prepared the blocks (longer than its
-    lease, so another worker took the generation over and started it) thus starts nothing:
-    that write raises ``StoreError`` (code ``not_ours``) before anything of it is stored."""
+    """The store of a worker: before its first write of a generation it took through the
+    gate, one script checks that the gate is still its own and the generation still
+    ``waiting``, and marks it started by this process (its state ``running`` in Redis,
+    this process running it). A worker that froze while its plugin prepared the blocks
+    (longer than its lease, so another worker took the generation over and started it)
+    thus starts nothing: that write raises ``StoreError`` (code ``not_ours``) before
+    anything of it is stored. And once marked, no other worker's gate lets it through: a
+    worker that freezes after the mark past its lease has its generation reaped
+    (``interrupted``) like any it runs, never started a second time."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
@@ -308,7 +386,8 @@ class WorkerStore(RedisStore):
         for generation_id in generation_ids & self.gated:
             with self._mapped("gate"):
                 ours = await self._r.eval(
-                    _STILL_OURS, 2, self._k("start", generation_id), self._k("gen", generation_id), self.owner
+                    _START_IF_OURS, 3, self._k("start", generation_id), self._k("gen", generation_id),
+                    self._k("running"), self.owner, generation_id,
                 )
             self.gated.discard(generation_id)
             if not int(ours):
