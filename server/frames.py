@@ -67,6 +67,10 @@ class DialectFrames:
     or, with ``event_names``, also ``event: <the object's "type">`` (as the APIs whose
     stream events are named, OpenAI Responses and Anthropic Messages, send them).
 
+    A ``block.delta`` of a part already streaming takes the projection's fast path
+    (``text_delta``): its frame is formatted around the text as the event's JSON already
+    escapes it; the bytes are those of the objects ``feed`` would return.
+
     Args:
         projection: one generation's projection (it keeps state: one per stream).
         error: a failure of the generation, or a refusal, as the dialect's error object.
@@ -86,24 +90,50 @@ class DialectFrames:
         self.error = error
         self.done = done
         self.event_names = event_names
+        #: the projection's fast path for a delta, if it has one (and its frames can be named)
+        self.text_delta: Callable[[str, str], str | None] | None = getattr(projection, "text_delta", None)
+        #: the type of the objects of the fast path (a frame's name, with event_names)
+        self.delta_type: str | None = getattr(projection, "text_delta_type", None)
+        if event_names and self.delta_type is None:
+            self.text_delta = None
+
+    def frame_json(self, kind: str | None, js: str) -> str:
+        """The frame of one object: its JSON ``js``, its ``type`` ``kind`` (None: it has none)."""
+        if self.event_names and kind is not None:
+            return f"event: {kind}\ndata: {js}\n\n"
+        return f"data: {js}\n\n"
 
     def frame(self, obj: dict[str, Any]) -> bytes:
-        if self.event_names and "type" in obj:
-            return f"event: {obj['type']}\ndata: {encode_json(obj)}\n\n".encode()
-        return data_frame(obj)
+        return self.frame_json(obj.get("type"), encode_json(obj)).encode()
+
+    def frames(self, objs: list[dict[str, Any]]) -> bytes:
+        frame_json = self.frame_json
+        return "".join([frame_json(obj.get("type"), encode_json(obj)) for obj in objs]).encode()
 
     def opening(self) -> bytes:
-        return b"".join(self.frame(c) for c in self.projection.open())
+        return self.frames(self.projection.open())
 
     def batch(self, events: list[Event]) -> bytes:
         feed = self.projection.feed
-        return b"".join(self.frame(c) for ev in events for c in feed(ev))
+        fast = self.text_delta
+        frame_json = self.frame_json
+        delta_type = self.delta_type
+        out: list[str] = []
+        for ev in events:
+            if fast is not None and ev.type == "block.delta":
+                js = fast(*ev.delta_json())
+                if js is not None:
+                    out.append(frame_json(delta_type, js))
+                    continue
+            for obj in feed(ev):
+                out.append(frame_json(obj.get("type"), encode_json(obj)))
+        return "".join(out).encode()
 
     def closing(self) -> bytes:
         failure = self.projection.failure
         if failure is not None:
             return self.frame(self.error(failure))
-        out = b"".join(self.frame(c) for c in self.projection.close())
+        out = self.frames(self.projection.close())
         return out + (f"data: {self.done}\n\n".encode() if self.done is not None else b"")
 
     def refused(self, exc: StreamingError) -> bytes:

@@ -18,6 +18,10 @@ __all__ = ["TERMINAL_TYPES", "Event", "EventType", "encode_json"]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: one JSON string (its quotes, and every quote inside escaped)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: how ``to_json`` starts a ``block.delta`` (its text is the last field)
+_DELTA_HEAD = '{"type":"block.delta","seq":'
 
 
 def _dumps(value: Any) -> str:
@@ -117,6 +121,39 @@ class Event:
         ev = cls.from_dict(json.loads(text))
         ev._json = text if isinstance(text, str) else text.decode()
         return ev
+
+    def delta_json(self) -> tuple[str, str]:
+        """A ``block.delta``'s block id and its text as a JSON string, exactly as
+        :func:`encode_json` writes it: cut from the event's JSON when it has one (no
+        parsing), else escaped once. The event is not sealed.
+
+        Raises:
+            KeyError: not a ``block.delta``.
+        """
+        js = self._json
+        if js is None and self._sse is not None:
+            js = self.to_json()
+        if js is not None and js.startswith(_DELTA_HEAD):
+            # {"type":"block.delta","seq":…,"generation_id":"…","block_id":"…","offset":…,"text":"…"}
+            # Inside a JSON string every quote is escaped, so the last ',"text":"' is the
+            # field's own, and the text is the last field if what follows (up to the
+            # object's "}") is one string.
+            i = js.find(',"block_id":"', 27) + 13
+            j = js.find('","offset":', i)
+            k = js.rfind(',"text":"', j)
+            if i > 12 and j > 0 and k > 0:
+                block_id = js[i:j]
+                text = js[k + 8 : -1]
+                if (text.count('"') == 2 or _STRING.fullmatch(text) is not None) and "\\" not in block_id:
+                    if "\\" in text and ("\\u" in text or "\\/" in text):
+                        # Written otherwise ("\u00e9", "\/"), or a surrogate's escape:
+                        # as encode_json writes what it reads.
+                        text = _dumps(json.loads(text))
+                    return block_id, text
+        if self.type != "block.delta":
+            raise KeyError(f"{self.type} is not a block.delta")
+        data = self.data  # (joins a coalesced delta's parts)
+        return data["block_id"], _dumps(data["text"])
 
     # -- coalescing --
 

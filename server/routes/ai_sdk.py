@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,16 +121,26 @@ class UIFrames:
     def __init__(self, projection: UIMessageProjection, after: int = 0) -> None:
         self.projection = projection
         self.after = after
+        #: the projection's fast path for a delta of a part already started (None: feed it)
+        self.text_delta: Callable[[str, str], str | None] | None = projection.text_delta
 
     def opening(self) -> bytes:
         return b""
 
     def batch(self, events: list[Event]) -> bytes:
         feed = self.projection.feed
+        fast = self.text_delta
+        after = self.after
         out: list[str] = []
         for ev in events:
+            if fast is not None and ev.type == "block.delta":
+                js = fast(*ev.delta_json())
+                if js is not None:
+                    if ev.seq > after:
+                        out.append(f"id: {ev.seq}\ndata: {js}\n\n")
+                    continue
             chunks = feed(ev)
-            if chunks and ev.seq > self.after:
+            if chunks and ev.seq > after:
                 head = f"id: {ev.seq}\ndata: "
                 out.extend(f"{head}{encode_json(c)}\n\n" for c in chunks)
         return "".join(out).encode()

@@ -66,13 +66,13 @@ class MessagesFrames(DialectFrames):
             return {"type": "error", "error": failure_object(problem)}
         return stream_error(problem)
 
-    def frame(self, obj: dict[str, Any]) -> bytes:
+    def frame_json(self, kind: str | None, js: str) -> str:
         number = self.next_id
         self.next_id += 1
-        return f"id: {number}\nevent: {obj['type']}\ndata: {encode_json(obj)}\n\n".encode()
+        return f"id: {number}\nevent: {kind}\ndata: {js}\n\n"
 
     def closing(self) -> bytes:
-        return b"".join(self.frame(obj) for obj in self.projection.close())
+        return self.frames(self.projection.close())
 
     def refused(self, exc: StreamingError) -> bytes:
         # Not an event of the projection: no cursor.

@@ -67,11 +67,10 @@ class ResponsesFrames(DialectFrames):
         self.responses = projection
 
     def closing(self) -> bytes:
-        return b"".join(self.frame(obj) for obj in self.projection.close())
+        return self.frames(self.projection.close())
 
     def refused(self, exc: StreamingError) -> bytes:
-        events = self.responses.error_event(exc.code, exc.message, _nested(exc))
-        return b"".join(self.frame(obj) for obj in events)
+        return self.frames(self.responses.error_event(exc.code, exc.message, _nested(exc)))
 
 
 class _Body(ResponsesRequest):

@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from streaming.dialects import Failure
+from streaming.dialects import HOLES, Failure, TextParts, json_template
 from streaming.dialects.responses import limit_reached, text_blocks, tokens
 from streaming.events import Event
 
@@ -51,6 +51,9 @@ class MessagesProjection:
             ``message``); the server's error shaping.
     """
 
+    #: the ``type`` of what :meth:`text_delta` returns
+    text_delta_type: str | None = "content_block_delta"
+
     def __init__(
         self,
         *,
@@ -70,6 +73,8 @@ class MessagesProjection:
         self.text_blocks: set[str] = set()
         self.open_text: dict[str, int] = {}  # block id -> content index
         self.content: list[dict[str, Any]] = []
+        self.texts: dict[int, TextParts] = {}  # content index -> the text of a text block
+        self._delta_json: dict[str, tuple[str, ...] | None] = {}  # block id -> its text_delta's template
         self.tool_calls = 0
         self.usage: list[dict[str, Any]] = []
         self.completed = False
@@ -88,7 +93,9 @@ class MessagesProjection:
             if data["block_id"] in self.text_blocks and data["text"]:
                 return self._text(data["block_id"], data["text"])
         elif kind in ("block.completed", "block.aborted"):
-            index = self.open_text.pop(event.data["block_id"], None)
+            block_id = event.data["block_id"]
+            index = self.open_text.pop(block_id, None)
+            self._delta_json.pop(block_id, None)
             if index is not None and kind == "block.completed":
                 return self._emit({"type": "content_block_stop", "index": index})
         elif kind in ("generation.started", "block.created"):
@@ -104,6 +111,20 @@ class MessagesProjection:
             assert failure is not None
             return self._emit({"type": "error", "error": self.describe(failure)})
         return []
+
+    def text_delta(self, block_id: str, text_json: str) -> str | None:
+        """The JSON of the ``content_block_delta`` a delta of ``block_id`` with this text
+        (a JSON string) adds to a block already started, as :meth:`feed` would (None: feed
+        the event instead)."""
+        index = self.open_text.get(block_id)
+        if index is None or text_json == '""' or self.cursor <= self.after:
+            return None
+        pieces = self._delta_json.get(block_id)
+        if pieces is None:
+            return None
+        self.texts[index].add_json(text_json)
+        self.cursor += 1
+        return f"{pieces[0]}{text_json}{pieces[1]}"
 
     def close(self) -> list[dict[str, Any]]:
         if not self.completed:
@@ -128,9 +149,15 @@ class MessagesProjection:
         if index is None:
             index = self.open_text[block_id] = len(self.content)
             self.content.append({"type": "text", "text": ""})
+            self.texts[index] = TextParts()
+            self._delta_json[block_id] = json_template(self._delta(index, HOLES[0]))
             out = self._emit({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
-        self.content[index]["text"] += text
-        return out + self._emit({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})
+        self.texts[index].add(text)
+        return out + self._emit(self._delta(index, text))
+
+    @staticmethod
+    def _delta(index: int, text: str) -> dict[str, Any]:
+        return {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
 
     def _tool_use(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         index = len(self.content)
@@ -162,7 +189,9 @@ class MessagesProjection:
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [dict(c) for c in self.content],
+            "content": [
+                {**c, "text": self.texts[i].text()} if i in self.texts else dict(c) for i, c in enumerate(self.content)
+            ],
             "stop_reason": self.stop_reason() if self.completed else None,
             "stop_sequence": None,
             "usage": self.usage_dict(),

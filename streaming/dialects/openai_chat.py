@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streaming.dialects import Failure
+from streaming.dialects import HOLES, Failure, TextParts, json_template
 from streaming.events import Event
 from streaming.model import MimeTypes
 
@@ -41,6 +41,9 @@ class ChatChunkProjection:
         max_tokens: the request's limit, to tell ``length`` from ``stop``.
     """
 
+    #: the ``type`` of what :meth:`text_delta` returns
+    text_delta_type: str | None = None  # (a chunk has no type)
+
     def __init__(
         self,
         *,
@@ -56,11 +59,12 @@ class ChatChunkProjection:
         self.include_usage = include_usage
         self.max_tokens = max_tokens
         self.text_blocks: set[str] = set()
-        self.content: list[str] = []
+        self.content = TextParts()
         self.tool_calls: list[dict[str, Any]] = []
         self.usage: list[dict[str, Any]] = []
         self.completed = False
         self.failure: Failure | None = None
+        self._delta_json = json_template(self.chunk({"content": HOLES[0]}))
 
     # -- the stream --
 
@@ -69,6 +73,15 @@ class ChatChunkProjection:
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
         return [self.chunk(delta) for delta in self.deltas(event)]
+
+    def text_delta(self, block_id: str, text_json: str) -> str | None:
+        """The JSON of the chunk a delta of ``block_id`` with this text (a JSON string)
+        adds, as :meth:`feed` would (None: feed the event instead)."""
+        pieces = self._delta_json
+        if block_id not in self.text_blocks or text_json == '""' or pieces is None:
+            return None
+        self.content.add_json(text_json)
+        return f"{pieces[0]}{text_json}{pieces[1]}"
 
     def close(self) -> list[dict[str, Any]]:
         if not self.completed:
@@ -95,7 +108,7 @@ class ChatChunkProjection:
         if kind == "block.delta":
             data = event.to_dict()  # not .data: a coalesced delta's text is joined here
             if data["block_id"] in self.text_blocks and data["text"]:
-                self.content.append(data["text"])
+                self.content.add(data["text"])
                 return [{"content": data["text"]}]
         elif kind == "generation.started":
             for block in event.data.get("blocks") or []:
@@ -149,7 +162,7 @@ class ChatChunkProjection:
         """The whole answer as one ``chat.completion`` object (once the generation succeeded)."""
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": "".join(self.content) if self.content or not self.tool_calls else None,
+            "content": self.content.text() if self.content or not self.tool_calls else None,
             "refusal": None,
         }
         if self.tool_calls:

@@ -30,7 +30,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streaming.dialects import Failure
+from streaming.dialects import HOLES, Failure, TextParts, json_template
 from streaming.events import Event
 from streaming.model import MimeTypes
 
@@ -82,6 +82,9 @@ class ResponsesProjection:
             ``previous_response_id``, ``background``, ``store``, ...).
     """
 
+    #: the ``type`` of what :meth:`text_delta` returns
+    text_delta_type: str | None = "response.output_text.delta"
+
     def __init__(
         self,
         *,
@@ -122,7 +125,8 @@ class ResponsesProjection:
         self.status = "in_progress"
         self.output: list[dict[str, Any]] = []
         self.text_blocks: set[str] = set()
-        self.open_text: dict[str, tuple[int, list[str]]] = {}  # block id -> (output index, text parts)
+        self.open_text: dict[str, tuple[int, TextParts]] = {}  # block id -> (output index, its text)
+        self._delta_json: dict[str, tuple[str, ...] | None] = {}  # block id -> its text_delta's template
         self.usage: list[dict[str, Any]] = []
         self.error: dict[str, Any] | None = None
         self.incomplete_details: dict[str, Any] | None = None
@@ -144,9 +148,11 @@ class ResponsesProjection:
         elif kind == "block.completed":
             return self._text_done(event.data["block_id"])
         elif kind == "block.aborted":
-            opened = self.open_text.pop(event.data["block_id"], None)
+            block_id = event.data["block_id"]
+            opened = self.open_text.pop(block_id, None)
+            self._delta_json.pop(block_id, None)
             if opened is not None:
-                self._set_item(opened[0], "incomplete", "".join(opened[1]))
+                self._set_item(opened[0], "incomplete", opened[1].text())
         elif kind in ("generation.started", "block.created"):
             self.text_blocks.update(text_blocks(event))
         elif kind == "tool.call":
@@ -157,6 +163,21 @@ class ResponsesProjection:
         elif event.terminal:
             return self._ended(event)
         return []
+
+    def text_delta(self, block_id: str, text_json: str) -> str | None:
+        """The JSON of the ``response.output_text.delta`` a delta of ``block_id`` with this
+        text (a JSON string) adds to an item already added, as :meth:`feed` would (None:
+        feed the event instead)."""
+        opened = self.open_text.get(block_id)
+        number = self.sequence_number
+        if opened is None or text_json == '""' or number <= self.after:
+            return None
+        pieces = self._delta_json.get(block_id)
+        if pieces is None:
+            return None
+        opened[1].add_json(text_json)
+        self.sequence_number = number + 1
+        return f"{pieces[0]}{text_json}{pieces[1]}{number}{pieces[2]}"
 
     def close(self) -> list[dict[str, Any]]:
         return []  # the terminal event said everything
@@ -180,7 +201,8 @@ class ResponsesProjection:
         item_id = f"msg_{block_id}"
         if opened is None:
             index = len(self.output)
-            opened = self.open_text[block_id] = (index, [])
+            opened = self.open_text[block_id] = (index, TextParts())
+            self._delta_json[block_id] = json_template(self._delta(item_id, index, HOLES[0], HOLES[1]))
             item: dict[str, Any] = {
                 "id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": [],
             }
@@ -191,18 +213,26 @@ class ResponsesProjection:
                 "content_index": 0, "part": _part(""),
             })
             item["content"] = [_part("")]
-        opened[1].append(text)
-        return out + self._emit({
-            "type": "response.output_text.delta", "item_id": item_id, "output_index": opened[0],
+        opened[1].add(text)
+        return out + self._emit(self._delta(item_id, opened[0], text))
+
+    @staticmethod
+    def _delta(item_id: str, index: int, text: str, number: Any = None) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "type": "response.output_text.delta", "item_id": item_id, "output_index": index,
             "content_index": 0, "delta": text, "logprobs": [],
-        })
+        }
+        if number is not None:  # (else _emit numbers it)
+            obj["sequence_number"] = number
+        return obj
 
     def _text_done(self, block_id: str) -> list[dict[str, Any]]:
         opened = self.open_text.pop(block_id, None)
+        self._delta_json.pop(block_id, None)
         if opened is None:
             return []
         index, parts = opened
-        text = "".join(parts)
+        text = parts.text()
         item = self._set_item(index, "completed", text)
         item_id = item["id"]
         out = self._emit({
@@ -270,7 +300,7 @@ class ResponsesProjection:
         """The response object now (``status``, ``output``, ``usage``, ``error``, ...)."""
         output = copy.deepcopy(self.output)
         for index, parts in self.open_text.values():  # text so far of the items still streaming
-            output[index]["content"] = [_part("".join(parts))]
+            output[index]["content"] = [_part(parts.text())]
         return {
             **self.base,
             "status": self.status,

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streaming.dialects import Failure
+from streaming.dialects import HOLES, Failure, json_template
 from streaming.events import Event
 from streaming.model import MimeTypes
 
@@ -73,6 +73,9 @@ class UIMessageProjection:
             sent right after ``start``.
     """
 
+    #: the ``type`` of what :meth:`text_delta` returns
+    text_delta_type: str | None = None  # (text-delta or reasoning-delta)
+
     def __init__(
         self,
         *,
@@ -87,6 +90,7 @@ class UIMessageProjection:
         self.kinds: dict[str, str] = {}
         #: parts started and not yet ended (block ids)
         self.open_parts: dict[str, str] = {}
+        self._delta_json: dict[str, tuple[str, ...] | None] = {}  # block id -> its text_delta's template
         #: tool calls without an output: call id -> the tool's name
         self.pending: dict[str, str] = {}
         #: client tool calls, in order
@@ -106,6 +110,15 @@ class UIMessageProjection:
 
     def close(self) -> list[dict[str, Any]]:
         return []
+
+    def text_delta(self, block_id: str, text_json: str) -> str | None:
+        """The JSON of the ``text-delta`` (or ``reasoning-delta``) a delta of ``block_id``
+        with this text (a JSON string) adds to a part already started, as :meth:`feed`
+        would (None: feed the event instead)."""
+        pieces = self._delta_json.get(block_id)
+        if pieces is None or text_json == '""' or self.ended:
+            return None
+        return f"{pieces[0]}{text_json}{pieces[1]}"
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
         """The chunks this event adds (often none)."""
@@ -174,12 +187,18 @@ class UIMessageProjection:
         out: list[dict[str, Any]] = []
         if block_id not in self.open_parts:
             self.open_parts[block_id] = part
+            self._delta_json[block_id] = json_template(self._text_delta(part, block_id, HOLES[0]))
             out.append({"type": f"{part}-start", "id": block_id})
-        out.append({"type": f"{part}-delta", "id": block_id, "delta": text})
+        out.append(self._text_delta(part, block_id, text))
         return out
+
+    @staticmethod
+    def _text_delta(part: str, block_id: str, text: str) -> dict[str, Any]:
+        return {"type": f"{part}-delta", "id": block_id, "delta": text}
 
     def _end_part(self, block_id: str) -> list[dict[str, Any]]:
         part = self.open_parts.pop(block_id, None)
+        self._delta_json.pop(block_id, None)
         if part is None:
             return []
         # Ended once: a later delta to the same block (there is none) would not reopen it.
