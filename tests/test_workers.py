@@ -28,16 +28,7 @@ from streaming.wire import EventDecoder
 from tests.invariants import check_invariants
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
-from tests.test_multitask import (
-    GENERATORS,
-    conversation,
-    ended,
-    events,
-    final_text,
-    started,
-    turn,
-    writing,
-)
+from tests.test_multitask import GENERATORS, SCENARIOS
 from tests.worker_process import NginxProcess, WorkerProcess, wait_for_workers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -512,32 +503,18 @@ async def test_sigterm_lets_a_workers_generations_finish(cluster: Cluster) -> No
         leaving.kill()
 
 
-async def test_rollback_through_the_api_processes(cluster: Cluster) -> None:
-    """``rollback`` with workers running the turns (as ``interrupt`` above): the turn that
-    runs is cancelled in its worker and taken out of the shared conversation (its blocks
-    404 through both API processes); the new turn, started through the other API process,
-    never saw it."""
+@pytest.mark.parametrize("strategy", ["reject", "rollback", "enqueue"])
+async def test_double_texting_scenarios_through_workers(cluster: Cluster, strategy: str) -> None:
+    """The scenarios of tests/test_multitask.py with workers running the turns: started
+    through one API process, double-texted through the other. ``rollback`` takes the
+    running turn out of the shared conversation (cancelled in its worker); ``enqueue``d
+    turns start in the order they came, one of them cancelled while it waits; ``reject``
+    refuses a turn while the conversation's first turn still runs (the API process names
+    the conversation in its first answer). ``interrupt`` is the test above (through an API
+    process its new turn answers ``waiting``, not ``running``)."""
     a, b = cluster.apis
     async with httpx.AsyncClient(base_url=a.url, timeout=30) as on_a, httpx.AsyncClient(base_url=b.url, timeout=30) as on_b:
-        done = await started(on_a, turn("hi"))
-        file_id = (await ended(on_a, done["id"]))["generation"]["file_id"]
-        slow = await started(on_a, turn("tell me", file_id, options={"repeat": 2000, "delay_ms": 20}))
-        await writing(on_a, slow["id"])
-        dropped = {blk["id"] for blk in (await on_a.get(f"/files/{file_id}")).json()["blocks"]
-                   if blk["request_id"] == slow["id"]}
-        assert len(dropped) == 2  # its input and its answer so far
-        new = await started(on_b, turn("no, this", file_id, multitask="rollback"))
-        assert new["state"] == "waiting"
-        assert (await ended(on_a, slow["id"]))["generation"]["state"] == "cancelled"
-        new_evs = await events(on_b, new["id"])
-        assert new_evs[-1]["type"] == "generation.completed"
-        assert final_text(new_evs) == "[user:hi|assistant:[user:hi] |user:no, this] "
-        assert [(r, t) for r, t, _ in await conversation(on_b, file_id)] == [
-            ("user", "hi"), ("assistant", "[user:hi] "), ("user", "no, this"), ("assistant", final_text(new_evs)),
-        ]
-        for http in (on_a, on_b):
-            for block_id in dropped:
-                assert (await http.get(f"/blocks/{block_id}")).status_code == 404
+        await SCENARIOS[strategy](on_a, on_b)
 
 
 async def _posted(http: httpx.AsyncClient, body: dict[str, object], status: int = 201) -> dict[str, object]:

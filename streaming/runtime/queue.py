@@ -28,7 +28,7 @@ from streaming.errors import (
 )
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
-from streaming.model import Generation, GenerationState, new_id
+from streaming.model import File, Generation, GenerationState, new_id
 from streaming.requests import GenerateRequest
 from streaming.runtime.elsewhere import ElsewhereGeneration
 from streaming.runtime.registry import GeneratorRegistry
@@ -133,6 +133,14 @@ class QueueDispatch:
             file = await self.store.get_file(request.file_id)
             if file is None or file.owner != owner:
                 raise NotFoundError(f"no conversation {request.file_id!r}")
+        else:
+            # A new conversation is made here (empty) rather than by the worker: the answer
+            # names it, and a next message finds it, and this turn in its way, at once. The
+            # worker continues it like any conversation. (Refused below, with 429, it stays
+            # empty and expires with the store's ttl.)
+            file = File(owner=owner)
+            await self.store.put_file(file)
+            request = request.model_copy(update={"file_id": file.id})
         generation = Generation(
             id=new_id("gen"), generator=name, file_id=request.file_id, on_disconnect=request.on_disconnect, owner=owner
         )
