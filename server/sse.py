@@ -148,7 +148,10 @@ class EventStreamResponse(ClientWatch):
                 if self._sending:  # wake for its timeout, or to see it done and beat on time
                     deadline = min(self._sent_at + self.send_timeout_s, clock() + self.heartbeat_s)
                 else:
-                    deadline = self._sent_at + self.heartbeat_s
+                    # A write may begin, and stick, while this sleeps toward the heartbeat:
+                    # wake within send_timeout_s to see it (with the defaults, 15 s < 30 s,
+                    # an idle stream wakes no more often than it beats).
+                    deadline = min(self._sent_at + self.heartbeat_s, clock() + self.send_timeout_s)
                 try:
                     async with asyncio.timeout_at(deadline):
                         message = await receive()

@@ -210,3 +210,36 @@ async def test_json_logs_carry_generation_ids() -> None:
     failed = [r for r in mine if r.get("outcome") == "failed"]
     assert failed and failed[0]["error_code"] == "plugin_error" and failed[0]["level"] == "info"
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+
+
+async def test_a_write_that_sticks_after_a_quiet_spell_is_dropped_on_time(make_server) -> None:
+    # The listener sleeps toward the next heartbeat while nothing is written; a write that
+    # begins then and never completes must still be dropped after send_timeout_s, not at
+    # the heartbeat (15 s here).
+    from streaming.server.app import ServerSettings, create_app
+
+    from streaming.runtime import RuntimeSettings
+    from tests.conftest import LiveServer
+
+    app = create_app(ServerSettings(send_timeout_s=0.3, heartbeat_s=15,
+                                    runtime=RuntimeSettings(disconnect_grace_s=30)))
+    srv = LiveServer(app).start()
+    try:
+        async with StreamingClient(srv.url) as client:
+            # 2 MB/s in 200 KB chunks: the kernel's buffers fill within a few seconds, and
+            # every write begins after a quiet 100 ms.
+            text = "y" * 200_000 + " "
+            gen = await client.generate("echo", prompt=text, options={"repeat": 60, "delay_ms": 100},
+                                        on_disconnect="continue")
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET /generations/{gen.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            with anyio.fail_after(10):
+                while srv.runtime.stats().subscribers == 0:
+                    await anyio.sleep(0.02)
+            with anyio.fail_after(10):  # the heartbeat (15 s) must not be what drops it
+                while srv.runtime.stats().subscribers > 0:
+                    await anyio.sleep(0.05)
+            sock.close()
+    finally:
+        srv.stop()
