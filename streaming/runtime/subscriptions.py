@@ -2,7 +2,10 @@
 happens when the last one leaves.
 
 A subscriber reads the run's :class:`~streaming.log.EventLog` by cursor (replay, then live)
-and, when it has caught up, waits on a bare loop future woken by the next append. A
+and, when it has caught up, waits on a bare loop future woken by the next append; or, if
+its consumer offers a *write-through* sink (``batches.asend(sink)``: the SSE pump does),
+the next appends are handed to that sink as they happen, without waking the consumer's
+task at all (:class:`WriteThrough`). A
 generation with ``on_disconnect=cancel`` that has had no subscriber for
 ``disconnect_grace_s`` is cancelled (a loop timer, restarted whenever a subscriber leaves
 or another process says someone streams it there).
@@ -11,16 +14,85 @@ or another process says someone streams it there).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from streaming.errors import LimitExceededError
 from streaming.events import Event
+from streaming.log import EventLog
 from streaming.model import OnDisconnect
-from streaming.runtime.aio import wake_future
+from streaming.runtime.aio import resolve, wake_future
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 
-__all__ = ["Subscriptions"]
+__all__ = ["Sink", "Subscriptions", "WriteThrough"]
+
+#: A consumer's write-through sink: called with a batch of events where they are appended
+#: (in the producer's task, or a loop callback soon after); returns True if it wrote them,
+#: False if its consumer must take over (a write has to wait, or it failed or ended), in
+#: which case the subscription hands control back to the consumer's task.
+Sink = Callable[[list[Event]], bool]
+
+#: Appends closer together than this (a burst: a plugin writing faster than a client
+#: reads) are handed over once per loop turn rather than each at once, so that they
+#: coalesce into one event and one write, as they do for a subscriber woken in its task.
+BURST_S = 0.001
+
+
+class WriteThrough:
+    """Hands ``log``'s events after ``after`` to ``sink`` as they are appended, until the
+    terminal event, until the sink declines, or until :meth:`stop`; ``done`` resolves then,
+    and ``after`` says how far the sink got.
+
+    A paced stream (a model's tokens, tens of milliseconds apart) costs one call of the
+    sink per event in the producer's own task: no future, no wake-up of the subscriber's
+    task, none of the frames above it resumed. A burst is handed over by one loop callback
+    at the end of the producer's turn.
+    """
+
+    __slots__ = ("log", "after", "sink", "limit", "done", "_loop", "_last", "_on_append")
+
+    def __init__(self, log: EventLog, after: int, sink: Sink, limit: int) -> None:
+        self.log = log
+        self.after = after
+        self.sink = sink
+        self.limit = limit
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self._last = float("-inf")  # when the sink last got events
+        self._on_append = self._appended  # (one bound method: registered, then removed, by identity)
+        log.wait(self._on_append)
+
+    def _appended(self, later: bool = False) -> None:
+        if self.done.done():
+            return
+        loop = self._loop
+        if not later and loop.time() - self._last < BURST_S:
+            loop.call_soon(self._appended, True)  # (the appends meanwhile join the tail event)
+            return
+        log = self.log
+        events = log.read(self.after, self.limit)
+        if events:
+            self.after = events[-1].seq
+            self._last = loop.time()
+            try:
+                wrote = self.sink(events)
+            except Exception:  # (a sink reports its own failures; this one broke its word)
+                wrote = False
+            if not wrote:
+                resolve(self.done)
+                return
+            if self.after < len(log.events):  # more than one read's worth was waiting
+                loop.call_soon(self._appended, True)
+                return
+        if log.closed:
+            resolve(self.done)  # (the sink has had the terminal event)
+            return
+        log.wait(self._on_append)
+
+    def stop(self) -> None:
+        """Hand nothing more over (the consumer is leaving)."""
+        self.log.cancel_wait(self._on_append)
+        resolve(self.done)
 
 
 class Subscriptions:
@@ -36,8 +108,12 @@ class Subscriptions:
                 suggestion="share one subscription, or retry later",
             )
 
-    async def follow(self, run: Run, after: int = 0) -> AsyncGenerator[list[Event], None]:
+    async def follow(self, run: Run, after: int = 0) -> AsyncGenerator[list[Event], Sink | None]:
         """Batches of ``run``'s events after ``after``, until its terminal event.
+
+        A consumer that sends a :data:`Sink` in (``batches.asend(sink)``) gets the events
+        after a caught-up batch through that sink instead (:class:`WriteThrough`), and its
+        next step only once the sink declines (an empty batch) or the stream ends.
 
         Raises:
             LimitExceededError: it has as many subscribers as allowed.
@@ -47,18 +123,32 @@ class Subscriptions:
         self.open += 1
         log = run.log
         limit = self.settings.read_batch
+        sink: Sink | None = None  # the consumer's write-through sink, if it offers one
         try:
             while True:
                 events = log.read(after, limit)
                 if events:
                     after = events[-1].seq
-                    yield events
+                    sink = yield events
                     if events[-1].terminal:
                         return
                     if after < log.last_seq:
                         continue  # more came while that batch went out
                 elif log.closed:
                     return
+                if sink is not None:
+                    through = WriteThrough(log, after, sink, limit)
+                    try:
+                        await through.done
+                    finally:
+                        through.stop()
+                    after = through.after
+                    if log.closed and after >= log.last_seq:
+                        return  # the sink wrote the terminal event
+                    # The sink declined (a write has to wait, or it failed): the consumer
+                    # takes over in its own task, then offers a sink again.
+                    sink = yield []
+                    continue
                 woken, wake = wake_future()
                 log.wait(wake)
                 try:
