@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["TERMINAL_TYPES", "Event", "EventType", "encode_json"]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: one string as JSON: what ``_encode`` does for a str, without its Python frame
+_encode_str = json.encoder.encode_basestring
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: one JSON string (its quotes, and every quote inside escaped)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -24,13 +26,24 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _DELTA_HEAD = '{"type":"block.delta","seq":'
 
 
-def _dumps(value: Any) -> str:
-    text = _encode(value)
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
+def _utf8_safe(js: str) -> str:
     # A lone surrogate (written by a plugin, or stored by an older version) cannot be
     # encoded as UTF-8: as its JSON escape, the text stays valid JSON and says the same.
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    if _SURROGATE.search(js) is None:
+        return js
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", js)
+
+
+def _dumps(value: Any) -> str:
+    text = _encode(value)
+    return text if text.isascii() else _utf8_safe(text)
+
+
+def _escaped(text: str) -> str:
+    """A string as :func:`_dumps` writes it (the hot path of a delta's JSON: no encoder
+    frame)."""
+    js = _encode_str(text)
+    return js if js.isascii() else _utf8_safe(js)
 
 
 def encode_json(value: Any) -> str:
@@ -59,6 +72,9 @@ TERMINAL_TYPES = frozenset(
         EventType.GENERATION_CANCELLED.value,
     }
 )
+
+
+_DELTA = EventType.BLOCK_DELTA.value
 
 
 class Event:
@@ -97,12 +113,7 @@ class Event:
 
     @classmethod
     def delta(cls, seq: int, generation_id: str, block_id: str, offset: int, text: str) -> Event:
-        ev = cls(
-            EventType.BLOCK_DELTA.value,
-            seq,
-            generation_id,
-            {"block_id": block_id, "offset": offset, "text": text},
-        )
+        ev = cls(_DELTA, seq, generation_id, {"block_id": block_id, "offset": offset, "text": text})
         ev._parts = [text]
         return ev
 
@@ -163,14 +174,26 @@ class Event:
 
     def try_extend(self, block_id: str, text: str) -> bool:
         """Absorb ``text`` into this unsealed delta of the same block; False if it cannot."""
-        # _data, not data: joining on every absorbed chunk would be quadratic.
-        if self._parts is None or self.sealed or self._data is None or self._data["block_id"] != block_id:
+        # _data, not data: joining on every absorbed chunk would be quadratic. (An encoded
+        # event has no _parts.)
+        parts = self._parts
+        if parts is None or self._json is not None or self._sse is not None:
             return False
-        self._parts.append(text)
+        data = self._data
+        if data is None or data["block_id"] != block_id:
+            return False
+        parts.append(text)
         return True
 
+    def freeze(self) -> None:
+        """No chunk joins this delta any more: join the ones it absorbed (its ``data`` then
+        tells its whole text, encoded or not). Cheap on any other event."""
+        parts = self._parts
+        if parts is not None and len(parts) > 1:
+            self._join()
+
     def seal(self) -> None:
-        if not self.sealed:
+        if self._json is None and self._sse is None:
             self.to_json()
 
     # -- encoding (at most once) --
@@ -201,13 +224,16 @@ class Event:
             # The frame is "id: …\nevent: …\ndata: <json>\n\n": slice the JSON out.
             start = sse.index(b"\ndata: ") + 7
             return sse[start:-2].decode()
-        self._join()
+        parts = self._parts
+        if parts is not None and len(parts) > 1:
+            self._join()
         self._parts = None
-        d = self.data
-        if self.type == "block.delta":
+        d = self._data
+        assert d is not None  # (an event has its data, its JSON or its frame)
+        if self.type == _DELTA:
             js = (
                 f'{{"type":"block.delta","seq":{self.seq},"generation_id":"{self.generation_id}",'
-                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_dumps(d["text"])}}}'
+                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_escaped(d["text"])}}}'
             )
         else:
             out: dict[str, Any] = {"type": self.type, "seq": self.seq, "generation_id": self.generation_id}
@@ -221,7 +247,10 @@ class Event:
         """The SSE frame: ``id``, ``event`` and one ``data`` line (JSON has no newline)."""
         sse = self._sse
         if sse is None:
-            sse = f"id: {self.seq}\nevent: {self.type}\ndata: {self.to_json()}\n\n".encode()
+            js = self._json
+            if js is None:
+                js = self.to_json()
+            sse = f"id: {self.seq}\nevent: {self.type}\ndata: {js}\n\n".encode()
             self._sse = sse
             self._json = None  # a slice of the frame from now on
         return sse

@@ -14,6 +14,7 @@ a block concatenate to its final text.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from streaming.errors import IllegalTransitionError
@@ -88,6 +89,8 @@ class GenerationMachine:
         self.blocks: dict[str, Block] = {}
         self.order: list[str] = []
         self._open: dict[str, _Open] = {}
+        #: the ids of the blocks streaming now (read-only: the machine alone changes it)
+        self.open: Mapping[str, object] = self._open
 
     # -- queries --
 
@@ -171,7 +174,9 @@ class GenerationMachine:
 
     def append(self, block_id: str, text: str) -> Event | None:
         """Append text to an open block; an empty string is a no-op."""
-        opened = self._opened(block_id)
+        opened = self._open.get(block_id)  # (the per-chunk path: _opened only to refuse)
+        if opened is None:
+            opened = self._opened(block_id)
         if not text:
             return None
         offset = opened.length

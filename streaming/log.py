@@ -51,10 +51,8 @@ class EventLog:
         """The tail delta is about to stop being the tail: no chunk joins it any more, so
         join the ones it absorbed now (its ``data`` then tells its whole text even if no
         reader sealed it)."""
-        if self.coalesce and self.events:
-            tail = self.events[-1]
-            if not tail.sealed and tail.type == "block.delta":
-                tail.to_dict()  # joins its parts
+        if self.events:
+            self.events[-1].freeze()
 
     def append(self, type: str, data: dict[str, Any]) -> Event:
         """Append one event. Raises IllegalTransitionError after a terminal event."""
@@ -69,16 +67,19 @@ class EventLog:
 
     def append_delta(self, block_id: str, offset: int, text: str) -> Event:
         """Append a ``block.delta``, or fold it into the unread tail delta of that block."""
-        self._check_open()
+        # (The per-chunk path: checks inlined.)
+        if self.closed:
+            self._check_open()
         events = self.events
-        if self.coalesce and events:
+        if events:
             tail = events[-1]
-            if tail.try_extend(block_id, text):
+            if self.coalesce and tail.try_extend(block_id, text):
                 return tail
-            self._freeze_tail()
+            tail.freeze()
         ev = Event.delta(len(events) + 1, self.generation_id, block_id, offset, text)
         events.append(ev)
-        self._wake()
+        if self._waiters:
+            self._wake()
         return ev
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:

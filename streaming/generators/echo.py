@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
-
-import anyio
 
 from streaming.capabilities import (
     ConversationSupport,
@@ -104,8 +103,11 @@ class EchoGenerator(StreamingGenerator):
         chunks = split_words(text)
         if not chunks:
             return  # nothing to repeat: no loop that yields nothing
+        # asyncio's own sleep (the runtime runs on asyncio): anyio's looks the event loop
+        # library up on every call, which a paced stream would pay per chunk.
+        sleep = asyncio.sleep
         for _ in range(repeat):
             for chunk in chunks:
                 if delay:
-                    await anyio.sleep(delay)
+                    await sleep(delay)
                 yield chunk

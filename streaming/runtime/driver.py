@@ -133,19 +133,29 @@ class PluginDriver:
         slice_end = clock() + slice_s
         apply = self.apply
         log = run.log
+        events = log.events
         turn = TurnMark()
         turn.arm()
+        armed = True
         try:
             async for item in agen:
-                if log.last_seq >= run.sent_limit:
+                if len(events) >= run.sent_limit:
                     await run.reserve_ahead()  # before events pass the store's mark
                 apply(run, item, blocks)
                 if clock() >= slice_end:
+                    # A plugin that never awaits still lets subscribers and cancels run; one
+                    # that awaited in this slice (e.g. paced by a sleep) has let them. Every
+                    # other slice is a short one that only arms the mark: a paced plugin,
+                    # whose every chunk starts a new slice, pays the mark's loop callback
+                    # every other chunk, and a busy one yields every 1.25 slices.
+                    if not armed:
+                        turn.arm()
+                        armed = True
+                        slice_end = clock() + slice_s / 4
+                        continue
                     if not turn.turned:
-                        # A plugin that never awaits still lets subscribers and cancels run
-                        # (one that awaited in this slice, e.g. paced by a sleep, has).
                         await asyncio.sleep(0)
-                    turn.arm()
+                    armed = False
                     slice_end = clock() + slice_s
         finally:
             with anyio.CancelScope(shield=True):
@@ -182,7 +192,13 @@ class PluginDriver:
             run.first_delta_at = now = time.monotonic()
             self.metrics.time_to_first_delta.observe(now - run.started_at)
         if type(item) is str:
-            run.write(self._first_open(run, blocks), item)
+            streaming = run.machine.open  # (the per-chunk path: _first_open inlined)
+            for block in blocks:
+                if block.id in streaming:
+                    run.write(block.id, item)
+                    break
+            else:
+                raise PluginError("the plugin wrote text but has no open output block")
         elif isinstance(item, tuple):
             index, text = item
             run.write(blocks[index].id, text)
@@ -197,14 +213,6 @@ class PluginDriver:
             return
         else:
             raise PluginError(f"the plugin yielded a {type(item).__name__}, not a chunk")
-
-    @staticmethod
-    def _first_open(run: Run, blocks: list[Block]) -> str:
-        is_open = run.machine.is_open
-        for block in blocks:
-            if is_open(block.id):
-                return block.id
-        raise PluginError("the plugin wrote text but has no open output block")
 
     def apply_response(self, run: Run, result: Any) -> None:
         """Apply what a plugin's ``run`` returned: its usage and whole blocks."""

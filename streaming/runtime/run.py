@@ -217,7 +217,13 @@ class Run:
             size = len(text)
         else:
             text, size = valid_text(text)
-        self._count(block_id, size)
+        # (_count, inlined on the per-chunk path)
+        total = self.output_bytes + size
+        in_block = self.block_bytes.get(block_id, 0) + size
+        if in_block > self.limits[0] or total > self.limits[1]:
+            self._count(block_id, size)  # raises
+        self.output_bytes = total
+        self.block_bytes[block_id] = in_block
         self.machine.append(block_id, text)
 
     # -- BlockWriter: what plugins' blocks write through --
