@@ -35,7 +35,7 @@ def persisted(db: Path, generation_id: str) -> int:
     """Events of a generation committed to the file (read by another connection, as a crash would leave it)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT COUNT(*) FROM events WHERE generation_id = ?", (generation_id,)).fetchone()[0])
+        return int(conn.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM segments JOIN logs ON no = log WHERE generation_id = ?", (generation_id,)).fetchone()[0])
     finally:
         conn.close()
 

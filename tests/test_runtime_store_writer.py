@@ -100,7 +100,7 @@ async def test_sqlite_commits_at_most_once_per_batch_interval_and_a_read_commits
         def committed(generation_id: str) -> int:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                return int(conn.execute("SELECT COUNT(*) FROM events WHERE generation_id = ?", (generation_id,)).fetchone()[0])
+                return int(conn.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM segments JOIN logs ON no = log WHERE generation_id = ?", (generation_id,)).fetchone()[0])
             finally:
                 conn.close()
 

@@ -43,10 +43,12 @@ async def test_retention_drops_only_generations_finished_before_the_cutoff(tmp_p
     rows = [("old", "succeeded", now - 100), ("new", "succeeded", now), ("open", "running", None)]
     for gid, state, at in rows:
         conn.execute("INSERT INTO generations VALUES (?, ?, ?, '{}')", (gid, state, at))
-        conn.execute("INSERT INTO events VALUES (?, 1, '{}')", (gid,))
+        file.insert_events_sync(conn, gid, [Event("generation.started", 1, gid, {})])
     file.expire_sync(now - 10)
     assert {r[0] for r in await file.query("SELECT id FROM generations")} == {"new", "open"}
-    assert {r[0] for r in await file.query("SELECT generation_id FROM events")} == {"new", "open"}
+    assert {r[0] for r in await file.query("SELECT generation_id FROM logs")} == {"new", "open"}
+    logs = {r[0] for r in await file.query("SELECT no FROM logs")}
+    assert {r[0] for r in await file.query("SELECT log FROM segments")} == logs
     await file.close()
 
 
@@ -56,13 +58,14 @@ async def test_recovery_fails_what_was_left_running_and_closes_its_log(tmp_path:
     started = Event(type="generation.started", generation_id=gen.id, seq=1, data={})
     conn = file.require()
     conn.execute("INSERT INTO generations VALUES (?, 'running', NULL, ?)", (gen.id, gen.model_dump_json()))
-    conn.execute("INSERT INTO events VALUES (?, 1, ?)", (gen.id, started.to_json()))
+    file.insert_events_sync(conn, gen.id, [started])
     assert file.recover_sync() == [gen.id]
     assert file.recover_sync() == []  # once
     (data,) = (await file.query("SELECT data FROM generations WHERE id = ?", gen.id))[0]
     assert Generation.model_validate_json(data).state is GenerationState.FAILED
-    last = await file.query("SELECT data FROM events WHERE generation_id = ? ORDER BY seq DESC LIMIT 1", gen.id)
-    assert Event.from_json(last[0][0]).terminal
+    last = file.tail_sync(gen.id)
+    assert last is not None and last.terminal and last.seq == 2
+    assert [e.seq for e in file.read_sync(gen.id)] == [1, 2]
     await file.close()
 
 
@@ -88,12 +91,15 @@ async def test_the_writer_commits_a_batch_once_and_keeps_the_last_write_of_an_id
         for text in ("first", "second"):
             writer.queue()
             writer.blocks["blk_1"] = text
-        writer.queue()
-        writer.events.append(("gen_1", 1, "{}"))
+        writer.add_events("gen_1", [Event("generation.started", 1, "gen_1", {})])
+        writer.add_events("gen_1", [Event.delta(s, "gen_1", "blk_1", s - 2, "x") for s in (2, 3)])
+        assert writer.holds("gen_1") and writer.queued_events == 3
         await writer.sync()  # a reader waits: it commits now, not in 60 s
-        assert len(commits) == 1
+        assert len(commits) == 1 and not writer.holds("gen_1")
         assert await file.query("SELECT data FROM blocks") == [("second",)]
-        assert await file.query("SELECT seq FROM events") == [(1,)]
+        # The three events of the log, queued by two appends, are one row.
+        assert await file.query("SELECT first_seq, last_seq FROM segments") == [(1, 3)]
+        assert [e.seq for e in file.read_sync("gen_1")] == [1, 2, 3]
         tg.cancel_scope.cancel()
     await file.close()
 

@@ -519,7 +519,7 @@ async def test_sqlite_failing_commits_are_retried_then_reported(tmp_path: Path) 
     other = sqlite3.connect(db)
     other.executescript(
         "CREATE TABLE broken (x); INSERT INTO broken VALUES (1);"
-        "CREATE TRIGGER fail BEFORE INSERT ON events WHEN EXISTS (SELECT 1 FROM broken)"
+        "CREATE TRIGGER fail BEFORE INSERT ON segments WHEN EXISTS (SELECT 1 FROM broken)"
         " BEGIN SELECT RAISE(ABORT, 'disk is full'); END;"
     )
     try:

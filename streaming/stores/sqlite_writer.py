@@ -7,12 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from streaming.errors import StoreUnavailableError
-from streaming.stores.sqlite_file import PUT_GENERATION, SqliteFile, rollback
+from streaming.events import Event
+from streaming.stores.sqlite_file import (
+    INSERT_SEGMENT,
+    PUT_GENERATION,
+    SqliteFile,
+    rollback,
+    segments_of,
+)
 
 __all__ = ["SqliteWriter"]
 
@@ -22,8 +31,10 @@ logger = logging.getLogger("streaming.stores.sqlite")
 class SqliteWriter:
     """Rows queued in memory (coalesced by id; events in order) and their commits.
 
-    Callers put rows in ``gens``, ``blocks``, ``files``, ``events``, ``claims`` and ``marks``
-    after :meth:`queue`; :meth:`sync` waits until what was queued before it is committed.
+    Callers put rows in ``gens``, ``blocks``, ``files``, ``claims`` and ``marks`` after
+    :meth:`queue`, and events with :meth:`add_events`; :meth:`sync` waits until what was
+    queued before it is committed. A log's events queued for one commit are one segment
+    (one row), however many appends brought them.
     """
 
     def __init__(self, file: SqliteFile, *, batch_s: float, retry_s: float) -> None:
@@ -33,7 +44,12 @@ class SqliteWriter:
         self.gens: dict[str, tuple[str, float | None, str]] = {}
         self.blocks: dict[str, str] = {}
         self.files: dict[str, tuple[str, str]] = {}
-        self.events: list[tuple[str, int, str]] = []
+        #: generation id -> its queued segments: [first seq, last seq, SSE frames]
+        self.logs: dict[str, list[list[Any]]] = {}
+        self.queued_events = 0  # in ``logs``
+        self.ended: set[str] = set()  # logs whose terminal event is queued
+        #: the logs of the batch being committed (a read of one waits for the commit)
+        self.committing: dict[str, list[list[Any]]] = {}
         self.claims: list[tuple[str, str]] = []
         self.marks: dict[str, int] = {}
         self._queued = 0  # writes queued so far
@@ -56,6 +72,29 @@ class SqliteWriter:
         self._queued += 1
         self._wake.set()
 
+    def add_events(self, generation_id: str, events: Sequence[Event]) -> None:
+        """Queue ``events`` (in order, right after what was queued of that log before)."""
+        self.queue()
+        runs = segments_of(events)
+        queued = self.logs.get(generation_id)
+        if queued is None:
+            self.logs[generation_id] = [list(run) for run in runs]
+        else:
+            for first, last, frames in runs:
+                tail = queued[-1]
+                if tail[1] + 1 == first:
+                    tail[1] = last
+                    tail[2] += frames
+                else:
+                    queued.append([first, last, frames])
+        self.queued_events += len(events)
+        if events[-1].terminal:
+            self.ended.add(generation_id)
+
+    def holds(self, generation_id: str) -> bool:
+        """Whether events of ``generation_id`` are queued or being committed."""
+        return generation_id in self.logs or generation_id in self.committing
+
     def _signal(self) -> None:
         done, self._done = self._done, anyio.Event()
         done.set()
@@ -77,9 +116,10 @@ class SqliteWriter:
             self.commit_now.clear()
             self._wake.clear()
             target = self._queued
-            batch = (self.gens, self.blocks, self.files, self.events, self.claims, self.marks)
-            self.gens, self.blocks, self.files, self.events, self.claims = {}, {}, {}, [], []
-            self.marks = {}
+            batch = (self.gens, self.blocks, self.files, self.logs, self.claims, self.marks, self.ended)
+            self.committing = self.logs
+            self.gens, self.blocks, self.files, self.logs, self.claims = {}, {}, {}, {}, []
+            self.marks, self.ended, self.queued_events = {}, set(), 0
             failing_since: float | None = None
             delay = 0.05
             while True:  # the same batch again, so the order of writes holds
@@ -96,6 +136,7 @@ class SqliteWriter:
                     await anyio.sleep(delay)
                     delay = min(delay * 2, max_delay_s)
             self.failure = None
+            self.committing = {}
             self._committed = target
             self._signal()
 
@@ -104,12 +145,15 @@ class SqliteWriter:
         gens: dict[str, tuple[str, float | None, str]],
         blocks: dict[str, str],
         files: dict[str, tuple[str, str]],
-        events: list[tuple[str, int, str]],
+        logs: dict[str, list[list[Any]]],
         claims: list[tuple[str, str]],
         marks: dict[str, int],
+        ended: set[str] | frozenset[str] = frozenset(),
     ) -> None:
-        """One transaction with every row of a batch."""
+        """One transaction with every row of a batch (a segment per log and run)."""
         conn = self.file.require()
+        known = self.file.log_nos
+        made: dict[str, int] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
             if blocks:
@@ -119,8 +163,14 @@ class SqliteWriter:
                     "INSERT OR REPLACE INTO files (id, data, block_ids) VALUES (?, ?, ?)",
                     [(k, d, ids) for k, (d, ids) in files.items()],
                 )
-            if events:
-                conn.executemany("INSERT INTO events (generation_id, seq, data) VALUES (?, ?, ?)", events)
+            if logs:
+                rows = []
+                for gid, segments in logs.items():
+                    no = known.get(gid)
+                    if no is None:
+                        no = made[gid] = self.file.log_no_sync(conn, gid)
+                    rows += [(no, last, first, b"".join(frames)) for first, last, frames in segments]
+                conn.executemany(INSERT_SEGMENT, rows)
             if gens:
                 conn.executemany(PUT_GENERATION, [(k, s, f, d) for k, (s, f, d) in gens.items()])
             if claims:
@@ -131,6 +181,12 @@ class SqliteWriter:
         except BaseException:
             rollback(conn)
             raise
+        # Numbers of logs still being written, as committed (a rolled-back one may differ).
+        known.update(made)
+        for gid in ended:
+            known.pop(gid, None)
+        if len(known) > 100_000:  # logs that never ended here (stopped by another failure)
+            known.clear()
 
     async def sync(self) -> None:
         """Wait until every write queued before this call is committed.
