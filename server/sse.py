@@ -193,7 +193,8 @@ class EventStreamResponse(ClientWatch):
         clock = self._clock
         assert send is not None and clock is not None
         try:
-            body = self.frames.batch(events)
+            frames = self.frames
+            body = events[0].to_sse() if frames is NATIVE and len(events) == 1 else frames.batch(events)
             if not body:
                 return True
             self._sent_at = clock()

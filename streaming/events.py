@@ -39,13 +39,6 @@ def _dumps(value: Any) -> str:
     return text if text.isascii() else _utf8_safe(text)
 
 
-def _escaped(text: str) -> str:
-    """A string as :func:`_dumps` writes it (the hot path of a delta's JSON: no encoder
-    frame)."""
-    js = _encode_str(text)
-    return js if js.isascii() else _utf8_safe(js)
-
-
 def encode_json(value: Any) -> str:
     """Compact JSON, UTF-8 text kept as is (a lone surrogate escaped: ``\\ud800``), so
     the result always encodes as UTF-8."""
@@ -87,15 +80,18 @@ class Event:
 
     __slots__ = ("type", "seq", "generation_id", "_data", "_json", "_sse", "_parts")
 
-    def __init__(self, type: str, seq: int, generation_id: str, data: dict[str, Any]) -> None:
+    def __init__(
+        self, type: str, seq: int, generation_id: str, data: dict[str, Any], parts: list[str] | None = None
+    ) -> None:
         self.type = type
         self.seq = seq
         self.generation_id = generation_id
         self._data: dict[str, Any] | None = data
         self._json: str | None = None
         self._sse: bytes | None = None
-        # For a coalescable delta: the text parts, joined when sealed.
-        self._parts: list[str] | None = None
+        # For a coalescable delta: the text parts (``[data["text"]]`` at first), joined
+        # when sealed.
+        self._parts = parts
 
     @property
     def data(self) -> dict[str, Any]:
@@ -113,9 +109,7 @@ class Event:
 
     @classmethod
     def delta(cls, seq: int, generation_id: str, block_id: str, offset: int, text: str) -> Event:
-        ev = cls(_DELTA, seq, generation_id, {"block_id": block_id, "offset": offset, "text": text})
-        ev._parts = [text]
-        return ev
+        return cls(_DELTA, seq, generation_id, {"block_id": block_id, "offset": offset, "text": text}, [text])
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Event:
@@ -173,21 +167,24 @@ class Event:
         return self._json is not None or self._sse is not None
 
     def try_extend(self, block_id: str, text: str) -> bool:
-        """Absorb ``text`` into this unsealed delta of the same block; False if it cannot."""
+        """Absorb ``text`` into this unsealed delta of the same block; False if it cannot,
+        and then this event absorbs nothing more: the chunks it holds are joined (its
+        ``data`` tells its whole text, encoded or not)."""
         # _data, not data: joining on every absorbed chunk would be quadratic. (An encoded
         # event has no _parts.)
         parts = self._parts
-        if parts is None or self._json is not None or self._sse is not None:
+        if parts is None:
             return False
         data = self._data
-        if data is None or data["block_id"] != block_id:
-            return False
-        parts.append(text)
-        return True
+        if self._json is None and self._sse is None and data is not None and data["block_id"] == block_id:
+            parts.append(text)
+            return True
+        self.freeze()
+        return False
 
     def freeze(self) -> None:
-        """No chunk joins this delta any more: join the ones it absorbed (its ``data`` then
-        tells its whole text, encoded or not). Cheap on any other event."""
+        """No chunk joins this delta any more: join the ones it absorbed. Cheap on any
+        other event."""
         parts = self._parts
         if parts is not None and len(parts) > 1:
             self._join()
@@ -233,8 +230,10 @@ class Event:
         if self.type == _DELTA:
             js = (
                 f'{{"type":"block.delta","seq":{self.seq},"generation_id":"{self.generation_id}",'
-                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_escaped(d["text"])}}}'
+                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_encode_str(d["text"])}}}'
             )
+            if not js.isascii():
+                js = _utf8_safe(js)
         else:
             out: dict[str, Any] = {"type": self.type, "seq": self.seq, "generation_id": self.generation_id}
             out.update(d)

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from streaming.errors import IllegalTransitionError
-from streaming.events import Event
+from streaming.events import Event, EventType
 
 __all__ = ["EventLog"]
+
+_DELTA = EventType.BLOCK_DELTA.value
 
 Waiter = Callable[[], None]
 
@@ -67,19 +69,20 @@ class EventLog:
 
     def append_delta(self, block_id: str, offset: int, text: str) -> Event:
         """Append a ``block.delta``, or fold it into the unread tail delta of that block."""
-        # (The per-chunk path: checks inlined.)
+        # (The per-chunk path: checks and the wake-up inlined.)
         if self.closed:
             self._check_open()
         events = self.events
-        if events:
-            tail = events[-1]
-            if self.coalesce and tail.try_extend(block_id, text):
-                return tail
-            tail.freeze()
-        ev = Event.delta(len(events) + 1, self.generation_id, block_id, offset, text)
+        # (Without coalescing no delta holds more than one chunk: nothing to freeze.)
+        if self.coalesce and events and events[-1].try_extend(block_id, text):
+            return events[-1]
+        data = {"block_id": block_id, "offset": offset, "text": text}
+        ev = Event(_DELTA, len(events) + 1, self.generation_id, data, [text])
         events.append(ev)
         if self._waiters:
-            self._wake()
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                w()
         return ev
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
