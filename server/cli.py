@@ -219,10 +219,12 @@ def _serve(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     if sock is None:
         return 2
+    from streaming.server.direct import ServerSend
     from uvicorn.config import LOGGING_CONFIG
 
     config = uvicorn.Config(
-        app,
+        ServerSend(app),  # (SSE bodies written straight to the transport when they can be)
+        interface="asgi3",
         log_level=args.log_level,
         # Open streams end by themselves once the runtime has drained (below).
         timeout_graceful_shutdown=args.shutdown_grace + 10,

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from streaming.server.context import settings_of
+from streaming.server.direct import DirectBody, direct_body
 from streaming.server.frames import NATIVE, Frames
 from streaming.server.watch import ClientGone, ClientWatch
 
@@ -93,7 +94,7 @@ class EventStreamResponse(ClientWatch):
 
     __slots__ = (
         "batches", "frames", "heartbeat_s", "send_timeout_s", "status", "headers", "timed_out", "_sent_at",
-        "_sending", "_out", "_clock", "_held", "_broke",
+        "_sending", "_out", "_clock", "_held", "_broke", "_direct",
     )
     #: what a quiet stream sends every ``heartbeat_s`` (a dialect may send its own ping)
     heartbeat: bytes = HEARTBEAT
@@ -123,12 +124,14 @@ class EventStreamResponse(ClientWatch):
         self._clock: Callable[[], float] | None = None  # the loop's time
         self._held: Resume | None = None  # a write-through that has to wait: the pump finishes it
         self._broke: BaseException | None = None  # what a write-through raised: the pump raises it
+        self._direct: DirectBody | None = None  # writes that never wait, where the server allows them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         self._clock = asyncio.get_running_loop().time
         self._sent_at = self._clock()
         self._out = send
+        self._direct = direct_body(scope)
         # No lock between the pump and the heartbeats: uvicorn writes each body whole, so
         # frames never interleave.
         try:
@@ -198,6 +201,9 @@ class EventStreamResponse(ClientWatch):
             if not body:
                 return True
             self._sent_at = clock()
+            direct = self._direct
+            if direct is not None and direct.write(body):
+                return True
             writing = send({"type": "http.response.body", "body": body, "more_body": True}).__await__()
         except BaseException as exc:  # (the pump raises it in the request's task)
             self._broke = exc
@@ -230,6 +236,9 @@ class EventStreamResponse(ClientWatch):
         clock = self._clock
         assert clock is not None
         self._sent_at = clock()
+        direct = self._direct
+        if direct is not None and direct.write(body):
+            return
         self._sending = True
         try:
             await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 from streaming.server.app import ServerSettings, create_app
+from streaming.server.direct import ServerSend
 
 from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
 from streaming.stores.base import Store
@@ -23,11 +24,14 @@ def anyio_backend() -> str:
 
 
 class LiveServer:
-    """A real uvicorn serving our app in a background thread, bound to 127.0.0.1:0."""
+    """A real uvicorn serving our app in a background thread, bound to 127.0.0.1:0, as
+    ``streaming serve`` serves it (the app under :class:`ServerSend`)."""
 
     def __init__(self, app: Any, **config: Any) -> None:
         self.app = app
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config)
+        cfg = uvicorn.Config(
+            ServerSend(app), interface="asgi3", host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config
+        )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
