@@ -4,14 +4,16 @@ connection (keys, errors, scripts), records, logs, control, leases and conversat
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import pytest
 
 from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event
-from streaming.model import Block, File, Generation, GenerationState
+from streaming.model import Block, File, Generation, GenerationState, StreamState
+from streaming.stores import redis_logs
+from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_claims import RedisFileClaims
 from streaming.stores.redis_conn import RedisConnection, split_url
 from streaming.stores.redis_control import RedisControl
@@ -113,6 +115,66 @@ async def test_logs_append_without_gaps_and_close_at_the_terminal_event(conn: Re
     assert await logs.sent_mark("g") == 0
     await logs.reserve_seq("g", 7)
     assert await logs.sent_mark("g") == 7
+
+
+def _delta(gen_id: str, seq: int, block_id: str, offset: int, text: str) -> Event:
+    return Event("block.delta", seq, gen_id, {"block_id": block_id, "offset": offset, "text": text})
+
+
+async def test_append_many_refuses_per_log_and_writes_the_others(conn: RedisConnection, monkeypatch) -> None:
+    logs = RedisLogs(conn, ttl_ms=0, read_batch=64)
+    await logs.append("gap", [_ev("gap", 1)])
+    await logs.append("closed", [_ev("closed", 1), _ev("closed", 2, "generation.failed")])
+    text = 'ünïcödé "quoted"\nnew line \ud800 and 😀'
+    batch: list[tuple[str, Sequence[Event]]] = [
+        ("fresh", [_ev("fresh", 1), _delta("fresh", 2, "b", 0, text)]),
+        ("gap", [_ev("gap", 3)]),  # the log has 1
+        ("empty", []),
+        ("closed", [_ev("closed", 3)]),
+        ("ends", [_ev("ends", 1), _ev("ends", 2, "generation.completed")]),
+    ]
+    results = await logs.append_many(batch)
+    assert results[0] is None and results[2] is None and results[4] is None
+    assert isinstance(results[1], StoreError) and results[1].code == "log_gap"
+    assert results[1].details["stored_seq"] == 1
+    assert isinstance(results[3], StoreError) and results[3].code == "log_closed"
+    stored = await logs.read("fresh")
+    assert [e.to_json() for e in stored] == [e.to_json() for e in batch[0][1]]
+    assert stored[1].data["text"] == text
+    assert [e.seq for e in await logs.read("gap")] == [1]
+    assert [e.seq for e in await logs.read("closed")] == [1, 2]
+    assert await logs.ended("ends")
+    # Split into several calls when a batch is big; each log still gets its own answer.
+    monkeypatch.setattr(redis_logs, "MANY_EVENTS", 6)
+    many: list[tuple[str, Sequence[Event]]] = [(f"m{i}", [_ev(f"m{i}", 1), _ev(f"m{i}", 2, "block.created")]) for i in range(5)]
+    many.append(("gap", [_ev("gap", 5)]))
+    results = await logs.append_many(many)
+    assert results[:5] == [None] * 5 and isinstance(results[5], StoreError)
+    for i in range(5):
+        assert [e.seq for e in await logs.read(f"m{i}")] == [1, 2]
+
+
+def test_fold_tail_adds_what_the_snapshot_lacks_by_offset() -> None:
+    a = Block(id="a", text="hel", stream_state=StreamState.STARTED, request_id="g")
+    b = Block(id="b", text="", stream_state=StreamState.STARTED, request_id="g")
+    c = Block(id="c", text="done", stream_state=StreamState.COMPLETE, request_id="g")
+    d = Block(id="d", text="x", stream_state=StreamState.STARTED, request_id="g")
+    events = [
+        _delta("g", 2, "a", 0, "he"),  # before the snapshot: skipped
+        _delta("g", 3, "a", 2, "llo"),  # straddles it: its end is added
+        _delta("g", 4, "b", 0, "one "),
+        _delta("g", 5, "c", 4, "more"),  # not streaming: left alone
+        _delta("g", 6, "d", 5, "late"),  # a hole (the events start too late): d stops here
+        _delta("g", 7, "a", 5, " world"),
+        Event("block.completed", 8, "g", {"block_id": "a", "length": 11}),
+        _delta("g", 9, "b", 4, "two"),
+        _delta("g", 10, "d", 1, "y"),
+    ]
+    fold_tail([a, b, c, d], events)
+    assert (a.text, a.stream_state) == ("hello world", StreamState.COMPLETE)
+    assert (b.text, b.stream_state) == ("one two", StreamState.STARTED)
+    assert (c.text, c.stream_state) == ("done", StreamState.COMPLETE)
+    assert (d.text, d.stream_state) == ("x", StreamState.STARTED)
 
 
 async def test_logs_follow_pings_and_ends(conn: RedisConnection) -> None:

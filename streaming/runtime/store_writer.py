@@ -4,8 +4,10 @@ ends, and again until it lands.
 Only a store that outlives the process or is shared with others needs a running
 generation's events before it ends (``durable`` or ``shared``); the memory store gets
 each generation whole when it ends. A run with new events is *dirty*; every
-``persist_interval_s`` one flusher writes each dirty run's new events, its blocks and its
-record. The final write adds the conversation, before the record that says the run has
+``persist_interval_s`` one flusher writes the new events of every dirty run at once
+(``Store.append_many``: one round trip on Redis), and the blocks and record of a run whose
+events changed more than text (a reader elsewhere folds the text of the log onto the
+stored blocks). The final write adds the conversation, before the record that says the run has
 finished, so whoever sees it finished finds its blocks. A write that fails is counted
 (``store_errors``), retried, and, if the store stays unavailable, ends the run with
 ``generation.failed`` for its subscribers here; a final write is retried in the background
@@ -18,7 +20,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
@@ -36,6 +38,11 @@ __all__ = ["StoreWriter"]
 logger = logging.getLogger("streaming.runtime")
 
 _DELTA = EventType.BLOCK_DELTA.value
+_STARTED = EventType.GENERATION_STARTED.value
+
+#: a shared store gets a running generation's blocks and record rewritten at least once
+#: every this many events, even if only text happened (see ``_records_changed``)
+REFRESH_EVERY = 1024
 
 # A flush lock that, free, is taken without a trip through the loop (anyio >= 4.5).
 _new_lock: Callable[[], anyio.Lock] = (
@@ -93,16 +100,68 @@ class StoreWriter:
             self._wanted = anyio.Event()
             await anyio.sleep(interval)
             dirty, self._dirty = self._dirty, set()
-            for i, run in enumerate(dirty, 1):
-                if i % 64 == 0:
-                    await asyncio.sleep(0)  # hundreds of runs: let the streams move meanwhile
+            await self._flush_dirty(dirty)
+
+    async def _flush_dirty(self, runs: Iterable[Run]) -> None:
+        """The new events of every dirty run in one write (``Store.append_many``: one round
+        trip on Redis however many runs stream), then the blocks and record of those whose
+        events changed more than text. A failure is the failing run's alone."""
+        batch: list[tuple[Run, list[Event], anyio.Lock]] = []
+        busy: list[Run] = []
+        for run in runs:
+            lock = run.flush_lock
+            if lock is None:
+                lock = run.flush_lock = _new_lock()
+            try:
+                lock.acquire_nowait()
+            except anyio.WouldBlock:
+                busy.append(run)  # its final write is under way: wait for it below
+                continue
+            batch.append((run, run.log.read(run.persisted_seq), lock))
+        held = 0  # the runs of ``batch`` from this index on still hold their lock
+        try:
+            logs = [(run.id, events) for run, events, _ in batch if events]
+            try:
+                refused = iter(await self.store.append_many(logs) if logs else [])
+            except Exception as exc:  # the write as a whole: every run in it failed
+                refused = iter([exc] * len(logs))
+            for run, events, lock in batch:
                 try:
-                    await self._flush(run)
+                    if events:
+                        error = next(refused)
+                        if error is not None:
+                            raise error
+                        run.persisted_seq = events[-1].seq
+                        if self._records_changed(events):
+                            await self._put_records(run)
                 except Exception as exc:  # a store hiccup must not kill the flusher
                     self._failed(run, exc)
-                    continue
-                if not run.log.closed:
-                    run.log.wait(lambda run=run: self.mark_dirty(run))  # type: ignore[misc]
+                else:
+                    self._watch(run)
+                finally:
+                    held += 1
+                    lock.release()
+                if held % 64 == 0:
+                    await asyncio.sleep(0)  # hundreds of runs: let the streams move meanwhile
+        finally:
+            for _, _, lock in batch[held:]:  # (cancelled midway)
+                lock.release()
+        for run in busy:
+            try:
+                await self._flush(run)
+            except Exception as exc:
+                self._failed(run, exc)
+            else:
+                self._watch(run)
+
+    def _watch(self, run: Run) -> None:
+        """Flush ``run`` again once it has new events."""
+        if run.log.closed:
+            return
+        if run.log.last_seq > run.persisted_seq:
+            self.mark_dirty(run)  # (events came while it was being written)
+        else:
+            run.log.wait(lambda run=run: self.mark_dirty(run))  # type: ignore[misc]
 
     async def final_flush(self, run: Run) -> bool:
         """Write what is left of ``run``; False if that failed (it is retried)."""
@@ -164,30 +223,45 @@ class StoreWriter:
             if events:
                 await self.store.append_events(run.id, events)
                 run.persisted_seq = events[-1].seq
-            if not (final or (events and self._records_changed(events))):
-                return
-            machine = run.machine
-            gen = machine.generation.snapshot()
-            gen.last_seq = run.persisted_seq
-            await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
-            if final:
-                # The conversation before the record that says finished: whoever sees the
-                # generation finished (another process claiming the conversation) finds
-                # its blocks in the file.
-                await self.store.put_file(run.file_snapshot())
-            await self.store.put_generation(gen)
+            if final or (events and self._records_changed(events)):
+                await self._put_records(run, final=final)
+
+    async def _put_records(self, run: Run, *, final: bool = False) -> None:
+        """The run's blocks, then (final) its conversation, then its record. The record
+        names the seq the stored log had before the blocks were read (``last_seq``): a
+        reader elsewhere folds the log's text after it onto the blocks
+        (:func:`streaming.stores.recovery.fold_tail`)."""
+        machine = run.machine
+        gen = machine.generation.snapshot()
+        gen.last_seq = run.persisted_seq
+        await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
+        if final:
+            # The conversation before the record that says finished: whoever sees the
+            # generation finished (another process claiming the conversation) finds
+            # its blocks in the file.
+            await self.store.put_file(run.file_snapshot())
+        await self.store.put_generation(gen)
 
     def _records_changed(self, events: list[Event]) -> bool:
         """Whether a flush of ``events`` also rewrites the run's blocks and record.
 
-        A store shared with other processes serves them a running generation's blocks and
-        record (``GET /blocks/{id}`` of a block streaming elsewhere): those follow every
-        flush. A store only this process reads needs them only when something other than
-        text happened (a block created or ended, a tool call): while a run is live here its
-        readers get them from memory, and a restart rebuilds a block's text from the log
-        (:mod:`streaming.stores.recovery`), so rewriting them for every few chunks of text
-        would only cost each chunk two model copies and two JSON dumps.
+        Only when something other than text happened (a block created or ended, a tool
+        call; ``generation.started`` is written with them by :meth:`write_started`): while
+        a run is live here its readers get its blocks from memory; a reader in another
+        process sharing the store folds the log's text onto the stored blocks
+        (:func:`streaming.stores.recovery.fold_tail`), and a restart rebuilds a block's
+        text from the log (:mod:`streaming.stores.recovery`). Rewriting them for every few
+        chunks of text cost each chunk two model copies, two JSON dumps and, on Redis, two
+        round trips. A shared store whose reads fold (its ``folds_text``, Redis) gets them
+        again every ``REFRESH_EVERY`` events, so the text such a reader folds stays short;
+        any other shared store gets them with every flush.
         """
-        if self.store.shared:
-            return True
-        return any(ev.type != _DELTA for ev in events)
+        for ev in events:
+            kind = ev.type
+            if kind != _DELTA and kind != _STARTED:
+                return True
+        if not self.store.shared:
+            return False
+        if not getattr(self.store, "folds_text", False):
+            return True  # its readers take the stored blocks as they are
+        return (events[0].seq - 1) // REFRESH_EVERY != events[-1].seq // REFRESH_EVERY

@@ -72,6 +72,27 @@ class Store(ABC):
                 log already ended with a terminal event.
         """
 
+    async def append_many(self, logs: Sequence[tuple[str, Sequence[Event]]]) -> list[Exception | None]:
+        """Append the events of several generations at once, each as :meth:`append_events`.
+
+        Returns, for each ``(generation_id, events)`` in order, None if they were appended,
+        else the error that refused them (``log_gap``, ``log_closed``, ...): one
+        generation's refusal does not stop the others. A store may write them all in one
+        round trip; the default appends one generation after another.
+
+        Raises:
+            StoreError: the write as a whole failed (any of them may or may not have landed).
+        """
+        results: list[Exception | None] = []
+        for generation_id, events in logs:
+            try:
+                await self.append_events(generation_id, events)
+            except Exception as exc:  # this generation's own failure, reported with it
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
     @abstractmethod
     async def read_events(
         self, generation_id: str, after: int = 0, limit: int | None = None

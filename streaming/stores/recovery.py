@@ -18,17 +18,53 @@ mark are then missing from the log, and the terminal event says so (``events_los
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from streaming.events import Event, EventType
 from streaming.model import Block, ErrorInfo, Generation, GenerationState, StreamState, Usage
 from streaming.wire import GenerationFold
 
-__all__ = ["INTERRUPTED", "Recovered", "close_interrupted"]
+__all__ = ["INTERRUPTED", "Recovered", "close_interrupted", "fold_tail"]
 
 #: the error code of a generation whose process died while it ran
 INTERRUPTED = "interrupted"
+
+_DELTA = EventType.BLOCK_DELTA.value
+_ENDS = {EventType.BLOCK_COMPLETED.value: StreamState.COMPLETE, EventType.BLOCK_ABORTED.value: StreamState.ABORTED}
+
+
+def fold_tail(blocks: Iterable[Block], events: Iterable[Event]) -> None:
+    """Bring stored snapshots of blocks still streaming up to their generation's log, in place.
+
+    A running generation's blocks are stored when something other than text happens (a
+    block created or ended, a tool call), not for every flush of text: a reader in
+    another process folds the log's ``block.delta`` events onto the stored snapshot. Each
+    delta says at which offset of its block's text it starts, so ``events`` may begin
+    anywhere at or before the point the snapshot was taken: what the snapshot already
+    has is skipped, what it lacks is added. ``block.completed`` and ``block.aborted`` end
+    a block. A delta past the end of the text (the events do not reach back far enough)
+    stops the fold of that block: its text stays a prefix of the truth.
+    """
+    open_ = {b.id: b for b in blocks if b.stream_state is StreamState.STARTED}
+    for ev in events:
+        if not open_:
+            return
+        kind = ev.type
+        if kind == _DELTA:
+            data = ev.data
+            block = open_.get(data["block_id"])
+            if block is None:
+                continue
+            have, offset, text = len(block.text), data["offset"], data["text"]
+            if offset > have:
+                del open_[block.id]  # a hole: nothing after it can be placed
+            elif offset + len(text) > have:
+                block.text += text[have - offset :]
+        elif kind in _ENDS:
+            block = open_.pop(ev.data["block_id"], None)
+            if block is not None:
+                block.stream_state = _ENDS[kind]
 
 @dataclass
 class Recovered:

@@ -3,7 +3,11 @@
 Layout (every key under a prefix, ``streaming:`` by default):
 
 - ``gen:{id}``: a hash (``state``, ``data`` = the generation's JSON);
-- ``blk:{id}``: a block's JSON; ``file:{id}``: a hash (``data``, ``ids`` = block order);
+- ``blk:{id}``: a block's JSON; ``file:{id}``: a hash (``data``, ``ids`` = block order).
+  A running generation's blocks and record are rewritten when more than text happens
+  (and every 1,024 events), not for every flush of text: a read of a block still
+  streaming adds the text of its generation's log after the seq its record names (one
+  script, atomic), so another process sees its text as far as the log has it;
 - ``log:{id}``: the event log, a Redis Stream whose entry ids are ``0-{seq}`` (so reading
   after a cursor is ``XRANGE``/``XREAD`` from ``0-{after}``), each entry ``e`` = the event's
   JSON, encoded once by the writer and replayed byte for byte;
@@ -16,7 +20,8 @@ Layout (every key under a prefix, ``streaming:`` by default):
   taken over once that generation has ended or its process died, deleted at its end).
 
 Appending checks ``seq`` continuity and refuses writes after a terminal event atomically (a
-Lua script), and a finished generation record is never replaced by an older state. A
+Lua script; the runtime appends the new events of every generation it runs in one call per
+flush, ``append_many``), and a finished generation record is never replaced by an older state. A
 process whose lease expired is dead: whoever notices first (the reaper task of any process,
 a reader of its generation, or ``recover_interrupted``) fails its generations with code
 ``interrupted``, aborting their open blocks and closing their logs. Finished logs,
@@ -80,6 +85,10 @@ class RedisStore(Store):
 
     shared = True
     keeps_sent_marks = True
+    #: a block read while it streams gets the text of the log beyond its stored snapshot
+    #: (the runtime then rewrites a running generation's blocks only when more than text
+    #: happens; see ``StoreWriter._records_changed``)
+    folds_text = True
 
     def __init__(
         self,
@@ -244,6 +253,10 @@ class RedisStore(Store):
 
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         await self._logs.append(generation_id, events)
+
+    async def append_many(self, logs: Sequence[tuple[str, Sequence[Event]]]) -> list[Exception | None]:
+        """One script call (one round trip) for the events of many generations."""
+        return await self._logs.append_many(logs)
 
     async def reserve_seq(self, generation_id: str, seq: int) -> None:
         await self._logs.reserve_seq(generation_id, seq)

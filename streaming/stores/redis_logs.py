@@ -18,22 +18,27 @@ from streaming.stores.redis_conn import RedisConnection
 
 __all__ = ["RedisLogs", "raise_swallowed_cancel"]
 
+# A Lua function of the scripts that append: the last seq of log ``key`` (0: empty) and
+# whether its last event is terminal (the log is closed).
+LOG_END = """
+local function log_end(key)
+  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #top == 0 then return 0, false end
+  local head = string.sub(top[1][2][2], 1, 40)
+  local closed = string.find(head, '"generation.completed"', 1, true)
+    or string.find(head, '"generation.failed"', 1, true)
+    or string.find(head, '"generation.cancelled"', 1, true)
+  return tonumber(string.match(top[1][1], '-(%d+)$')), closed ~= nil
+end
+"""
+
 # KEYS[1] log; ARGV[1] first seq, ARGV[2] ttl ms (0: none), ARGV[3] '1' if the batch ends
 # the log ('2': ends it and may start past a gap, a recovery after events were lost),
 # ARGV[4..] event JSON. Returns -1 when appended, else the stored last seq (or -2 when the
 # log is already closed).
-_APPEND = """
-local last = 0
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then
-  last = tonumber(string.match(top[1][1], '-(%d+)$'))
-  local head = string.sub(top[1][2][2], 1, 40)
-  if string.find(head, '"generation.completed"', 1, true)
-    or string.find(head, '"generation.failed"', 1, true)
-    or string.find(head, '"generation.cancelled"', 1, true) then
-    return -2
-  end
-end
+_APPEND = LOG_END + """
+local last, closed = log_end(KEYS[1])
+if closed then return -2 end
 local first = tonumber(ARGV[1])
 if first ~= last + 1 and not (ARGV[3] == '2' and first > last) then return last end
 for i = 4, #ARGV do
@@ -42,6 +47,69 @@ end
 if ARGV[3] ~= '0' and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
 """
+
+# The same for several logs at once, packed so that a call has four arguments however many
+# logs and events it carries (redis-py packs each argument in Python: one per event made
+# the packing cost more than the round trip). ARGV[1] ttl ms (0: none), ARGV[2] the prefix
+# of log keys, ARGV[3] numbers, per log: first seq, 1 if the batch ends the log else 0,
+# the number of events n, the byte length of the generation id, then the byte length of
+# each of its n events; ARGV[4] the bytes they measure: per log its id, then its events'
+# JSON. Returns '' when every log took its events, else "k r k r ...": for the k-th log
+# (from 1) refused, what _APPEND returns (its stored last seq, or -2: closed).
+_APPEND_MANY = LOG_END + """
+local ttl = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local blob = ARGV[4]
+local nums = {}
+for x in string.gmatch(ARGV[3], '%d+') do nums[#nums + 1] = tonumber(x) end
+local out = {}
+local t, pos, k = 1, 1, 0
+while t <= #nums do
+  k = k + 1
+  local first, ending, n, idlen = nums[t], nums[t + 1], nums[t + 2], nums[t + 3]
+  t = t + 4
+  local key = prefix .. string.sub(blob, pos, pos + idlen - 1)
+  pos = pos + idlen
+  local res = -1
+  local last, closed = log_end(key)
+  if closed then res = -2 elseif first ~= last + 1 then res = last end
+  for i = 0, n - 1 do
+    local len = nums[t + i]
+    if res == -1 then
+      redis.call('XADD', key, '0-' .. (first + i), 'e', string.sub(blob, pos, pos + len - 1))
+    end
+    pos = pos + len
+  end
+  t = t + n
+  if res == -1 then
+    if ending ~= 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  else
+    out[#out + 1] = k .. ' ' .. res
+  end
+end
+return table.concat(out, ' ')
+"""
+
+#: at most this many events go into one call of _APPEND_MANY (Redis runs a script alone)
+MANY_EVENTS = 4096
+
+
+def _refusal(generation_id: str, last: int, first: int) -> StoreError | None:
+    """The error of an append the script refused (``last`` its reply), or None."""
+    if last == -1:
+        return None
+    if last == -2:
+        return StoreError(
+            f"the event log of {generation_id} has ended; it takes no more events",
+            code="log_closed",
+            suggestion="another process failed this generation: it found no lease of this process "
+            "in Redis (this process stopped renewing it in time, or Redis lost its data)",
+        )
+    return StoreError(
+        f"event log of {generation_id} would have a gap: has {last}, got seq {first}",
+        code="log_gap",
+        details={"stored_seq": last},
+    )
 
 
 def raise_swallowed_cancel() -> None:
@@ -88,19 +156,56 @@ class RedisLogs:
                 keys=[c.k("log", generation_id)],
                 args=[events[0].seq, self.ttl_ms, ending, *(ev.to_json() for ev in events)],
             )
-        if int(last) == -2:
-            raise StoreError(
-                f"the event log of {generation_id} has ended; it takes no more events",
-                code="log_closed",
-                suggestion="another process failed this generation: it found no lease of this process "
-                "in Redis (this process stopped renewing it in time, or Redis lost its data)",
-            )
-        if int(last) != -1:
-            raise StoreError(
-                f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
-                code="log_gap",
-                details={"stored_seq": int(last)},
-            )
+        refused = _refusal(generation_id, int(last), events[0].seq)
+        if refused is not None:
+            raise refused
+
+    async def append_many(self, logs: Sequence[tuple[str, Sequence[Event]]]) -> list[Exception | None]:
+        """The events of several generations, one script call (one round trip) for up to
+        ``MANY_EVENTS`` events; per generation None, or the ``log_gap``/``log_closed``
+        error that refused its events (see ``Store.append_many``).
+
+        Raises:
+            StoreError: the call failed as a whole (``store_unavailable`` after retries).
+        """
+        c = self.conn
+        results: list[Exception | None] = [None] * len(logs)
+        chunks: list[list[int]] = []  # indices in ``logs``, one script call each
+        size = MANY_EVENTS
+        for i, (_, events) in enumerate(logs):
+            if events:
+                if size + len(events) > MANY_EVENTS:
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append(i)
+                size += len(events) + 3
+        for n, chunk in enumerate(chunks):
+            numbers: list[str] = []
+            data: list[bytes] = []
+            for i in chunk:
+                generation_id, events = logs[i]
+                encoded = [ev.to_json().encode() for ev in events]
+                gid = generation_id.encode()
+                numbers.append(f"{events[0].seq} {1 if events[-1].terminal else 0} {len(encoded)} {len(gid)}")
+                numbers += [str(len(e)) for e in encoded]
+                data.append(gid)
+                data += encoded
+            try:
+                with c.mapped("append_events"):
+                    reply = await c.script(_APPEND_MANY)(
+                        keys=[], args=[self.ttl_ms, c.k("log", ""), " ".join(numbers), b"".join(data)]
+                    )
+            except StoreError as exc:
+                if n == 0:
+                    raise
+                for i in (i for later in chunks[n:] for i in later):
+                    results[i] = exc  # the calls before landed; this one and the rest did not
+                break
+            refused = str(reply).split()
+            for k, last in zip(refused[::2], refused[1::2], strict=True):
+                i = chunk[int(k) - 1]
+                results[i] = _refusal(logs[i][0], int(last), logs[i][1][0].seq)
+        return results
 
     async def reserve_seq(self, generation_id: str, seq: int) -> None:
         # Only the process running the generation sets it, one step after another.

@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
+from streaming.events import Event
 from streaming.model import Block, File, Generation, StreamState
 from streaming.stores.archives import archive_digest, check_archive_key
+from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_conn import RedisConnection
 
 __all__ = ["RedisArchives", "RedisRecords"]
@@ -27,18 +29,57 @@ end
 return 1
 """
 
-# KEYS[1] gen hash, KEYS[2] running hash; ARGV[1] id, ARGV[2] lease key prefix.
-# Returns nil, or {data, alive}: alive is 0 when it is unfinished and nobody holds a lease on it.
+# KEYS[1] gen hash, KEYS[2] running hash, KEYS[3] its log; ARGV[1] id, ARGV[2] lease key
+# prefix. Returns nil, or {data, alive, logged}: alive is 0 when it is unfinished and nobody
+# holds a lease on it; logged, for an unfinished one, the last seq of its stored log (its
+# record is rewritten when more than text happens, not for every flush of text).
 _GET_GENERATION = """
 local d = redis.call('HGET', KEYS[1], 'data')
 if not d then return nil end
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'running' or st == 'waiting' then
+  local logged = 0
+  local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if #top > 0 then logged = tonumber(string.match(top[1][1], '-(%d+)$')) end
   local owner = redis.call('HGET', KEYS[2], ARGV[1])
-  if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then return {d, 1} end
-  return {d, 0}
+  if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then return {d, 1, logged} end
+  return {d, 0, logged}
 end
-return {d, 1}
+return {d, 1, 0}
+"""
+
+# KEYS: block keys; ARGV[1] the key prefix. Returns {blocks, tails}: blocks[i] the JSON of
+# KEYS[i] (false if none); tails, for the generation of each block still streaming, its id
+# and the entries of its log after the last seq its record names (the record is written
+# after the blocks, so the blocks stored hold at least that much of the log). Atomic:
+# nothing is written between reading a block, its record and its log.
+_GET_BLOCKS = """
+local blocks = {}
+local tails = {}
+local seen = {}
+for i, key in ipairs(KEYS) do
+  local b = redis.call('GET', key)
+  blocks[i] = b or false
+  if b and string.find(b, '"started"', 1, true) then
+    local ok, o = pcall(cjson.decode, b)
+    if ok and type(o) == 'table' then
+      local gen = o['request_id'] or o['requestId']
+      local st = o['stream_state'] or o['streamState']
+      if st == 'started' and type(gen) == 'string' and not seen[gen] then
+        seen[gen] = true
+        local after = 0
+        local d = redis.call('HGET', ARGV[1] .. 'gen:' .. gen, 'data')
+        if d then
+          local ok2, r = pcall(cjson.decode, d)
+          if ok2 and type(r) == 'table' and tonumber(r['last_seq']) then after = tonumber(r['last_seq']) end
+        end
+        tails[#tails + 1] = gen
+        tails[#tails + 1] = redis.call('XRANGE', ARGV[1] .. 'log:' .. gen, '0-' .. (after + 1), '+')
+      end
+    end
+  end
+end
+return {blocks, tails}
 """
 
 
@@ -72,12 +113,16 @@ class RedisRecords:
         c = self.conn
         with c.mapped("get_generation"):
             found = await c.script(_GET_GENERATION)(
-                keys=[c.k("gen", generation_id), c.k("running")],
+                keys=[c.k("gen", generation_id), c.k("running"), c.k("log", generation_id)],
                 args=[generation_id, c.k("lease", "")],
             )
         if not found:
             return None
-        return Generation.model_validate_json(found[0]), bool(int(found[1]))
+        gen = Generation.model_validate_json(found[0])
+        logged = int(found[2])
+        if logged > gen.last_seq:
+            gen.last_seq = logged  # (a running one's record says how far it was when last written)
+        return gen, bool(int(found[1]))
 
     async def put_blocks(self, blocks: Sequence[Block]) -> None:
         if not blocks:
@@ -92,9 +137,24 @@ class RedisRecords:
                 await pipe.execute()
 
     async def get_block(self, block_id: str) -> Block | None:
-        with self.conn.mapped("get_block"):
-            data = await self.conn.r.get(self.conn.k("blk", block_id))
-        return Block.model_validate_json(data) if data else None
+        blocks = await self.read_blocks([block_id], "get_block")
+        return blocks[0]
+
+    async def read_blocks(self, ids: Sequence[str], what: str) -> list[Block | None]:
+        """The blocks of ``ids`` (None where there is none), one round trip; a block still
+        streaming gets the text its generation's log has beyond its stored snapshot."""
+        c = self.conn
+        with c.mapped(what):
+            raw, tails = await c.script(_GET_BLOCKS)(keys=[c.k("blk", i) for i in ids], args=[c.prefix])
+        blocks = [Block.model_validate_json(d) if d else None for d in raw]
+        if tails:
+            found = [b for b in blocks if b is not None]
+            for n in range(0, len(tails), 2):
+                gen_id = tails[n]
+                # (entries as a script returns them: [id, [field, value]])
+                events = (Event.from_json(fields[1]) for _id, fields in tails[n + 1])
+                fold_tail((b for b in found if b.request_id == gen_id), events)
+        return blocks
 
     async def get_blocks(self, ids: Sequence[str]) -> dict[str, Block]:
         """The blocks of ``ids`` that exist, by id."""
@@ -129,10 +189,9 @@ class RedisRecords:
             if not found or found[0] is None:
                 return None
             meta = File.model_validate_json(found[0])
-            ids = found[1].split("\n") if found[1] else []
-            if ids:
-                raw = await c.r.mget([c.k("blk", i) for i in ids])
-                meta.blocks = [Block.model_validate_json(d) for d in raw if d]
+        ids = found[1].split("\n") if found[1] else []
+        if ids:
+            meta.blocks = [b for b in await self.read_blocks(ids, "get_file") if b is not None]
         return meta
 
     async def add_to_file(self, file_id: str, blocks: Sequence[Block]) -> None:
