@@ -132,3 +132,24 @@ async def test_the_writer_tells_callers_once_commits_keep_failing_and_recovers(t
         writer.queue()
         tg.cancel_scope.cancel()
     await file.close()
+
+
+async def test_the_interval_between_commits_grows_with_the_logs_a_commit_carries(tmp_path: Path) -> None:
+    file = _opened(tmp_path / "s.db")
+    writer = SqliteWriter(file, batch_s=0.25, retry_s=10.0, batch_max_s=1.0)
+    assert [writer.grown(n) for n in (0, 1, 100, 200, 400, 5000)] == [0.25, 0.25, 0.25, 0.5, 1.0, 1.0]
+    assert SqliteWriter(file, batch_s=0.25, retry_s=10.0).grown(5000) == 0.25  # no max: never grows
+    assert SqliteWriter(file, batch_s=2.0, retry_s=10.0, batch_max_s=1.0).grown(5000) == 2.0
+    assert SqliteWriter(file, batch_s=0.0, retry_s=10.0, batch_max_s=1.0).grown(5000) == 0.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        for n in range(300):  # 300 logs in one commit: the next waits 0.75 s
+            writer.add_events(f"gen_{n}", [Event("generation.started", 1, f"gen_{n}", {})])
+        await writer.sync()
+        assert writer.interval == 0.75
+        writer.add_events("gen_0", [Event.delta(2, "gen_0", "blk_1", 0, "x")])
+        await writer.sync()  # (a reader still commits at once)
+        assert writer.interval == 0.25  # one log: back to batch_s
+        tg.cancel_scope.cancel()
+    assert [e.seq for e in file.read_sync("gen_0")] == [1, 2]
+    await file.close()

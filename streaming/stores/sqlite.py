@@ -9,7 +9,9 @@ so a caller always reads its own writes. The database runs in WAL mode with
 ``synchronous=NORMAL``: a process crash loses nothing committed; a power cut may lose the
 last moments. Commits are batched by time and size: at most one commit every ``batch``
 seconds (a read, or a full batch, commits at once), so under load one commit carries
-several chunks of every running generation, and a lone write still commits at once. Each
+several chunks of every running generation, and a lone write still commits at once; a
+commit that carried many logs makes the next one wait longer, up to ``batch_max`` seconds
+(see :mod:`streaming.stores.sqlite_writer`). Each
 commit rewrites the pages it touches to the WAL, so a log's events that one commit carries
 are one row (a *segment*, see :mod:`streaming.stores.sqlite_file`), appended at the end of
 the file: with five events of each of 500 generations a commit, an event costs ~1.3 us of
@@ -29,7 +31,9 @@ log, default 0.05) and ``ttl`` (seconds a finished generation's log is kept; def
 forever; older ones are dropped when the store opens), ``retry`` (seconds failing
 commits are retried before writers are told ``store_unavailable``, default 10) and ``batch``
 (the writer commits at most once in this many seconds, default 0.25; a read, or 10,000
-queued events, commits at once).
+queued events, commits at once) and ``batch_max`` (how far that interval grows when each
+commit carries many generations' logs, default 1; what a ``kill -9`` may lose grows with
+it: recovery declares those events lost).
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class SqliteStore(Store):
             :class:`~streaming.errors.StoreUnavailableError` (they are retried on after that).
         batch_s: the writer commits at most once in this many seconds, gathering what is
             queued meanwhile (0: whenever something is queued).
+        batch_max_s: the most that interval grows to when commits carry many logs.
     """
 
     shared = False
@@ -112,6 +117,7 @@ class SqliteStore(Store):
         ttl_s: float | None = None,
         retry_s: float | None = None,
         batch_s: float | None = None,
+        batch_max_s: float | None = None,
     ) -> None:
         if url.startswith("sqlite:"):
             path, params = parse_sqlite_url(url)
@@ -123,6 +129,7 @@ class SqliteStore(Store):
             ttl = float(params["ttl"]) if "ttl" in params else None
             retry = float(params["retry"]) if "retry" in params else 10.0
             batch = float(params["batch"]) if "batch" in params else 0.25
+            batch_max = float(params["batch_max"]) if "batch_max" in params else 1.0
         except ValueError as exc:
             raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
         self.url = url
@@ -132,7 +139,10 @@ class SqliteStore(Store):
         self.retry_s = retry if retry_s is None else retry_s
         self.batch_s = batch if batch_s is None else batch_s
         self._file = SqliteFile(path)
-        self._writer = SqliteWriter(self._file, batch_s=self.batch_s, retry_s=self.retry_s)
+        self.batch_max_s = batch_max if batch_max_s is None else batch_max_s
+        self._writer = SqliteWriter(
+            self._file, batch_s=self.batch_s, retry_s=self.retry_s, batch_max_s=self.batch_max_s
+        )
         self._tasks = TaskOwner("sqlite store", logger)  # the writer
         self._last_seq: dict[str, int] = {}  # of logs still open
         self._claimed: set[tuple[str, str]] = set()

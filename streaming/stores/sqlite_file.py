@@ -34,6 +34,8 @@ from streaming.stores.recovery import close_interrupted
 __all__ = [
     "FINISHED",
     "INSERT_SEGMENT",
+    "PUT_BLOCK",
+    "PUT_FILE",
     "PUT_GENERATION",
     "SqliteFile",
     "decode_ids",
@@ -67,6 +69,15 @@ CREATE TABLE IF NOT EXISTS tool_claims (
 CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sent_marks (
     generation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+# A block or file written again is updated in place (its row stays where it was written,
+# beside those of the generations that started with it; its id's index entry is not
+# rewritten), not deleted and inserted anew as INSERT OR REPLACE does.
+PUT_BLOCK = "INSERT INTO blocks (id, data) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET data = excluded.data"
+PUT_FILE = """
+INSERT INTO files (id, data, block_ids) VALUES (?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET data = excluded.data, block_ids = excluded.block_ids
 """
 
 INSERT_SEGMENT = "INSERT INTO segments (log, last_seq, first_seq, data) VALUES (?, ?, ?, ?)"
@@ -238,10 +249,7 @@ class SqliteFile:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self.insert_events_sync(conn, gen.id, fixed.events)
-                conn.executemany(
-                    "INSERT OR REPLACE INTO blocks (id, data) VALUES (?, ?)",
-                    [(b.id, b.model_dump_json()) for b in fixed.blocks],
-                )
+                conn.executemany(PUT_BLOCK, [(b.id, b.model_dump_json()) for b in fixed.blocks])
                 file_row = conn.execute("SELECT block_ids FROM files WHERE id = ?", (gen.file_id,)).fetchone()
                 if file_row is not None:
                     # Blocks made mid-stream join the conversation (the final write never came).
