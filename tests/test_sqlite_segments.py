@@ -189,3 +189,30 @@ async def test_a_file_of_the_first_schema_opens_replays_and_recovers(tmp_path: P
     assert [e.to_dict() for e in await reopened.read_events(done.generation.id)] == done_events
     assert await reopened.recover_interrupted() == []
     await reopened.close()
+
+
+async def test_append_many_refuses_per_log_as_the_memory_store_does(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+    reference = MemoryStore()
+    await store.open()
+    logs = {gid: _events(gid, 6) for gid in ("gen_a", "gen_b", "gen_c", "gen_d")}
+    for s in (store, reference):
+        await s.append_events("gen_b", logs["gen_b"][:2])  # known to the store
+        await s.append_events("gen_d", logs["gen_d"])  # ended
+    batch = [
+        ("gen_a", logs["gen_a"][:3]),  # a log not seen yet
+        ("gen_b", logs["gen_b"][2:4]),  # continues
+        ("gen_c", logs["gen_c"][1:3]),  # a gap
+        ("gen_d", [Event.delta(99, "gen_d", "blk", 0, "x")]),  # closed
+        ("gen_b", []),
+        ("gen_b", logs["gen_b"][4:5]),  # continues what this very call appended
+    ]
+    got = await store.append_many(batch)
+    want = await reference.append_many(batch)
+    assert [type(e) for e in got] == [type(e) for e in want]
+    assert [getattr(e, "code", None) for e in got] == [None, None, "log_gap", "log_closed", None, None]
+    for gid in logs:
+        assert [e.to_dict() for e in await store.read_events(gid)] == [
+            e.to_dict() for e in await reference.read_events(gid)
+        ]
+    await store.close()

@@ -240,14 +240,21 @@ class SqliteStore(Store):
     async def append_events(self, generation_id: str, events: Sequence[Event]) -> None:
         if not events:
             return
-        last = self._last_seq.get(generation_id)
-        if last is None:
-            tail = await self._read(self._file.tail_sync, generation_id)
-            if tail is not None and tail.terminal:
-                raise StoreError(
-                    f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
-                )
-            last = self._last_seq.setdefault(generation_id, tail.seq if tail is not None else 0)
+        if generation_id not in self._last_seq:
+            await self._open_log(generation_id)
+        self._append(generation_id, events)
+
+    async def _open_log(self, generation_id: str) -> None:
+        """Learn where a log this process has not written yet ends (refuse an ended one)."""
+        tail = await self._read(self._file.tail_sync, generation_id)
+        if tail is not None and tail.terminal:
+            raise StoreError(
+                f"the event log of {generation_id} has ended; it takes no more events", code="log_closed"
+            )
+        self._last_seq.setdefault(generation_id, tail.seq if tail is not None else 0)
+
+    def _append(self, generation_id: str, events: Sequence[Event]) -> None:
+        last = self._last_seq[generation_id]
         if events[0].seq != last + 1:
             raise StoreError(
                 f"event log of {generation_id} would have a gap: has {last}, got seq {events[0].seq}",
@@ -260,7 +267,7 @@ class SqliteStore(Store):
             writer.commit_now.set()
         if events[-1].terminal:
             # Only open logs are cached; a later append reads the (terminal) tail and refuses.
-            self._last_seq.pop(generation_id, None)
+            del self._last_seq[generation_id]
         else:
             self._last_seq[generation_id] = events[-1].seq
         changed = self._log_changed.pop(generation_id, None)
