@@ -44,6 +44,10 @@ def _ev(gen_id: str, seq: int, kind: str = "generation.started") -> Event:
     return Event(type=kind, generation_id=gen_id, seq=seq, data={})
 
 
+def _delta(gen_id: str, seq: int, block_id: str, offset: int, text: str) -> Event:
+    return Event("block.delta", seq, gen_id, {"block_id": block_id, "offset": offset, "text": text})
+
+
 def test_the_url_keeps_our_parameters_apart() -> None:
     theirs, ours = split_url("redis://h:1/0?ttl=5&lease=2&prefix=p:&socket_timeout=3")
     assert ours == {"ttl": "5", "lease": "2", "prefix": "p:"}
@@ -74,6 +78,35 @@ async def test_records_keep_a_finished_generation_and_tell_if_its_owner_lives(co
     await records.put_generation(gen)  # late and older: ignored
     assert (await records.read_generation(gen.id) or (None,))[0] == done
     assert await conn.r.hget(conn.k("running"), gen.id) is None
+
+
+async def test_records_put_all_at_once_or_nothing(conn: RedisConnection) -> None:
+    records = RedisRecords(conn, owner="me", ttl_ms=60_000)
+    logs = RedisLogs(conn, ttl_ms=60_000, read_batch=16)
+    gen = Generation(generator="echo", state=GenerationState.RUNNING, last_seq=2)
+    question = Block(text="q", request_id=gen.id)
+    answer = Block(text="an", stream_state=StreamState.STARTED, request_id=gen.id)
+    file = File(blocks=[question, answer])
+    await records.put_all(gen, [_ev(gen.id, 1), _delta(gen.id, 2, answer.id, 0, "an")], [answer], file)
+    assert [e.seq for e in await logs.read(gen.id)] == [1, 2]
+    assert (await records.read_generation(gen.id) or (None,))[0] == gen
+    got = await records.get_file(file.id)
+    assert got is not None and [b.text for b in got.blocks] == ["q", "an"]
+    assert await conn.r.pttl(conn.k("blk", answer.id)) > 0  # a block of the conversation expires with it
+    await records.put_all(gen, [], [answer.model_copy(update={"id": "blk_other"})], None)  # no events, no file
+    assert await conn.r.pttl(conn.k("blk", "blk_other")) == -1  # still streaming: kept
+    # Refused events: nothing of the rest is written.
+    done = gen.model_copy(update={"state": GenerationState.SUCCEEDED})
+    with pytest.raises(StoreError) as gap:
+        await records.put_all(done, [_ev(gen.id, 4)], [answer.model_copy(update={"text": "x"})], None)
+    assert gap.value.code == "log_gap" and gap.value.details["stored_seq"] == 2
+    assert (await records.read_generation(gen.id) or (None,))[0] == gen
+    assert (await records.get_block(answer.id) or Block()).text == "an"
+    await records.put_all(done, [_ev(gen.id, 3, "generation.completed")], [], None)
+    assert await logs.ended(gen.id) and await conn.r.hget(conn.k("running"), gen.id) is None
+    with pytest.raises(StoreError) as closed:
+        await records.put_all(done, [_ev(gen.id, 4)], [], None)
+    assert closed.value.code == "log_closed"
 
 
 async def test_records_add_blocks_to_a_conversation_once(conn: RedisConnection) -> None:
@@ -115,10 +148,6 @@ async def test_logs_append_without_gaps_and_close_at_the_terminal_event(conn: Re
     assert await logs.sent_mark("g") == 0
     await logs.reserve_seq("g", 7)
     assert await logs.sent_mark("g") == 7
-
-
-def _delta(gen_id: str, seq: int, block_id: str, offset: int, text: str) -> Event:
-    return Event("block.delta", seq, gen_id, {"block_id": block_id, "offset": offset, "text": text})
 
 
 async def test_append_many_refuses_per_log_and_writes_the_others(conn: RedisConnection, monkeypatch) -> None:

@@ -80,9 +80,7 @@ class StoreWriter:
     async def write_started(self, run: Run, inputs: list[Block]) -> None:
         """Write a run that has just started (its inputs, conversation and record)."""
         if self.writes_while_running:
-            await self.store.put_blocks(inputs)
-            await self.store.put_file(run.file_snapshot())
-            await self.store.put_generation(run.generation)
+            await self.store.put_all(run.generation, blocks=inputs, file=run.file_snapshot())
 
     def mark_dirty(self, run: Run) -> None:
         if not self.writes_while_running:
@@ -133,7 +131,7 @@ class StoreWriter:
                             raise error
                         run.persisted_seq = events[-1].seq
                         if self._records_changed(events):
-                            await self._put_records(run)
+                            await self._put_records(run, [])
                 except Exception as exc:  # a store hiccup must not kill the flusher
                     self._failed(run, exc)
                 else:
@@ -220,27 +218,25 @@ class StoreWriter:
             run.flush_lock = _new_lock()
         async with run.flush_lock:
             events = run.log.read(run.persisted_seq)
-            if events:
-                await self.store.append_events(run.id, events)
-                run.persisted_seq = events[-1].seq
             if final or (events and self._records_changed(events)):
-                await self._put_records(run, final=final)
+                await self._put_records(run, events, final=final)
+            elif events:
+                await self.store.append_events(run.id, events)
+            if events:
+                run.persisted_seq = events[-1].seq
 
-    async def _put_records(self, run: Run, *, final: bool = False) -> None:
-        """The run's blocks, then (final) its conversation, then its record. The record
-        names the seq the stored log had before the blocks were read (``last_seq``): a
-        reader elsewhere folds the log's text after it onto the blocks
-        (:func:`streaming.stores.recovery.fold_tail`)."""
+    async def _put_records(self, run: Run, events: list[Event], *, final: bool = False) -> None:
+        """The run's new ``events``, its blocks, (final) its conversation, and its record,
+        in that order (``Store.put_all``: one round trip on Redis). The conversation comes
+        before the record that says finished: whoever sees the generation finished
+        (another process claiming the conversation) finds its blocks in the file. The
+        record names the seq the blocks were read at (``last_seq``): a reader elsewhere
+        folds the log's text after it onto them (:func:`~streaming.stores.recovery.fold_tail`)."""
         machine = run.machine
         gen = machine.generation.snapshot()
-        gen.last_seq = run.persisted_seq
-        await self.store.put_blocks([machine.block_snapshot(b) for b in machine.order])
-        if final:
-            # The conversation before the record that says finished: whoever sees the
-            # generation finished (another process claiming the conversation) finds
-            # its blocks in the file.
-            await self.store.put_file(run.file_snapshot())
-        await self.store.put_generation(gen)
+        gen.last_seq = events[-1].seq if events else run.persisted_seq
+        blocks = [machine.block_snapshot(b) for b in machine.order]
+        await self.store.put_all(gen, events=events, blocks=blocks, file=run.file_snapshot() if final else None)
 
     def _records_changed(self, events: list[Event]) -> bool:
         """Whether a flush of ``events`` also rewrites the run's blocks and record.

@@ -60,6 +60,31 @@ class Store(ABC):
     async def get_file(self, file_id: str) -> File | None:
         """The file with its blocks, in order."""
 
+    async def put_all(
+        self,
+        generation: Generation,
+        *,
+        events: Sequence[Event] = (),
+        blocks: Sequence[Block] = (),
+        file: File | None = None,
+    ) -> None:
+        """Write what a generation changed, in this order: its new ``events`` (as
+        :meth:`append_events`), ``blocks``, its conversation ``file`` (if given), and last
+        its record (as :meth:`put_generation`). A store may write it all in one round trip
+        (Redis: one script, atomic); the default calls those methods in turn.
+
+        Raises:
+            StoreError: as :meth:`append_events` (``log_gap``, ``log_closed``: then nothing
+                else is written), or a write failed.
+        """
+        if events:
+            await self.append_events(generation.id, events)
+        if blocks:
+            await self.put_blocks(blocks)
+        if file is not None:
+            await self.put_file(file)
+        await self.put_generation(generation)
+
     # -- event logs --
 
     @abstractmethod

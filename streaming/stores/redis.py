@@ -222,6 +222,12 @@ class RedisStore(Store):
     async def put_generation(self, generation: Generation) -> None:
         await self._records.put_generation(generation)
 
+    async def put_all(self, generation: Generation, **changes: Any) -> None:
+        """One script (atomic, one round trip): events, blocks, conversation, record."""
+        await self._records.put_all(
+            generation, changes.get("events", ()), changes.get("blocks", ()), changes.get("file")
+        )
+
     async def get_generation(self, generation_id: str) -> Generation | None:
         """The record; one whose process died is failed (``interrupted``) on the way."""
         found = await self._records.read_generation(generation_id)

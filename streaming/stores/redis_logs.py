@@ -16,7 +16,7 @@ from streaming.model import Generation
 from streaming.stores.follow import follow_log
 from streaming.stores.redis_conn import RedisConnection
 
-__all__ = ["RedisLogs", "raise_swallowed_cancel"]
+__all__ = ["LOG_END", "RedisLogs", "raise_swallowed_cancel", "refusal"]
 
 # A Lua function of the scripts that append: the last seq of log ``key`` (0: empty) and
 # whether its last event is terminal (the log is closed).
@@ -94,7 +94,7 @@ return table.concat(out, ' ')
 MANY_EVENTS = 4096
 
 
-def _refusal(generation_id: str, last: int, first: int) -> StoreError | None:
+def refusal(generation_id: str, last: int, first: int) -> StoreError | None:
     """The error of an append the script refused (``last`` its reply), or None."""
     if last == -1:
         return None
@@ -156,7 +156,7 @@ class RedisLogs:
                 keys=[c.k("log", generation_id)],
                 args=[events[0].seq, self.ttl_ms, ending, *(ev.to_json() for ev in events)],
             )
-        refused = _refusal(generation_id, int(last), events[0].seq)
+        refused = refusal(generation_id, int(last), events[0].seq)
         if refused is not None:
             raise refused
 
@@ -204,7 +204,7 @@ class RedisLogs:
             refused = str(reply).split()
             for k, last in zip(refused[::2], refused[1::2], strict=True):
                 i = chunk[int(k) - 1]
-                results[i] = _refusal(logs[i][0], int(last), logs[i][1][0].seq)
+                results[i] = refusal(logs[i][0], int(last), logs[i][1][0].seq)
         return results
 
     async def reserve_seq(self, generation_id: str, seq: int) -> None:

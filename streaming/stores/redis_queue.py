@@ -410,3 +410,10 @@ class WorkerStore(RedisStore):
         if self.gated:
             await self._confirm({generation.id})
         await super().put_generation(generation)
+
+    async def put_all(self, generation: Generation, **changes: Any) -> None:
+        if self.gated:
+            file: File | None = changes.get("file")
+            blocks = [*changes.get("blocks", ()), *(file.blocks if file else ())]
+            await self._confirm({generation.id} | {b.request_id for b in blocks if b.request_id})
+        await super().put_all(generation, **changes)

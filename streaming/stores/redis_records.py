@@ -12,21 +12,67 @@ from streaming.model import Block, File, Generation, StreamState
 from streaming.stores.archives import archive_digest, check_archive_key
 from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_conn import RedisConnection
+from streaming.stores.redis_logs import LOG_END, refusal
 
 __all__ = ["RedisArchives", "RedisRecords"]
 
-# KEYS[1] gen hash, KEYS[2] running hash; ARGV: id, state, json, finished '1'/'0', owner, ttl ms.
-_PUT_GENERATION = """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if cur == 'succeeded' or cur == 'failed' or cur == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'data', ARGV[3])
-if ARGV[4] == '1' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
-else
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+# A Lua function: write a generation's record (hash ``gkey``: state, data) unless the one
+# stored has finished (a finished record is final); enter it in the ``running`` hash under
+# ``owner``, or take it out (and let the record expire after ``ttl`` ms) once finished.
+PUT_RECORD = """
+local function put_record(gkey, running, id, state, json, finished, owner, ttl)
+  local cur = redis.call('HGET', gkey, 'state')
+  if cur == 'succeeded' or cur == 'failed' or cur == 'cancelled' then return 0 end
+  redis.call('HSET', gkey, 'state', state, 'data', json)
+  if finished == '1' then
+    redis.call('HDEL', running, id)
+    if tonumber(ttl) > 0 then redis.call('PEXPIRE', gkey, ttl) end
+  else
+    redis.call('HSET', running, id, owner)
+  end
+  return 1
 end
-return 1
+"""
+
+# KEYS[1] gen hash, KEYS[2] running hash; ARGV: id, state, json, finished '1'/'0', owner, ttl ms.
+_PUT_GENERATION = PUT_RECORD + """
+return put_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+"""
+
+# Everything a generation changed, at once: its new events, blocks, conversation and record.
+# KEYS[1] log, KEYS[2] gen hash, KEYS[3] running hash, KEYS[4] file hash, KEYS[5..] blocks;
+# ARGV[1..6] as _PUT_GENERATION's, ARGV[7] first seq, ARGV[8] '1' if the events end the log,
+# ARGV[9] number of events n, ARGV[10] file data ('' for no file), ARGV[11] file block ids,
+# ARGV[12..11+n] the events, then per block its JSON and '1' if it expires (after ttl ms).
+# Returns -1 when written, else (nothing written) what _APPEND returns.
+_PUT_ALL = LOG_END + PUT_RECORD + """
+local ttl = tonumber(ARGV[6])
+local n = tonumber(ARGV[9])
+if n > 0 then
+  local last, closed = log_end(KEYS[1])
+  if closed then return -2 end
+  local first = tonumber(ARGV[7])
+  if first ~= last + 1 then return last end
+  for i = 0, n - 1 do
+    redis.call('XADD', KEYS[1], '0-' .. (first + i), 'e', ARGV[12 + i])
+  end
+  if ARGV[8] ~= '0' and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+local a = 12 + n
+for k = 5, #KEYS do
+  if ARGV[a + 1] == '1' and ttl > 0 then
+    redis.call('SET', KEYS[k], ARGV[a], 'PX', ttl)
+  else
+    redis.call('SET', KEYS[k], ARGV[a])
+  end
+  a = a + 2
+end
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[4], 'data', ARGV[10], 'ids', ARGV[11])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+end
+put_record(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return -1
 """
 
 # KEYS[1] gen hash, KEYS[2] running hash, KEYS[3] its log; ARGV[1] id, ARGV[2] lease key
@@ -107,6 +153,44 @@ class RedisRecords:
                     self.ttl_ms,
                 ],
             )
+
+    async def put_all(
+        self, generation: Generation, events: Sequence[Event], blocks: Sequence[Block], file: File | None
+    ) -> None:
+        """``Store.put_all`` in one script: atomic, one round trip.
+
+        Raises:
+            StoreError: code ``log_gap`` or ``log_closed`` (nothing was written).
+        """
+        c = self.conn
+        ttl = self.ttl_ms
+        # Each block once: a block of the conversation expires like the file (put_file);
+        # another once it has ended (put_blocks).
+        expiring: dict[str, tuple[Block, bool]] = {
+            b.id: (b, b.stream_state is not StreamState.STARTED) for b in blocks
+        }
+        file_data = file_ids = ""
+        if file is not None:
+            expiring.update((b.id, (b, True)) for b in file.blocks)
+            file_data = file.model_copy(update={"blocks": []}).model_dump_json()
+            file_ids = "\n".join(b.id for b in file.blocks)
+        gen_id = generation.id
+        keys = [c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file.id if file else "")]
+        keys += [c.k("blk", block_id) for block_id in expiring]
+        args: list[str | int] = [
+            gen_id, generation.state.value, generation.model_dump_json(),
+            "1" if generation.state.finished else "0", self.owner, ttl,
+            events[0].seq if events else 0, "1" if events and events[-1].terminal else "0", len(events),
+            file_data, file_ids,
+        ]
+        args += [ev.to_json() for ev in events]
+        for block, expires in expiring.values():
+            args += (block.model_dump_json(), "1" if expires else "0")
+        with c.mapped("put_all"):
+            last = await c.script(_PUT_ALL)(keys=keys, args=args)
+        refused = refusal(gen_id, int(last), events[0].seq if events else 0)
+        if refused is not None:
+            raise refused
 
     async def read_generation(self, generation_id: str) -> tuple[Generation, bool] | None:
         """The record and whether it is alive (finished, or its owner holds a lease)."""
