@@ -57,17 +57,19 @@ class DirectBody:
     def write(self, body: bytes) -> bool:
         """Write ``body`` as one chunk now; False (nothing written) if it cannot: the
         response has not started, is not chunked (a HEAD, an HTTP/1.0 client), has ended,
-        the client is gone, or the transport asked the server to pause."""
+        the client is gone or going, or the transport asked the server to pause."""
         cycle = self.cycle
+        transport = cycle.transport
         if (
             cycle.disconnected
             or cycle.flow.write_paused
             or cycle.response_complete
             or not cycle.response_started
             or cycle.chunked_encoding is not True
+            or transport.is_closing()
         ):
             return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return True
 
 

@@ -105,9 +105,13 @@ class FakeCycle:
         self.chunked_encoding: bool | None = True
         self.flow = type("Flow", (), {"write_paused": False})()
         self.transport = self
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
 
 
 def test_a_direct_write_declines_whenever_uvicorn_would_not_write_now() -> None:
@@ -116,7 +120,7 @@ def test_a_direct_write_declines_whenever_uvicorn_would_not_write_now() -> None:
     assert direct.write(b"data: x\n\n") and cycle.written == [b"9\r\ndata: x\n\n\r\n"]
     for name, value in [
         ("disconnected", True), ("response_complete", True), ("response_started", False), ("chunked_encoding", None),
-        ("chunked_encoding", False),
+        ("chunked_encoding", False), ("closing", True),
     ]:
         other = FakeCycle()
         setattr(other, name, value)
