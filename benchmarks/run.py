@@ -766,6 +766,12 @@ async def run_model(
     through["seconds"] = round(time.perf_counter() - t0, 1)
 
 
+def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds that measured it."""
+    keys = {k for run in runs for k in run}
+    return {k: statistics.median(run[k] for run in runs if k in run) for k in keys}
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -784,35 +790,51 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     results: dict[str, dict[str, float]] = {}
     servers: dict[str, Any] = {}
+    rounds = max(1, args.paced_rounds if args.paced_rounds is not None else (1 if args.quick else 3))
+    paced_runs: dict[str, list[dict[str, float]]] = {}  # key -> the paced figures of each round
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for target in targets(args, Path(tmp)):
-            entry: dict[str, Any] = {"label": target.label}
-            servers[target.key] = entry
-            if target.status == "ok":
-                print(f"-- {target.label} ...", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                profile = args.profile and target.key not in ("floor", "langserve")
-                try:
-                    ctx = target.setup() if target.setup else nullcontext()
-                except SetupError as exc:  # e.g. no redis-server: skipped, with the reason
-                    target.status, target.note = "skipped", str(exc)
-                    ctx = None
-                try:
-                    if ctx is None:
+        target_list = targets(args, Path(tmp))
+        for round_no in range(rounds):
+            # Later rounds run only the paced loads, the servers taken in turn again, so that
+            # a slow spell of the machine falls on every server rather than on one.
+            for target in target_list:
+                entry: dict[str, Any] = servers.setdefault(target.key, {"label": target.label})
+                if round_no and ("paced" not in target.phases or target.status != "ok" or target.key not in results):
+                    continue
+                if target.status == "ok":
+                    what = f" (paced, round {round_no + 1} of {rounds})" if round_no else ""
+                    print(f"-- {target.label}{what} ...", file=sys.stderr, flush=True)
+                    t0 = time.perf_counter()
+                    profile = args.profile and target.key not in ("floor", "langserve") and not round_no
+                    measured = replace(target, phases=("paced",)) if round_no else target
+                    try:
+                        ctx = target.setup() if target.setup else nullcontext()
+                    except SetupError as exc:  # e.g. no redis-server: skipped, with the reason
+                        target.status, target.note = "skipped", str(exc)
+                        ctx = None
+                    try:
+                        if ctx is None:
+                            m = None
+                        else:
+                            with ctx:
+                                m = await measure(measured, sizes, logdir, profile, args.memprofile, args.paced_clients)
+                    except SetupError as exc:
+                        target.status, target.note = "failed", f"could not start: {exc}"
                         m = None
-                    else:
-                        with ctx:
-                            m = await measure(target, sizes, logdir, profile, args.memprofile, args.paced_clients)
-                except SetupError as exc:
-                    target.status, target.note = "failed", f"could not start: {exc}"
-                    m = None
-                if m is not None:
-                    results[target.key] = m.figures
-                    entry["figures"] = m.figures
-                    entry["details"] = m.details
-                    target.note = "; ".join(m.notes)
-                entry["seconds"] = round(time.perf_counter() - t0, 1)
-            entry["status"], entry["note"] = target.status, target.note
+                    if m is not None:
+                        paced_runs.setdefault(target.key, []).append(
+                            {k: v for k, v in m.figures.items() if k.startswith("paced_")})
+                        if not round_no:
+                            results[target.key] = m.figures
+                            entry["figures"] = m.figures
+                            entry["details"] = m.details
+                            target.note = "; ".join(m.notes)
+                    entry["seconds"] = round(entry.get("seconds", 0) + time.perf_counter() - t0, 1)
+                entry["status"], entry["note"] = target.status, target.note
+        for key, runs in paced_runs.items():
+            if len(runs) > 1 and key in results:
+                results[key].update(median_figures(runs))
+                servers[key]["paced_rounds"] = runs
         if _wanted(args, "model") and not args.paced_only:
             await run_model(args, sizes, logdir, servers, results)
     labels = {k: v["label"] for k, v in servers.items() if v.get("figures")}
@@ -830,6 +852,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "chunk": "tok ",
+            "paced_rounds": rounds,
             "commit": _commit(),
         },
         "servers": servers,
@@ -867,7 +890,9 @@ def report(data: dict[str, Any]) -> str:
         lines += [
             f"Paced: each stream {sizes['paced_chunks']} chunks, one every {sizes['paced_delay_ms']:g} ms "
             f"(ideal {sizes['paced_chunks'] * sizes['paced_delay_ms'] / 1000:g} s); CPU = the server's, "
-            "from /proc; floor/us = the floor's CPU per chunk over this one's; x (a) = ratio to the floor",
+            "from /proc; floor/us = the floor's CPU per chunk over this one's; x (a) = ratio to the floor"
+            + (f"; each figure the median of {data['meta']['paced_rounds']} rounds"
+               if data["meta"].get("paced_rounds", 1) > 1 else ""),
             "",
             render_paced(data["paced_rows"]),
             "",
@@ -901,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced", type=int, action="append", default=None, metavar="STREAMS",
                         help="concurrent streams of the paced scenario (repeatable; default 500 and 1,000; quick 10)")
     parser.add_argument("--paced-chunks", type=int, default=None, help="chunks of each paced stream (default 100)")
+    parser.add_argument("--paced-rounds", type=int, default=None, metavar="N",
+                        help="rounds of the paced loads, the servers in turn in each; every paced figure is the "
+                        "median of its rounds (default 3; quick 1)")
     parser.add_argument("--paced-clients", type=int, default=0, metavar="N",
                         help="client processes of the paced load (default: one per 500 streams)")
     parser.add_argument("--http-server", action="append", default=[], choices=HTTP_SERVERS,
