@@ -20,7 +20,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -66,8 +66,13 @@ class StoreWriter:
         self.metrics = metrics
         self.tasks = tasks
         self.release = release  # drop a run's conversation claim once it is written
-        self._dirty: set[Run] = set()
+        #: runs that were streaming at the last tick: the flusher looks at each every tick
+        #: (a run with nothing new goes back to waiting on its log: ``_settle``)
+        self._active: set[Run] = set()
         self._wanted = anyio.Event()
+        #: runs whose events the current batch write carries, and its end
+        self._in_flight: set[Run] = set()
+        self._batch_done = anyio.Event()
         self._final_retries: set[str] = set()
 
     @property
@@ -85,7 +90,7 @@ class StoreWriter:
     def mark_dirty(self, run: Run) -> None:
         if not self.writes_while_running:
             return
-        self._dirty.add(run)
+        self._active.add(run)
         if not self._wanted.is_set():
             self._wanted.set()
 
@@ -94,72 +99,68 @@ class StoreWriter:
         # pace: a flush costs a run the same whether it carries one chunk or five.
         interval = max(self.settings.persist_interval_s, getattr(self.store, "batch_s", 0.0))
         while True:
-            await self._wanted.wait()
+            if not self._active:
+                await self._wanted.wait()
             self._wanted = anyio.Event()
             await anyio.sleep(interval)
-            dirty, self._dirty = self._dirty, set()
-            await self._flush_dirty(dirty)
+            await self._flush_active()
 
-    async def _flush_dirty(self, runs: Iterable[Run]) -> None:
-        """The new events of every dirty run in one write (``Store.append_many``: one round
-        trip on Redis however many runs stream), then the blocks and record of those whose
-        events changed more than text. A failure is the failing run's alone."""
-        batch: list[tuple[Run, list[Event], anyio.Lock]] = []
+    async def _flush_active(self) -> None:
+        """The new events of every active run in one write (``Store.append_many``: one
+        round trip on Redis however many runs stream), then the blocks and record of those
+        whose events changed more than text. A failure is the failing run's alone.
+
+        A streaming run has a chunk or more between two ticks: checking it each tick costs
+        less than a waiter on its log per tick. One with nothing new goes back to waiting."""
+        batch: list[tuple[Run, list[Event]]] = []
         busy: list[Run] = []
-        for run in runs:
-            lock = run.flush_lock
-            if lock is None:
-                lock = run.flush_lock = _new_lock()
-            try:
-                lock.acquire_nowait()
-            except anyio.WouldBlock:
+        for run in list(self._active):
+            if run.log.closed:
+                self._active.discard(run)  # its final write (retried until it lands) has the rest
+            elif run.log.last_seq <= run.persisted_seq:
+                self._settle(run)
+            elif run.flush_lock is not None and run.flush_lock.locked():
                 busy.append(run)  # its final write is under way: wait for it below
-                continue
-            batch.append((run, run.log.read(run.persisted_seq), lock))
-        held = 0  # the runs of ``batch`` from this index on still hold their lock
-        try:
-            logs = [(run.id, events) for run, events, _ in batch if events]
+            else:
+                batch.append((run, run.log.read(run.persisted_seq)))
+        if batch:
+            # (a final write of one of these waits for this batch: ``_flush``)
+            self._in_flight.update(run for run, _ in batch)
             try:
-                refused = iter(await self.store.append_many(logs) if logs else [])
-            except Exception as exc:  # the write as a whole: every run in it failed
-                refused = iter([exc] * len(logs))
-            for run, events, lock in batch:
-                try:
-                    if events:
-                        error = next(refused)
-                        if error is not None:
-                            raise error
-                        run.persisted_seq = events[-1].seq
-                        if self._records_changed(events):
-                            await self._put_records(run, [])
-                except Exception as exc:  # a store hiccup must not kill the flusher
-                    self._failed(run, exc)
-                else:
-                    self._watch(run)
-                finally:
-                    held += 1
-                    lock.release()
-                if held % 64 == 0:
-                    await asyncio.sleep(0)  # hundreds of runs: let the streams move meanwhile
-        finally:
-            for _, _, lock in batch[held:]:  # (cancelled midway)
-                lock.release()
+                await self._write_batch(batch)
+            finally:
+                self._in_flight.clear()
+                self._batch_done.set()
+                self._batch_done = anyio.Event()
         for run in busy:
             try:
                 await self._flush(run)
             except Exception as exc:
+                self._active.discard(run)
                 self._failed(run, exc)
-            else:
-                self._watch(run)
 
-    def _watch(self, run: Run) -> None:
-        """Flush ``run`` again once it has new events."""
-        if run.log.closed:
-            return
-        if run.log.last_seq > run.persisted_seq:
-            self.mark_dirty(run)  # (events came while it was being written)
-        else:
-            run.log.wait(lambda run=run: self.mark_dirty(run))  # type: ignore[misc]
+    async def _write_batch(self, batch: list[tuple[Run, list[Event]]]) -> None:
+        try:
+            refused = await self.store.append_many([(run.id, events) for run, events in batch])
+        except Exception as exc:  # the write as a whole: every run in it failed
+            refused = [exc] * len(batch)
+        for i, ((run, events), error) in enumerate(zip(batch, refused, strict=True), 1):
+            try:
+                if error is not None:
+                    raise error
+                run.persisted_seq = events[-1].seq
+                if self._records_changed(events):
+                    await self._put_records(run, [])
+            except Exception as exc:  # a store hiccup must not kill the flusher
+                self._active.discard(run)  # (back if it is to be retried)
+                self._failed(run, exc)
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # hundreds of runs: let the streams move meanwhile
+
+    def _settle(self, run: Run) -> None:
+        """``run`` had nothing new this tick: wait on its log until it has."""
+        self._active.discard(run)
+        run.log.wait(functools.partial(self.mark_dirty, run))
 
     async def final_flush(self, run: Run) -> bool:
         """Write what is left of ``run``; False if that failed (it is retried)."""
@@ -214,6 +215,8 @@ class StoreWriter:
             self._final_retries.discard(run.id)
 
     async def _flush(self, run: Run, *, final: bool = False) -> None:
+        while run in self._in_flight:
+            await self._batch_done.wait()
         if run.flush_lock is None:
             run.flush_lock = _new_lock()
         async with run.flush_lock:
