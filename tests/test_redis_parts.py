@@ -102,8 +102,10 @@ async def test_records_put_all_at_once_or_nothing(conn: RedisConnection) -> None
     assert gap.value.code == "log_gap" and gap.value.details["stored_seq"] == 2
     assert (await records.read_generation(gen.id) or (None,))[0] == gen
     assert (await records.get_block(answer.id) or Block()).text == "an"
-    await records.put_all(done, [_ev(gen.id, 3, "generation.completed")], [], None)
+    await conn.r.set(conn.k("busy", file.id), f"{gen.id} me")  # its claim on the conversation
+    await records.put_all(done, [_ev(gen.id, 3, "generation.completed")], [], file)
     assert await logs.ended(gen.id) and await conn.r.hget(conn.k("running"), gen.id) is None
+    assert await conn.r.get(conn.k("busy", file.id)) is None  # dropped with the final write
     with pytest.raises(StoreError) as closed:
         await records.put_all(done, [_ev(gen.id, 4)], [], None)
     assert closed.value.code == "log_closed"

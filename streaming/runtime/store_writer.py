@@ -141,7 +141,7 @@ class StoreWriter:
 
     async def _write_batch(self, batch: list[tuple[Run, list[Event]]]) -> None:
         try:
-            refused = await self.store.append_many([(run.id, events) for run, events in batch])
+            refused = await self.store.append_many([(run.log.generation_id, events) for run, events in batch])
         except Exception as exc:  # the write as a whole: every run in it failed
             refused = [exc] * len(batch)
         for i, ((run, events), error) in enumerate(zip(batch, refused, strict=True), 1):

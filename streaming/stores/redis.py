@@ -130,6 +130,8 @@ class RedisStore(Store):
         self.owner = uuid.uuid4().hex
         self._conn = RedisConnection(redis_url, self.prefix)
         self._tasks = TaskOwner("redis store", logger)
+        #: (conversation, generation) whose claim a final put_all dropped
+        self._released: set[tuple[str, str]] = set()
         self._closing = False
         self._records = RedisRecords(self._conn, owner=self.owner, ttl_ms=self.ttl_ms)
         self._archives = RedisArchives(self._conn)
@@ -223,10 +225,13 @@ class RedisStore(Store):
         await self._records.put_generation(generation)
 
     async def put_all(self, generation: Generation, **changes: Any) -> None:
-        """One script (atomic, one round trip): events, blocks, conversation, record."""
-        await self._records.put_all(
-            generation, changes.get("events", ()), changes.get("blocks", ()), changes.get("file")
-        )
+        """One script (atomic, one round trip): events, blocks, conversation, record; the
+        final write (finished, with its conversation) also drops the conversation's claim,
+        so :meth:`release_file` then has nothing to send."""
+        file: File | None = changes.get("file")
+        await self._records.put_all(generation, changes.get("events", ()), changes.get("blocks", ()), file)
+        if file is not None and generation.state.finished:
+            self._released.add((file.id, generation.id))
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         """The record; one whose process died is failed (``interrupted``) on the way."""
@@ -302,6 +307,9 @@ class RedisStore(Store):
         return await self._file_claims.claim(file_id, generation_id)
 
     async def release_file(self, file_id: str, generation_id: str) -> None:
+        if (file_id, generation_id) in self._released:
+            self._released.discard((file_id, generation_id))  # dropped with its final write
+            return
         await self._file_claims.release(file_id, generation_id)
 
     # -- recovery --

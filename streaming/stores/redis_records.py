@@ -39,8 +39,11 @@ _PUT_GENERATION = PUT_RECORD + """
 return put_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 """
 
-# Everything a generation changed, at once: its new events, blocks, conversation and record.
-# KEYS[1] log, KEYS[2] gen hash, KEYS[3] running hash, KEYS[4] file hash, KEYS[5..] blocks;
+# Everything a generation changed, at once: its new events, blocks, conversation and record
+# (and, once finished with its conversation, the conversation's claim if it still holds it:
+# ``busy:{file}`` = "{id} {owner}", as RedisFileClaims.release drops it).
+# KEYS[1] log, KEYS[2] gen hash, KEYS[3] running hash, KEYS[4] file hash, KEYS[5] the
+# conversation's claim, KEYS[6..] blocks;
 # ARGV[1..6] as _PUT_GENERATION's, ARGV[7] first seq, ARGV[8] '1' if the events end the log,
 # ARGV[9] number of events n, ARGV[10] file data ('' for no file), ARGV[11] file block ids,
 # ARGV[12..11+n] the events, then per block its JSON and '1' if it expires (after ttl ms).
@@ -59,7 +62,7 @@ if n > 0 then
   if ARGV[8] ~= '0' and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
 local a = 12 + n
-for k = 5, #KEYS do
+for k = 6, #KEYS do
   if ARGV[a + 1] == '1' and ttl > 0 then
     redis.call('SET', KEYS[k], ARGV[a], 'PX', ttl)
   else
@@ -70,6 +73,9 @@ end
 if ARGV[10] ~= '' then
   redis.call('HSET', KEYS[4], 'data', ARGV[10], 'ids', ARGV[11])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+  if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] .. ' ' .. ARGV[5] then
+    redis.call('DEL', KEYS[5])
+  end
 end
 put_record(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return -1
@@ -175,7 +181,8 @@ class RedisRecords:
             file_data = file.model_copy(update={"blocks": []}).model_dump_json()
             file_ids = "\n".join(b.id for b in file.blocks)
         gen_id = generation.id
-        keys = [c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file.id if file else "")]
+        file_id = file.id if file else ""
+        keys = [c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file_id), c.k("busy", file_id)]
         keys += [c.k("blk", block_id) for block_id in expiring]
         args: list[str | int] = [
             gen_id, generation.state.value, generation.model_dump_json(),
