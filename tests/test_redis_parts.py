@@ -3,8 +3,10 @@ connection (keys, errors, scripts), records, logs, control, leases and conversat
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack
 
 import anyio
 import pytest
@@ -20,6 +22,7 @@ from streaming.stores.redis_control import RedisControl
 from streaming.stores.redis_leases import RedisLeases
 from streaming.stores.redis_logs import RedisLogs
 from streaming.stores.redis_records import RedisArchives, RedisRecords
+from streaming.tasks import TaskOwner
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -254,6 +257,21 @@ async def test_control_keeps_what_was_sent_before_anyone_listened(conn: RedisCon
     assert control.listening() == []
     assert await control.claim_tool_result("g", "call_1")
     assert not await control.claim_tool_result("g", "call_1")
+
+
+async def test_control_drains_the_lists_of_listeners_that_start_together_at_once(conn: RedisConnection) -> None:
+    tasks = TaskOwner("test", logging.getLogger("test"))
+    control = RedisControl(conn, owner="me", ttl_ms=0, lease_s=60.0, closing=lambda: True, spawn=tasks.spawn)
+    names = [f"g{i}" for i in range(5)]
+    for name in names:
+        await control.publish(name, {"type": "cancel", "reason": name})
+    with anyio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(control.listen(name)) for name in names]
+            got = [(await stream.__anext__())["reason"] for stream in streams]
+    assert got == names  # (no pub/sub loop runs, and the sweep is a lease away: drained at once)
+    assert [await conn.r.llen(conn.k("ctl", name)) for name in names] == [0] * len(names)
+    await tasks.aclose(timeout_s=1.0)
 
 
 async def _leases(conn: RedisConnection, owner: str, records: RedisRecords, logs: RedisLogs) -> RedisLeases:

@@ -137,7 +137,8 @@ class RedisStore(Store):
         self._archives = RedisArchives(self._conn)
         self._logs = RedisLogs(self._conn, ttl_ms=self.ttl_ms, read_batch=read_batch)
         self._control = RedisControl(
-            self._conn, owner=self.owner, ttl_ms=self.ttl_ms, lease_s=lease, closing=self._is_closing
+            self._conn, owner=self.owner, ttl_ms=self.ttl_ms, lease_s=lease, closing=self._is_closing,
+            spawn=self._tasks.spawn,
         )
         self._leases = RedisLeases(
             self._conn,

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,15 +38,26 @@ class RedisControl:
     """
 
     def __init__(
-        self, conn: RedisConnection, *, owner: str, ttl_ms: int, lease_s: float, closing: Callable[[], bool]
+        self,
+        conn: RedisConnection,
+        *,
+        owner: str,
+        ttl_ms: int,
+        lease_s: float,
+        closing: Callable[[], bool],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
     ) -> None:
         self.conn = conn
         self.owner = owner
         self.ttl_ms = ttl_ms
         self.lease_s = lease_s
         self._closing = closing
+        self._spawn = spawn
         self._local: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
         self._drain_locks: dict[str, anyio.Lock] = {}
+        #: generations listened to since the last first-drain (``_drain_fresh``)
+        self._fresh: set[str] = set()
+        self._draining_fresh = False
 
     def listening(self) -> list[str]:
         """The generations someone in this process listens to."""
@@ -75,10 +86,18 @@ class RedisControl:
         self._local[generation_id].append(send)
         try:
             # Messages sent before we listened wait in the list.
-            try:
-                await self._drain(generation_id)
-            except StoreError as exc:
-                logger.warning("redis control of %s: %s", generation_id, exc)
+            if self._spawn is None:
+                try:
+                    await self._drain(generation_id)
+                except StoreError as exc:
+                    logger.warning("redis control of %s: %s", generation_id, exc)
+            else:
+                # Drained with those of every other generation that starts listening
+                # meanwhile (a burst of generations: one round trip, not one each).
+                self._fresh.add(generation_id)
+                if not self._draining_fresh:
+                    self._draining_fresh = True
+                    self._spawn(self._drain_fresh(), "redis control: first drains")
             async with receive:
                 yield receive
         finally:
@@ -103,6 +122,39 @@ class RedisControl:
                     pipe.delete(key)
                     raw, _ = await pipe.execute()
             self._deliver(generation_id, raw)
+
+    async def _drain_fresh(self) -> None:
+        """Drain the lists of the generations listened to since, in one transaction, until
+        none is left (whatever is not drained here is by the sweep, once a lease)."""
+        try:
+            while self._fresh:
+                fresh, self._fresh = self._fresh, set()
+                locks: list[tuple[str, anyio.Lock]] = []
+                for gen_id in fresh:
+                    if gen_id not in self._local:
+                        continue
+                    lock = self._drain_locks.setdefault(gen_id, anyio.Lock())
+                    if not lock.locked():  # (else a drain under way takes what waits)
+                        lock.acquire_nowait()
+                        locks.append((gen_id, lock))
+                try:
+                    if locks:
+                        c = self.conn
+                        with c.mapped("control"):
+                            async with c.r.pipeline(transaction=True) as pipe:
+                                for gen_id, _ in locks:
+                                    pipe.lrange(c.k("ctl", gen_id), 0, -1)
+                                    pipe.delete(c.k("ctl", gen_id))
+                                replies = await pipe.execute()
+                        for (gen_id, _), raw in zip(locks, replies[0::2], strict=True):
+                            self._deliver(gen_id, raw)
+                finally:
+                    for _, lock in locks:
+                        lock.release()
+        except StoreError as exc:
+            logger.warning("redis control: draining the lists of new listeners: %s", exc)
+        finally:
+            self._draining_fresh = False
 
     def _deliver(self, generation_id: str, raw: Sequence[str]) -> None:
         for item in raw:
