@@ -25,6 +25,7 @@ from streaming.model import Block, File, Generation, GenerationState
 from streaming.plugin.service import PluginService
 from streaming.requests import GenerateRequest
 from streaming.runtime.claims import ConversationClaims, drop_turns, tombstone
+from streaming.runtime.control import presence_window
 from streaming.runtime.run import Run
 from streaming.runtime.runner import Runner
 from streaming.runtime.settings import RuntimeSettings
@@ -216,6 +217,7 @@ class Multitask:
                     if kind == "cancel":
                         run.request_cancel(str(msg.get("reason") or "cancelled"))
                     elif kind == "subscriber":
+                        run.watched(presence_window(self._store))
                         self._subscriptions.left(run)
         except StreamingError as exc:
             logger.warning("generation %s: control messages while waiting: %s", run.id, exc, extra={"generation_id": run.id})

@@ -70,7 +70,7 @@ class Run:
         "calls", "cancel_reason", "children", "chunks", "client_tools", "closed_hook",
         "block_bytes", "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
         "generation", "grace_timer", "history_ids", "limits", "log", "loop_thread", "machine", "options",
-        "output_bytes", "reserve", "sent_limit", "sent_step",
+        "output_bytes", "reserve", "sent_limit", "sent_step", "watched_until", "flushed_at",
         "owner", "persisted_seq", "plugin", "round_blocks", "round_calls", "scope",
         "started_at", "stop_error", "subscribers", "tools", "__weakref__",
     )
@@ -119,6 +119,12 @@ class Run:
         self.children: set[anyio.CancelScope] | None = set()
         self.chunks = 0
         self.started_at = time.monotonic()
+        #: (monotonic) until when someone in another process follows it, as far as we know:
+        #: its new events reach a shared store at once until then (a first follower's
+        #: presence may have been said before this process listened: see the store writer)
+        self.watched_until = 0.0
+        #: (monotonic) when its events last went to the store
+        self.flushed_at = 0.0
         self.first_delta_at: float | None = None
         #: (most UTF-8 bytes in one block, in the whole generation's output)
         self.limits = limits
@@ -205,6 +211,10 @@ class Run:
             )
         self.output_bytes = total
         self.block_bytes[block_id] = in_block
+
+    def watched(self, for_s: float) -> None:
+        """Someone in another process follows it (their presence, said every ``for_s / 3``)."""
+        self.watched_until = time.monotonic() + for_s
 
     def write(self, block_id: str, text: str) -> None:
         """Append a chunk to an open block: made valid Unicode, counted against the output

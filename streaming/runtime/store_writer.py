@@ -5,7 +5,8 @@ Only a store that outlives the process or is shared with others needs a running
 generation's events before it ends (``durable`` or ``shared``); the memory store gets
 each generation whole when it ends. A run with new events is *dirty*; every
 ``persist_interval_s`` one flusher writes the new events of every dirty run at once
-(``Store.append_many``: one round trip on Redis), and the blocks and record of a run whose
+(``Store.append_many``: one round trip on Redis; on a shared store, a run nobody follows
+from another process only every ``persist_unwatched_s``), and the blocks and record of a run whose
 events changed more than text (a reader elsewhere folds the text of the log onto the
 stored blocks). The final write adds the conversation, before the record that says the run has
 finished, so whoever sees it finished finds its blocks. A write that fails is counted
@@ -20,6 +21,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -28,6 +30,7 @@ from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event, EventType
 from streaming.metrics import RuntimeMetrics
 from streaming.model import Block
+from streaming.runtime.control import presence_window
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.stores.base import Store
@@ -114,6 +117,13 @@ class StoreWriter:
         less than a waiter on its log per tick. One with nothing new goes back to waiting."""
         batch: list[tuple[Run, list[Event]]] = []
         busy: list[Run] = []
+        now = time.monotonic()
+        # A shared store serves a running generation to other processes: one that someone
+        # there follows (or that has just started: its first follower may have said so
+        # before we listened) gets its events every tick; the others every
+        # persist_unwatched_s, which is what a crash of this process may lose of them.
+        unwatched = self.settings.persist_unwatched_s if self.store.shared else 0.0
+        fresh_s = presence_window(self.store) / 2
         for run in list(self._active):
             if run.log.closed:
                 self._active.discard(run)  # its final write (retried until it lands) has the rest
@@ -121,7 +131,15 @@ class StoreWriter:
                 self._settle(run)
             elif run.flush_lock is not None and run.flush_lock.locked():
                 busy.append(run)  # its final write is under way: wait for it below
+            elif (
+                unwatched
+                and now - run.flushed_at < unwatched
+                and now >= run.watched_until
+                and now - run.started_at >= fresh_s
+            ):
+                continue  # not due yet: it stays active
             else:
+                run.flushed_at = now
                 batch.append((run, run.log.read(run.persisted_seq)))
         if batch:
             # (a final write of one of these waits for this batch: ``_flush``)

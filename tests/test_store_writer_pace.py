@@ -1,0 +1,73 @@
+"""How often a running generation's events go to a shared store: every tick while someone
+in another process follows it (or it has just started), every ``persist_unwatched_s``
+otherwise. On an in-process runtime with a shared memory store that records when each
+generation's events were written."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from streaming.events import Event
+from streaming.requests import GenerateRequest
+from streaming.stores.base import Store
+from streaming.stores.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+UNWATCHED_S = 0.2
+
+
+class Shared(MemoryStore):
+    """A memory store other runtimes could share, noting when each log was appended to."""
+
+    shared = True
+    presence_s = 0.1  # (a follower elsewhere would say so this often: the writer's window is 3x)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: dict[str, list[float]] = defaultdict(list)
+
+    async def append_many(self, logs: Sequence[tuple[str, Sequence[Event]]]) -> list[Exception | None]:
+        now = time.monotonic()
+        for generation_id, events in logs:
+            if events:
+                self.writes[generation_id].append(now)
+        return await Store.append_many(self, logs)
+
+
+def counting(key: str) -> GenerateRequest:
+    return GenerateRequest(
+        generator="counting", prompt="x", options={"key": key, "limit": 240, "delay_ms": 5}, on_disconnect="continue"
+    )
+
+
+async def test_a_generation_followed_elsewhere_is_written_every_tick_and_others_less_often(make_runtime) -> None:
+    store = Shared()
+    runtime = await make_runtime(store, persist_interval_s=0.01, persist_unwatched_s=UNWATCHED_S)
+    watched = await runtime.start(counting("pace-watched"))
+    alone = await runtime.start(counting("pace-alone"))
+    fresh_s = 3 * store.presence_s / 2
+    with anyio.fail_after(30):
+        while (await runtime.get_generation(alone.id)).state.value == "running" or (
+            await runtime.get_generation(watched.id)
+        ).state.value == "running":
+            # A follower in another process says it is there (as Redis's follow does).
+            await store.publish_control(watched.id, {"type": "subscriber"})
+            await anyio.sleep(store.presence_s)
+    started = min(store.writes[alone.id][0], store.writes[watched.id][0])
+    late_alone = [t for t in store.writes[alone.id] if t - started > fresh_s + 0.05]
+    late_watched = [t for t in store.writes[watched.id] if t - started > fresh_s + 0.05]
+    # Unwatched past its first moments: never two writes closer than persist_unwatched_s.
+    gaps = [b - a for a, b in zip(late_alone, late_alone[1:], strict=False)]
+    assert gaps and min(gaps) >= UNWATCHED_S * 0.95
+    # Watched: written every tick meanwhile, far more often.
+    assert len(late_watched) >= 3 * len(late_alone)
+    # Both logs are whole in the store at the end.
+    for gen in (alone, watched):
+        stored = await store.read_events(gen.id)
+        assert [e.seq for e in stored] == list(range(1, len(stored) + 1)) and stored[-1].terminal
