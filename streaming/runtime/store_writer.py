@@ -98,14 +98,13 @@ class StoreWriter:
             self._wanted.set()
 
     async def _flusher(self) -> None:
-        # A store that batches its own commits (sqlite) gets each run's events at that
-        # pace: a flush costs a run the same whether it carries one chunk or five.
-        interval = max(self.settings.persist_interval_s, getattr(self.store, "batch_s", 0.0))
+        # A store that batches its own commits (sqlite) gets each run's events at the pace
+        # it commits now: a flush costs a run the same whether it carries one chunk or 20.
         while True:
             if not self._active:
                 await self._wanted.wait()
             self._wanted = anyio.Event()
-            await anyio.sleep(interval)
+            await anyio.sleep(max(self.settings.persist_interval_s, getattr(self.store, "commit_interval_s", 0.0)))
             await self._flush_active()
 
     async def _flush_active(self) -> None:
