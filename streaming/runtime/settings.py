@@ -25,7 +25,7 @@ class RuntimeSettings:
     persist_interval_s: float = 0.05
     #: on a store shared with other processes (Redis): how long a running generation's new
     #: events may wait while nobody follows it from another process (one that is followed
-    #: there, or that started less than ~1 s ago, gets them every ``persist_interval_s``)
+    #: there, and a worker's, gets them every ``persist_interval_s``)
     persist_unwatched_s: float = 0.25
     #: seconds running generations get to finish on shutdown before they are cancelled
     shutdown_grace_s: float = 10.0

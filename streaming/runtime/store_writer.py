@@ -30,7 +30,6 @@ from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event, EventType
 from streaming.metrics import RuntimeMetrics
 from streaming.model import Block
-from streaming.runtime.control import presence_window
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.stores.base import Store
@@ -118,11 +117,10 @@ class StoreWriter:
         busy: list[Run] = []
         now = time.monotonic()
         # A shared store serves a running generation to other processes: one that someone
-        # there follows (or that has just started: its first follower may have said so
-        # before we listened) gets its events every tick; the others every
-        # persist_unwatched_s, which is what a crash of this process may lose of them.
+        # there follows (their presence, ``Run.watched``; a worker's runs from their start)
+        # gets its events every tick; the others every persist_unwatched_s, which is what a
+        # crash of this process may lose of them.
         unwatched = self.settings.persist_unwatched_s if self.store.shared else 0.0
-        fresh_s = presence_window(self.store) / 2
         for run in list(self._active):
             if run.log.closed:
                 self._active.discard(run)  # its final write (retried until it lands) has the rest
@@ -130,12 +128,7 @@ class StoreWriter:
                 self._settle(run)
             elif run.flush_lock is not None and run.flush_lock.locked():
                 busy.append(run)  # its final write is under way: wait for it below
-            elif (
-                unwatched
-                and now - run.flushed_at < unwatched
-                and now >= run.watched_until
-                and now - run.started_at >= fresh_s
-            ):
+            elif unwatched and now - run.flushed_at < unwatched and now >= run.watched_until:
                 continue  # not due yet: it stays active
             else:
                 run.flushed_at = now

@@ -31,6 +31,7 @@ from streaming.errors import StreamingError
 from streaming.model import GenerationState
 from streaming.readiness import describe
 from streaming.requests import GenerateRequest
+from streaming.runtime.control import presence_window
 from streaming.runtime.facade import Runtime
 from streaming.runtime.handles import LocalGeneration
 from streaming.runtime.queue import end_unstarted
@@ -163,6 +164,10 @@ class Worker:
                 await self.runtime.start(request, owner=item.owner, generation_id=item.generation_id)
                 handle = await self.runtime.handle(item.generation_id)
                 run = handle.run if isinstance(handle, LocalGeneration) else None
+                if run is not None:
+                    # The API process that queued it streams it (its presence, said before
+                    # this process listened, is lost): its events go to Redis every tick.
+                    run.watched(presence_window(self.runtime.store))
             except Exception as exc:  # noqa: BLE001 - refused, or a malformed entry: it ends here
                 await self._end(item, exc if isinstance(exc, StreamingError) else StreamingError(f"could not start: {exc}"))
         elif file_id is not None:
