@@ -158,21 +158,21 @@ class EventStreamResponse(ClientWatch):
                 # up; any other async iterator is read as such.
                 step = batches.asend if hasattr(batches, "asend") else None
                 sink = self._write_through if step is not None else None
-                batch = await batches.__anext__()
-                while True:
-                    if self._held is not None:
-                        await self._finish_held()
-                    if self._broke is not None:
-                        broke, self._broke = self._broke, None
-                        raise broke
+                batch: list[Event] | None = await anext(batches, None)
+                while batch is not None:
+                    await self._settle_write_through()
                     if self.left:
                         return  # a cancellation was swallowed under us: stop here
                     if batch:
                         body = frames.batch(batch)
                         if body:
                             await self._send(send, body)
-                    batch = await (step(sink) if step is not None else batches.__anext__())
-        except StopAsyncIteration:
+                    try:
+                        batch = await (step(sink) if step is not None else batches.__anext__())
+                    except StopAsyncIteration:
+                        batch = None
+                # (the last write-through may have been the terminal event's, and had to wait)
+                await self._settle_write_through()
             closing = frames.closing()
         except StreamingError as exc:
             # Refused after the headers went out: end the stream with an error frame
@@ -184,6 +184,14 @@ class EventStreamResponse(ClientWatch):
                 self._held = None
         if closing:
             await self._send(send, closing)
+
+    async def _settle_write_through(self) -> None:
+        """What the last write-through left to the pump: a write to finish, an error to raise."""
+        if self._held is not None:
+            await self._finish_held()
+        if self._broke is not None:
+            broke, self._broke = self._broke, None
+            raise broke
 
     def _write_through(self, events: list[Event]) -> bool:
         """The subscription's sink (called where the events are appended): frame and write

@@ -33,8 +33,9 @@ class Client:
     raises OSError (the connection broke).
     """
 
-    def __init__(self, *, hold_every: int = 0, fail_at: int = 0) -> None:
+    def __init__(self, *, hold_every: int = 0, fail_at: int = 0, hold_if: bytes = b"") -> None:
         self.hold_every = hold_every
+        self.hold_if = hold_if
         self.fail_at = fail_at
         self.bodies: list[bytes] = []
         self.writers: list[asyncio.Task[Any] | None] = []
@@ -55,7 +56,7 @@ class Client:
         n = len(self.bodies) + 1
         if self.fail_at and n == self.fail_at:
             raise OSError("connection reset")
-        if self.hold_every and n % self.hold_every == 0:
+        if (self.hold_every and n % self.hold_every == 0) or (self.hold_if and self.hold_if in message["body"]):
             self.held += 1
             for _ in range(3):
                 await asyncio.sleep(0)
@@ -163,3 +164,14 @@ async def test_a_client_that_leaves_during_write_through_is_let_go(make_runtime)
     assert (await runtime.get_generation(gen.id)).state.value == "cancelled"
     assert runtime.stats().subscribers == 0
     assert len(client.bodies) == written  # nothing written after the client left
+
+
+async def test_a_terminal_event_whose_write_has_to_wait_still_reaches_the_client(make_runtime) -> None:
+    runtime = await make_runtime(store=None)
+    client = Client(hold_if=b"generation.completed")
+    task, gen = await stream(runtime, counting(10, 2), client)
+    async with asyncio.timeout(WAIT_S):
+        await task
+    assert client.held == 1
+    check_whole(client.events(), counted(10))
+    assert client.ended and runtime.stats().subscribers == 0
