@@ -27,9 +27,10 @@ from streaming.runtime.settings import RuntimeSettings
 __all__ = ["Sink", "Subscriptions", "WriteThrough"]
 
 #: A consumer's write-through sink: called with a batch of events where they are appended
-#: (in the producer's task, or a loop callback soon after); returns True if it wrote them,
-#: False if its consumer must take over (a write has to wait, or it failed or ended), in
-#: which case the subscription hands control back to the consumer's task.
+#: (in the producer's task, or a loop callback soon after). The events are the sink's either
+#: way; it returns True if it wrote them, False if its consumer must take over (their write
+#: has to wait, or it failed, or the consumer is leaving), in which case the subscription
+#: hands control back to the consumer's task (an empty batch, or its end).
 Sink = Callable[[list[Event]], bool]
 
 #: Appends closer together than this (a burst: a plugin writing faster than a client
@@ -144,7 +145,8 @@ class Subscriptions:
                         through.stop()
                     after = through.after
                     if log.closed and after >= log.last_seq:
-                        return  # the sink wrote the terminal event
+                        return  # the sink has had the terminal event (a write of it that
+                        # had to wait, the consumer finishes once this ends)
                     # The sink declined (a write has to wait, or it failed): the consumer
                     # takes over in its own task, then offers a sink again.
                     sink = yield []
