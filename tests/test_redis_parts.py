@@ -17,7 +17,7 @@ from streaming.model import Block, File, Generation, GenerationState, StreamStat
 from streaming.stores import redis_logs
 from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_claims import RedisFileClaims
-from streaming.stores.redis_conn import RedisConnection, split_url
+from streaming.stores.redis_conn import BACKOFF_CAP_S, RedisConnection, split_url
 from streaming.stores.redis_control import RedisControl
 from streaming.stores.redis_leases import RedisLeases
 from streaming.stores.redis_logs import RedisLogs
@@ -303,12 +303,15 @@ async def test_leases_reap_the_generations_of_a_dead_process_only(conn: RedisCon
     assert not await conn.r.exists(leases.lease_key())
 
 
-async def test_leases_wait_a_lease_after_redis_restarted(conn: RedisConnection) -> None:
+async def test_leases_wait_a_lease_and_a_retry_after_redis_restarted(conn: RedisConnection) -> None:
     leases = await _leases(conn, "me", RedisRecords(conn, owner="me", ttl_ms=0), RedisLogs(conn, ttl_ms=0, read_batch=1))
     assert await leases.settled()  # the Redis it opened with
     leases.redis_run = "another run"  # as if Redis restarted since
     assert not await leases.settled()
-    leases.redis_since -= 1.0
+    # A lease later, a process whose renewal still waits out its backoff has not renewed yet.
+    leases.redis_since -= leases.lease_s + 0.01
+    assert not await leases.settled()
+    leases.redis_since -= BACKOFF_CAP_S
     assert await leases.settled()
 
 

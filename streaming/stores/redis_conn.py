@@ -22,6 +22,9 @@ __all__ = ["RedisConnection", "split_url"]
 #: the URL query parameters the store reads (the rest go to redis-py)
 OURS = ("ttl", "lease", "prefix", "retry", "pool")
 
+#: the longest wait between two retries of a command while Redis is unreachable
+BACKOFF_CAP_S = 2.0
+
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """The URL for redis-py (our parameters removed) and our parameters."""
@@ -83,7 +86,7 @@ class RedisConnection:
 
     def connect(self, *, pool_size: int, max_followers: int, retry_s: float) -> None:
         """Make both clients (they connect on first use), retrying for about ``retry_s``."""
-        base, cap = 0.05, 2.0
+        base, cap = 0.05, BACKOFF_CAP_S
         retries, waited = 0, 0.0
         while waited < retry_s and retries < 100:
             retries += 1

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from streaming.errors import StoreError
 from streaming.model import Block, Generation
 from streaming.stores.recovery import close_interrupted
-from streaming.stores.redis_conn import RedisConnection
+from streaming.stores.redis_conn import BACKOFF_CAP_S, RedisConnection
 from streaming.stores.redis_logs import RedisLogs
 from streaming.stores.redis_records import RedisRecords
 
@@ -117,9 +117,11 @@ class RedisLeases:
         return reaped
 
     async def settled(self) -> bool:
-        """False for ``lease_s`` after Redis (re)started (a new ``run_id``): its leases may
-        have expired or vanished while it was down, and their processes need a lease to
-        renew them before anyone takes them for dead."""
+        """False for ``lease_s`` and one retry interval after Redis (re)started (a new
+        ``run_id``): its leases may have expired or vanished while it was down, and their
+        processes need a lease to renew them before anyone takes them for dead, counting
+        from the renewal still waiting out its backoff (up to ``BACKOFF_CAP_S``) when Redis
+        came back."""
         with self.conn.mapped("reap"):
             run_id = (await self.conn.r.info("server")).get("run_id")
         now = anyio.current_time()
@@ -127,8 +129,12 @@ class RedisLeases:
             first = self.redis_run is None
             self.redis_run = run_id
             # The Redis this process opened with counts as settled; a new one is not yet.
-            self.redis_since = now - (self.lease_s if first else 0.0)
-        return now - self.redis_since >= self.lease_s
+            self.redis_since = now - (self.settle_s if first else 0.0)
+        return now - self.redis_since >= self.settle_s
+
+    @property
+    def settle_s(self) -> float:
+        return self.lease_s + BACKOFF_CAP_S
 
     async def wait_for_reap(self, generation_id: str) -> None:
         """Wait (up to ``finishing_wait_s``) until nobody is reaping ``generation_id``."""
