@@ -16,11 +16,20 @@ from streaming.server.direct import ServerSend
 from streaming.runtime import GeneratorRegistry, Runtime, RuntimeSettings
 from streaming.stores.base import Store
 from streaming.tools import ToolRegistry
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A throw-away ``redis-server`` for the test module that asks for it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 class LiveServer:

@@ -28,13 +28,6 @@ LEASE_S = 2.0
 GRACE_S = 3.0  # disconnect grace of the pair (on_disconnect=cancel)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 def store_url(redis_server: RedisServer, prefix: str) -> str:
     return f"{redis_server.url}?lease={LEASE_S:g}&prefix={prefix}"
 
