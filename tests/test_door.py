@@ -24,7 +24,6 @@ from streaming.runtime import RuntimeSettings
 from streaming.textcheck import loads
 from streaming.wire import EventDecoder, GenerationFold
 from tests.conftest import LiveServer
-from tests.test_store_conformance import redis_server  # noqa: F401  (a real redis-server, per module)
 
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000

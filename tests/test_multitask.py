@@ -22,7 +22,6 @@ from websockets.asyncio.client import connect
 from streaming.plugin import BlockTypePluginOutput, InvocableResponse, StreamingGenerator
 from tests.invariants import check_invariants
 from tests.redis_server import RedisServer
-from tests.test_store_conformance import redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,6 @@ import pytest
 from tests.redis_server import RedisServer
 from tests.server_process import server_pair
 from tests.test_multitask import GENERATORS, SCENARIOS
-from tests.test_store_conformance import redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.anyio
 
