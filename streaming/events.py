@@ -102,7 +102,7 @@ class Event:
                 obj.pop(key, None)
             data = self._data = obj
         if self._parts is not None and len(self._parts) > 1:
-            self._join()  # a coalesced delta's data tells its whole text
+            self.freeze()  # a coalesced delta's data tells its whole text
         return data
 
     # -- construction helpers --
@@ -182,13 +182,6 @@ class Event:
         self.freeze()
         return False
 
-    def freeze(self) -> None:
-        """No chunk joins this delta any more: join the ones it absorbed. Cheap on any
-        other event."""
-        parts = self._parts
-        if parts is not None and len(parts) > 1:
-            self._join()
-
     def seal(self) -> None:
         if self._json is None and self._sse is None:
             self.to_json()
@@ -200,12 +193,14 @@ class Event:
         return self.type in TERMINAL_TYPES
 
     def to_dict(self) -> dict[str, Any]:
-        self._join()
+        self.freeze()
         out: dict[str, Any] = {"type": self.type, "seq": self.seq, "generation_id": self.generation_id}
         out.update(self.data)
         return out
 
-    def _join(self) -> None:
+    def freeze(self) -> None:
+        """No chunk joins this delta any more: join the ones it absorbed (its ``data`` then
+        tells its whole text). Cheap on any other event."""
         parts = self._parts
         if parts is not None and len(parts) > 1 and self._data is not None:
             joined = "".join(parts)
@@ -223,7 +218,7 @@ class Event:
             return sse[start:-2].decode()
         parts = self._parts
         if parts is not None and len(parts) > 1:
-            self._join()
+            self.freeze()
         self._parts = None
         d = self._data
         assert d is not None  # (an event has its data, its JSON or its frame)

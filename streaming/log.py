@@ -69,7 +69,7 @@ class EventLog:
 
     def append_delta(self, block_id: str, offset: int, text: str) -> Event:
         """Append a ``block.delta``, or fold it into the unread tail delta of that block."""
-        # (The per-chunk path: checks and the wake-up inlined.)
+        # (The per-chunk path: the checks, Event.delta and the wake-up inlined.)
         if self.closed:
             self._check_open()
         events = self.events

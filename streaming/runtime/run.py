@@ -119,9 +119,9 @@ class Run:
         self.children: set[anyio.CancelScope] | None = set()
         self.chunks = 0
         self.started_at = time.monotonic()
-        #: (monotonic) until when someone in another process follows it, as far as we know:
-        #: its new events reach a shared store at once until then (a first follower's
-        #: presence may have been said before this process listened: see the store writer)
+        #: (monotonic) until when someone in another process follows it, as far as we know
+        #: (their presence messages; a worker's runs from their start): its new events reach
+        #: a shared store every tick until then (see the store writer)
         self.watched_until = 0.0
         #: (monotonic) when its events last went to the store
         self.flushed_at = 0.0
