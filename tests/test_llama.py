@@ -97,8 +97,9 @@ async def test_cancel_stops_token_generation(runtime: Runtime) -> None:
 async def test_two_generations_make_progress_together(runtime: Runtime) -> None:
     # A long generation and a short one started after it: if they queued, the short one
     # would wait for the long one's end. No timing is assumed: the long one is cancelled
-    # only once the short one has finished, so on any machine, however loaded, the short
-    # one must finish while the long one still runs.
+    # only once the short one has finished and the long one has written (on a loaded
+    # machine its first token may come after the short one's last), so on any machine the
+    # short one must finish while the long one still runs.
     long = await runtime.start(
         GenerateRequest(generator="smollm2", prompt="Write a long story about a dragon.",
                         options={**GREEDY, "max_tokens": 1500}),
@@ -112,13 +113,19 @@ async def test_two_generations_make_progress_together(runtime: Runtime) -> None:
     busy_at_short_delta: list[int] = []
     pool = load_model()
 
+    async def cancel_long_when_both_wrote() -> None:
+        if logs[short.id][-1:] and logs[short.id][-1].type == "generation.completed" and any(
+            ev.type == "block.delta" for ev in logs[long.id]
+        ):
+            await runtime.cancel(long.id)
+
     async def follow(gen_id: str) -> None:
         async for ev in runtime.events(gen_id):
             logs[gen_id].append(ev)
             if gen_id == short.id and ev.type == "block.delta":
                 busy_at_short_delta.append(pool.busy)
-            if gen_id == short.id and ev.type == "generation.completed":
-                await runtime.cancel(long.id)
+            if ev.type in ("block.delta", "generation.completed"):
+                await cancel_long_when_both_wrote()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow, long.id)
