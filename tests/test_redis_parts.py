@@ -107,6 +107,32 @@ async def test_records_put_all_at_once_or_nothing(conn: RedisConnection) -> None
     assert closed.value.code == "log_closed"
 
 
+async def test_a_start_claims_its_new_conversation_and_sets_its_first_mark_in_the_same_write(
+    conn: RedisConnection,
+) -> None:
+    records = RedisRecords(conn, owner="me", ttl_ms=60_000)
+    logs = RedisLogs(conn, ttl_ms=60_000, read_batch=16)
+    gen = Generation(generator="echo", state=GenerationState.RUNNING)
+    question = Block(text="q", request_id=gen.id)
+    file = File(blocks=[question])
+    await records.put_all(gen, [], [question], file, claim=True, reserve=4097)
+    assert await conn.r.get(conn.k("busy", file.id)) == f"{gen.id} me"
+    assert await logs.sent_mark(gen.id) == 4097
+    assert 0 < await conn.r.pttl(conn.k("sent", gen.id)) <= 60_000
+    assert (await records.read_generation(gen.id) or (None,))[0] == gen
+    # A conversation someone else holds is not taken (SET NX); without claim or mark, neither is written.
+    other = Generation(generator="echo", state=GenerationState.RUNNING)
+    await records.put_all(other, [], [], file, claim=True, reserve=0)
+    assert await conn.r.get(conn.k("busy", file.id)) == f"{gen.id} me"
+    assert await logs.sent_mark(other.id) == 0
+    # A write refused for its events writes neither the claim nor the mark.
+    third, lone = Generation(generator="echo", state=GenerationState.RUNNING), File()
+    with pytest.raises(StoreError) as gap:
+        await records.put_all(third, [_ev(third.id, 2)], [], lone, claim=True, reserve=9)
+    assert gap.value.code == "log_gap"
+    assert await conn.r.get(conn.k("busy", lone.id)) is None and await logs.sent_mark(third.id) == 0
+
+
 async def test_records_add_blocks_to_a_conversation_once(conn: RedisConnection) -> None:
     records = RedisRecords(conn, owner="me", ttl_ms=0)
     a, b = Block(text="a"), Block(text="b")
@@ -264,6 +290,51 @@ async def test_control_drains_the_lists_of_listeners_that_start_together_at_once
             got = [(await stream.__anext__())["reason"] for stream in streams]
     assert got == names  # (no pub/sub loop runs, and the sweep is a lease away: drained at once)
     assert [await conn.r.llen(conn.k("ctl", name)) for name in names] == [0] * len(names)
+    await tasks.aclose(timeout_s=1.0)
+
+
+async def _lranges(conn: RedisConnection) -> int:
+    stats = await conn.r.info("commandstats")
+    return int(stats.get("cmdstat_lrange", {}).get("calls", 0))
+
+
+async def test_a_new_generation_s_list_is_read_only_if_a_message_may_have_come(conn: RedisConnection) -> None:
+    """A generation written under a new id (``expect``) has an empty list until someone
+    learns its id: starting to listen reads it only if a wake-up came for it meanwhile, or
+    the subscription went down since."""
+    tasks = TaskOwner("test", logging.getLogger("test"))
+    closing = False
+    control = RedisControl(conn, owner="me", ttl_ms=0, lease_s=60.0, closing=lambda: closing, spawn=tasks.spawn)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control.run)
+            while not control._subscribed:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)  # (its first sweep of the lists is done)
+            # Quiet: listening costs no read of the list.
+            control.expect("quiet")
+            before = await _lranges(conn)
+            async with control.listen("quiet") as messages:
+                await control.publish("quiet", {"type": "cancel", "reason": "later"})
+                assert (await messages.__anext__())["reason"] == "later"  # (read on its wake-up)
+            assert await _lranges(conn) == before + 1
+            # A cancel that came between the start and the listening is read when it listens.
+            control.expect("early")
+            await control.publish("early", {"type": "cancel", "reason": "early"})
+            while "early" not in control._woken:
+                await anyio.sleep(0.01)
+            async with control.listen("early") as messages:
+                assert (await messages.__anext__())["reason"] == "early"
+            # Expected while the subscription was down: read when it listens.
+            control._subscribed = False
+            control.expect("unsure")
+            control._subscribed = True
+            await conn.r.rpush(conn.k("ctl", "unsure"), '{"type": "cancel", "reason": "unsure"}')  # no wake-up
+            async with control.listen("unsure") as messages:
+                assert (await messages.__anext__())["reason"] == "unsure"
+            closing = True
+            tg.cancel_scope.cancel()
+    assert control._expected == {} and control._woken == set()
     await tasks.aclose(timeout_s=1.0)
 
 

@@ -361,6 +361,34 @@ async def test_recover_generation_that_never_flushed(make_store: Factory) -> Non
     assert [e.type for e in events] == ["generation.started", "block.aborted", "generation.failed"]
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_a_started_generation_comes_with_its_claim_and_its_first_mark(make_store: Factory) -> None:
+    """``put_started``: record, inputs, conversation, its claim (shared stores) and its first
+    sent mark (stores that keep them) at once; its log takes events from seq 1 with no
+    read first. A process that dies then has its generation ended past the mark."""
+    first = await make_store()
+    file = File()
+    question = Block(file_id=file.id, text="q")
+    file.blocks = [question]
+    gen = Generation(generator="echo", file_id=file.id)
+    machine, _ = _play(gen, ["a", "b"], finish=False)
+    await first.put_started(machine.generation, blocks=[question], file=file, claim=True, reserve=machine.log.last_seq + 100)
+    await first.append_events(gen.id, machine.log.read(0))
+    assert [e.seq for e in await first.read_events(gen.id)] == list(range(1, machine.log.last_seq + 1))
+    got = await first.get_file(file.id)
+    assert got is not None and [b.text for b in got.blocks] == ["q"]
+    if not first.durable:
+        return
+    if first.shared:
+        other = await make_store()
+        assert await other.claim_file(file.id, "gen_other") == gen.id  # claimed with the start
+    await first.close()
+    second = await make_store()
+    assert await second.recover_interrupted() == [gen.id]
+    events = await second.read_events(gen.id)
+    assert events[-1].type == "generation.failed" and events[-1].seq > machine.log.last_seq + 100
+
+
 # -- shared stores: leases across processes --
 
 

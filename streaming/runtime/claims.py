@@ -164,10 +164,12 @@ class ConversationClaims:
         changed, self._changed = self._changed, LazyEvent()
         changed.set()
 
-    async def claim_new(self, file_id: str, generation_id: str) -> None:
-        """Claim a conversation nobody else knows yet (for the requests that will)."""
+    async def claim_new(self, file_id: str, generation_id: str, *, with_start: bool = False) -> None:
+        """Claim a conversation nobody else knows yet (for the requests that will).
+        ``with_start``: its claim in a shared store is written with the generation's start
+        (``Store.put_started``): until then nobody else can know the conversation."""
         self._holders[file_id] = generation_id
-        if self.store.shared:
+        if self.store.shared and not with_start:
             try:
                 await self.store.claim_file(file_id, generation_id)
             except BaseException:

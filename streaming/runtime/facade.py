@@ -250,6 +250,9 @@ class Runtime:
         cap_response = RequestedCapabilities(plugin.supported_capabilities).extract_from_blocks([cap_block]) if cap_block else None
 
         checked = CheckedRequest(request, plugin, tools, cap_block, cap_response)
+        # An id minted here: nothing of the generation is in the store yet (a worker's
+        # queued generation has its id, and maybe control messages, already).
+        minted = generation_id is None
         generation_id = generation_id or new_id("gen")
         if request.file_id is not None:
             try:
@@ -262,9 +265,11 @@ class Runtime:
                 file = await self._multitask.take_over(request.file_id, generation_id, owner, busy, rollback=request.multitask == "rollback")
         else:
             file = File(owner=owner)
-            await self._claims.claim_new(file.id, generation_id)
+            await self._claims.claim_new(file.id, generation_id, with_start=minted)
         try:
-            return await self._start(checked, file, generation_id, owner, subscribed)
+            return await self._start(
+                checked, file, generation_id, owner, subscribed, minted=minted, claim=minted and request.file_id is None
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._claims.release(file.id, generation_id)
@@ -272,10 +277,12 @@ class Runtime:
 
     async def _start(
         self, checked: CheckedRequest, file: File, generation_id: str, owner: str | None, subscribed: bool,
-        waited: Run | None = None,
+        waited: Run | None = None, *, minted: bool = False, claim: bool = False,
     ) -> Generation:
         """Start the generation on ``file`` (claimed); ``waited`` is its run if it was
-        enqueued (``waiting`` until now)."""
+        enqueued (``waiting`` until now). ``minted``: its id was minted by ``start`` (the
+        store has nothing of it); ``claim``: ``file`` is new, and its claim in a shared
+        store is written with the start."""
         request, plugin, tools = checked.request, checked.plugin, checked.tools
         cap_block, cap_response = checked.cap_block, checked.cap_response
         inputs = request.input_blocks()
@@ -306,7 +313,8 @@ class Runtime:
         run.round_blocks = [b.id for b in blocks]
         for block in blocks:
             block._writer = run
-        await self._writer.write_started(run, inputs)
+        self._runner.prepare(run)
+        await self._writer.write_started(run, inputs, new=minted, claim=claim)
         self._admission.admit(owner)
         self.counters["started"] += 1
         self._runner.launch(run, blocks)

@@ -193,7 +193,15 @@ class Run:
             return
         mark = self.log.last_seq + self.sent_step
         await self.reserve(self.id, mark)
+        self.reserved(mark)
+
+    def reserved(self, mark: int) -> None:
+        """The store has a mark at ``mark`` (the next one is due an eighth of a step before)."""
         self.sent_limit = mark - self.sent_step // 8
+
+    @property
+    def has_mark(self) -> bool:
+        return self.sent_limit != sys.maxsize
 
     # -- output: every chunk of text goes through write --
 

@@ -65,13 +65,17 @@ class Runner:
         self.listeners = listeners
         self.live: dict[str, Run] = {}  # running here, or finished within live_retention_s
 
-    def launch(self, run: Run, blocks: list[Block]) -> None:
-        """Start ``run`` (already admitted) in a task of its own."""
-        self.live[run.id] = run
+    def prepare(self, run: Run) -> None:
+        """Give ``run`` its limits and, if the store keeps them, its sent marks (before
+        its start is written: a new one's first mark is written with it)."""
         run.limits = (self.settings.max_block_bytes, self.settings.max_generation_bytes)
         if self.writer.store.keeps_sent_marks:
             run.reserve = self.writer.store.reserve_seq
             run.sent_step = self.settings.sent_mark_step
+
+    def launch(self, run: Run, blocks: list[Block]) -> None:
+        """Start ``run`` (prepared, its start written, admitted) in a task of its own."""
+        self.live[run.id] = run
         # A plain asyncio task: an idle generation is mostly this task (see aio).
         self.tasks.spawn(self._execute(run, blocks), name=f"generation {run.id}")
 
@@ -89,7 +93,8 @@ class Runner:
                 with scope:
                     if self.writer.store.shared:
                         run.spawn(self.tasks, obey_control, run, self.writer.store, self.rounds, self.subscriptions)
-                    await run.reserve_ahead()  # the first mark, before the plugin writes
+                    if not run.has_mark:
+                        await run.reserve_ahead()  # the first mark, before the plugin writes
                     await self.rounds.run(run, blocks)
             finally:
                 limit.cancel()

@@ -84,10 +84,22 @@ class StoreWriter:
     def start(self) -> None:
         self.tasks.spawn(self._flusher(), name="store writer")
 
-    async def write_started(self, run: Run, inputs: list[Block]) -> None:
-        """Write a run that has just started (its inputs, conversation and record)."""
-        if self.writes_while_running:
+    async def write_started(self, run: Run, inputs: list[Block], *, new: bool = False, claim: bool = False) -> None:
+        """Write a run that has just started (its inputs, conversation and record).
+
+        ``new``: its id was minted here (``Store.put_started``: with its first sent mark,
+        and with its conversation's claim if ``claim``; one round trip on Redis)."""
+        if not self.writes_while_running:
+            return
+        if not new:
             await self.store.put_all(run.generation, blocks=inputs, file=run.file_snapshot())
+            return
+        mark = run.log.last_seq + run.sent_step if run.reserve is not None else 0
+        await self.store.put_started(
+            run.generation, blocks=inputs, file=run.file_snapshot(), claim=claim and self.store.shared, reserve=mark
+        )
+        if mark:
+            run.reserved(mark)
 
     def mark_dirty(self, run: Run) -> None:
         if not self.writes_while_running:

@@ -85,6 +85,32 @@ class Store(ABC):
             await self.put_file(file)
         await self.put_generation(generation)
 
+    async def put_started(
+        self,
+        generation: Generation,
+        *,
+        blocks: Sequence[Block] = (),
+        file: File,
+        claim: bool = False,
+        reserve: int = 0,
+    ) -> None:
+        """Write a generation that starts here under an id minted for it: nothing of it is
+        stored yet, so its log is empty and no control message can wait for it. Its input
+        ``blocks``, its conversation ``file`` and its record, as :meth:`put_all`; with
+        ``claim``, ``file`` (new: nobody else knows it yet) is also claimed for it, as
+        :meth:`claim_file`; with ``reserve``, its first mark of how far its log may be
+        sent, as :meth:`reserve_seq`. Whoever sees the generation (or its conversation)
+        sees the claim and the mark too.
+
+        A store may write it all at once (Redis: one script) and skip what it would
+        otherwise read first (where the log ends); the default calls those methods in turn.
+        """
+        if claim:
+            await self.claim_file(file.id, generation.id)
+        await self.put_all(generation, blocks=blocks, file=file)
+        if reserve:
+            await self.reserve_seq(generation.id, reserve)
+
     # -- event logs --
 
     @abstractmethod

@@ -234,6 +234,25 @@ class RedisStore(Store):
         if file is not None and generation.state.finished:
             self._released.add((file.id, generation.id))
 
+    async def put_started(
+        self,
+        generation: Generation,
+        *,
+        blocks: Sequence[Block] = (),
+        file: File,
+        claim: bool = False,
+        reserve: int = 0,
+    ) -> None:
+        """One script, as :meth:`put_all`, that also claims the conversation and sets
+        the first sent mark. Its control list is new too: the control listener will not
+        read it when the generation starts listening, unless a message came meanwhile."""
+        self._control.expect(generation.id)
+        try:
+            await self._records.put_all(generation, (), blocks, file, claim=claim, reserve=reserve)
+        except BaseException:
+            self._control.unexpect(generation.id)
+            raise
+
     async def get_generation(self, generation_id: str) -> Generation | None:
         """The record; one whose process died is failed (``interrupted``) on the way."""
         found = await self._records.read_generation(generation_id)

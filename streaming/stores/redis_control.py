@@ -58,6 +58,12 @@ class RedisControl:
         #: generations listened to since the last first-drain (``_drain_fresh``)
         self._fresh: set[str] = set()
         self._draining_fresh = False
+        #: new generations not listened to yet: the subscription (its number, ``_epoch``)
+        #: that was up when each was written; and those a wake-up came for meanwhile
+        self._expected: dict[str, int] = {}
+        self._woken: set[str] = set()
+        self._epoch = 0
+        self._subscribed = False
 
     def listening(self) -> list[str]:
         """The generations someone in this process listens to."""
@@ -80,13 +86,38 @@ class RedisControl:
                 pipe.publish(key, "1")
                 await pipe.execute()
 
+    def expect(self, generation_id: str) -> None:
+        """``generation_id`` is new (about to be written under an id minted for it): its
+        list is empty until someone learns the id from the store. If the subscription stays
+        up until it listens here, a wake-up in between says whether its list needs reading
+        then; else it is read as any other's."""
+        if len(self._expected) > 100_000:  # never listened to (they failed to start)
+            self._expected.clear()  # (they are then read when they listen: always safe)
+            self._woken.clear()
+        self._expected[generation_id] = self._epoch if self._subscribed else -1
+
+    def unexpect(self, generation_id: str) -> None:
+        self._expected.pop(generation_id, None)
+        self._woken.discard(generation_id)
+
+    def _untouched(self, generation_id: str) -> bool:
+        """Whether ``generation_id``'s list is known to be empty: it is new, no wake-up
+        came for it, and the subscription has stayed up since it was written."""
+        epoch = self._expected.pop(generation_id, None)
+        woken = generation_id in self._woken
+        self._woken.discard(generation_id)
+        return epoch is not None and not woken and self._subscribed and epoch == self._epoch
+
     @asynccontextmanager
     async def listen(self, generation_id: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](64)
         self._local[generation_id].append(send)
         try:
-            # Messages sent before we listened wait in the list.
-            if self._spawn is None:
+            # Messages sent before we listened wait in the list (a new generation's list
+            # is read only if something may have been sent to it: ``expect``).
+            if self._untouched(generation_id):
+                pass
+            elif self._spawn is None:
                 try:
                     await self._drain(generation_id)
                 except StoreError as exc:
@@ -192,6 +223,8 @@ class RedisControl:
             pubsub = self.conn.r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(channel_prefix + "*")
+                self._epoch += 1
+                self._subscribed = True
                 # Whatever was sent while we were not subscribed is waiting in the lists.
                 await self.drain_all()
                 backoff = 0.05
@@ -209,6 +242,8 @@ class RedisControl:
                         continue
                     gen_id = str(msg["channel"])[len(channel_prefix) :]
                     if gen_id not in self._local:
+                        if gen_id in self._expected:
+                            self._woken.add(gen_id)  # read when it listens
                         continue
                     data = str(msg.get("data") or "")
                     if data.startswith("{"):
@@ -218,10 +253,12 @@ class RedisControl:
             except asyncio.CancelledError:
                 raise
             except (RedisError, StoreError, OSError) as exc:
+                self._subscribed = False
                 logger.warning("redis control listener: %s; reconnecting in %.2fs", exc, backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                self._subscribed = False
                 with anyio.CancelScope(shield=True):
                     try:
                         await pubsub.aclose()

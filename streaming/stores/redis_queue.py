@@ -417,3 +417,10 @@ class WorkerStore(RedisStore):
             blocks = [*changes.get("blocks", ()), *(file.blocks if file else ())]
             await self._confirm({generation.id} | {b.request_id for b in blocks if b.request_id})
         await super().put_all(generation, **changes)
+
+    async def put_started(self, generation: Generation, **changes: Any) -> None:
+        if self.gated:
+            file: File = changes["file"]
+            blocks = [*changes.get("blocks", ()), *file.blocks]
+            await self._confirm({generation.id} | {b.request_id for b in blocks if b.request_id})
+        await super().put_started(generation, **changes)

@@ -42,11 +42,14 @@ return put_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
 # Everything a generation changed, at once: its new events, blocks, conversation and record
 # (and, once finished with its conversation, the conversation's claim if it still holds it:
 # ``busy:{file}`` = "{id} {owner}", as RedisFileClaims.release drops it).
+# A generation that starts (``Store.put_started``) also claims its new conversation and
+# sets its first sent mark (``sent:{id}``) here.
 # KEYS[1] log, KEYS[2] gen hash, KEYS[3] running hash, KEYS[4] file hash, KEYS[5] the
-# conversation's claim, KEYS[6..] blocks;
+# conversation's claim, KEYS[6] the sent mark, KEYS[7..] blocks;
 # ARGV[1..6] as _PUT_GENERATION's, ARGV[7] first seq, ARGV[8] '1' if the events end the log,
 # ARGV[9] number of events n, ARGV[10] file data ('' for no file), ARGV[11] file block ids,
-# ARGV[12..11+n] the events, then per block its JSON and '1' if it expires (after ttl ms).
+# ARGV[12] '1' to claim the conversation, ARGV[13] the sent mark (0: none),
+# ARGV[14..13+n] the events, then per block its JSON and '1' if it expires (after ttl ms).
 # Returns -1 when written, else (nothing written) what _APPEND returns.
 _PUT_ALL = LOG_END + PUT_RECORD + """
 local ttl = tonumber(ARGV[6])
@@ -57,12 +60,22 @@ if n > 0 then
   local first = tonumber(ARGV[7])
   if first ~= last + 1 then return last end
   for i = 0, n - 1 do
-    redis.call('XADD', KEYS[1], '0-' .. (first + i), 'e', ARGV[12 + i])
+    redis.call('XADD', KEYS[1], '0-' .. (first + i), 'e', ARGV[14 + i])
   end
   if ARGV[8] ~= '0' and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
-local a = 12 + n
-for k = 6, #KEYS do
+if ARGV[12] == '1' then
+  if ttl > 0 then
+    redis.call('SET', KEYS[5], ARGV[1] .. ' ' .. ARGV[5], 'NX', 'PX', ttl)
+  else
+    redis.call('SET', KEYS[5], ARGV[1] .. ' ' .. ARGV[5], 'NX')
+  end
+end
+if ARGV[13] ~= '0' then
+  if ttl > 0 then redis.call('SET', KEYS[6], ARGV[13], 'PX', ttl) else redis.call('SET', KEYS[6], ARGV[13]) end
+end
+local a = 14 + n
+for k = 7, #KEYS do
   if ARGV[a + 1] == '1' and ttl > 0 then
     redis.call('SET', KEYS[k], ARGV[a], 'PX', ttl)
   else
@@ -161,9 +174,12 @@ class RedisRecords:
             )
 
     async def put_all(
-        self, generation: Generation, events: Sequence[Event], blocks: Sequence[Block], file: File | None
+        self, generation: Generation, events: Sequence[Event], blocks: Sequence[Block], file: File | None,
+        *, claim: bool = False, reserve: int = 0,
     ) -> None:
-        """``Store.put_all`` in one script: atomic, one round trip.
+        """``Store.put_all`` in one script: atomic, one round trip; with ``claim`` and
+        ``reserve``, ``Store.put_started`` (a new conversation claimed for the generation,
+        its first sent mark). A refused write (``log_gap``, ``log_closed``) writes none of it.
 
         Raises:
             StoreError: code ``log_gap`` or ``log_closed`` (nothing was written).
@@ -182,13 +198,16 @@ class RedisRecords:
             file_ids = "\n".join(b.id for b in file.blocks)
         gen_id = generation.id
         file_id = file.id if file else ""
-        keys = [c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file_id), c.k("busy", file_id)]
+        keys = [
+            c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file_id), c.k("busy", file_id),
+            c.k("sent", gen_id),
+        ]
         keys += [c.k("blk", block_id) for block_id in expiring]
         args: list[str | int] = [
             gen_id, generation.state.value, generation.model_dump_json(),
             "1" if generation.state.finished else "0", self.owner, ttl,
             events[0].seq if events else 0, "1" if events and events[-1].terminal else "0", len(events),
-            file_data, file_ids,
+            file_data, file_ids, "1" if claim and file is not None else "0", reserve,
         ]
         args += [ev.to_json() for ev in events]
         for block, expires in expiring.values():

@@ -199,6 +199,12 @@ class SqliteStore(Store):
             generation.model_dump_json(),
         )
 
+    async def put_started(self, generation: Generation, **changes: Any) -> None:
+        """As the default, knowing that its log is empty: its first append does not read
+        where the log ends first (a trip to the file's thread per generation)."""
+        self._last_seq.setdefault(generation.id, 0)
+        await super().put_started(generation, **changes)
+
     async def get_generation(self, generation_id: str) -> Generation | None:
         rows = await self._query("SELECT data FROM generations WHERE id = ?", generation_id)
         return Generation.model_validate_json(rows[0][0]) if rows else None
