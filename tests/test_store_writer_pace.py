@@ -68,3 +68,20 @@ async def test_a_generation_followed_elsewhere_is_written_every_tick_and_others_
     for gen in (alone, watched):
         stored = await store.read_events(gen.id)
         assert [e.seq for e in stored] == list(range(1, len(stored) + 1)) and stored[-1].terminal
+
+
+async def test_while_nothing_is_watched_the_writer_sleeps_long_and_a_follower_wakes_it(make_runtime) -> None:
+    """With no run watched, the flusher wakes once per ``persist_unwatched_s`` (not every
+    tick); a follower showing up elsewhere cuts that sleep short: its run is written at once."""
+    store = Shared()
+    runtime = await make_runtime(store, persist_interval_s=0.01, persist_unwatched_s=3.0)
+    gen = await runtime.start(counting("pace-woken"))
+    await anyio.sleep(0.3)
+    assert store.writes[gen.id] == []  # (its first write is a long tick away)
+    woken = time.monotonic()
+    await store.publish_control(gen.id, {"type": "subscriber"})
+    with anyio.fail_after(2):
+        while not store.writes[gen.id]:
+            await anyio.sleep(0.01)
+    assert store.writes[gen.id][0] - woken < 0.5
+    await runtime.cancel(gen.id)

@@ -70,7 +70,7 @@ class Run:
         "calls", "cancel_reason", "children", "chunks", "client_tools", "closed_hook",
         "block_bytes", "context_blocks", "conversation", "done", "file", "first_delta_at", "flush_lock",
         "generation", "grace_timer", "history_ids", "limits", "log", "loop_thread", "machine", "options",
-        "output_bytes", "reserve", "sent_limit", "sent_step", "watched_until", "flushed_at",
+        "output_bytes", "reserve", "sent_limit", "sent_step", "watched_until", "flushed_at", "on_watched",
         "owner", "persisted_seq", "plugin", "round_blocks", "round_calls", "scope",
         "started_at", "stop_error", "subscribers", "tools", "__weakref__",
     )
@@ -125,6 +125,8 @@ class Run:
         self.watched_until = 0.0
         #: (monotonic) when its events last went to the store
         self.flushed_at = 0.0
+        #: told when it gets watched (the store writer: it then flushes every tick)
+        self.on_watched: Callable[[float], None] | None = None
         self.first_delta_at: float | None = None
         #: (most UTF-8 bytes in one block, in the whole generation's output)
         self.limits = limits
@@ -222,7 +224,9 @@ class Run:
 
     def watched(self, for_s: float) -> None:
         """Someone in another process follows it (their presence, said every ``for_s / 3``)."""
-        self.watched_until = time.monotonic() + for_s
+        self.watched_until = until = time.monotonic() + for_s
+        if self.on_watched is not None:
+            self.on_watched(until)
 
     def write(self, block_id: str, text: str) -> None:
         """Append a chunk to an open block: made valid Unicode, counted against the output

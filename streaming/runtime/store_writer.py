@@ -76,6 +76,10 @@ class StoreWriter:
         self._in_flight: set[Run] = set()
         self._batch_done = anyio.Event()
         self._final_retries: set[str] = set()
+        #: (monotonic) until when some run is watched (its flushes are due every tick)
+        self._watched_until = 0.0
+        #: set to end a long tick early (a run got watched)
+        self._hurry: anyio.Event | None = None
 
     @property
     def writes_while_running(self) -> bool:
@@ -105,17 +109,44 @@ class StoreWriter:
         if not self.writes_while_running:
             return
         self._active.add(run)
+        if run.on_watched is None:
+            run.on_watched = self._watched
+            if run.watched_until > self._watched_until:
+                self._watched(run.watched_until)
         if not self._wanted.is_set():
             self._wanted.set()
 
+    def _watched(self, until: float) -> None:
+        """A run is watched until ``until``: ticks are short again, from now on."""
+        if until > self._watched_until:
+            self._watched_until = until
+        if self._hurry is not None:
+            self._hurry.set()
+
+    def _tick(self) -> float:
+        """The time to the next flush. A store that batches its own commits (sqlite) gets
+        each run's events at the pace it commits now: a flush costs a run the same whether
+        it carries one chunk or 20. On a shared store, while no run is watched, every run
+        is due only each ``persist_unwatched_s``: so is the flusher."""
+        tick = max(self.settings.persist_interval_s, getattr(self.store, "commit_interval_s", 0.0))
+        if self.store.shared and time.monotonic() >= self._watched_until:
+            tick = max(tick, self.settings.persist_unwatched_s)
+        return tick
+
     async def _flusher(self) -> None:
-        # A store that batches its own commits (sqlite) gets each run's events at the pace
-        # it commits now: a flush costs a run the same whether it carries one chunk or 20.
         while True:
             if not self._active:
                 await self._wanted.wait()
             self._wanted = anyio.Event()
-            await anyio.sleep(max(self.settings.persist_interval_s, getattr(self.store, "commit_interval_s", 0.0)))
+            tick = self._tick()
+            if tick > self.settings.persist_interval_s:
+                # A long tick: a run that gets watched meanwhile cuts it short.
+                self._hurry = hurry = anyio.Event()
+                with anyio.move_on_after(tick):
+                    await hurry.wait()
+                self._hurry = None
+            else:
+                await anyio.sleep(tick)
             await self._flush_active()
 
     async def _flush_active(self) -> None:
@@ -134,17 +165,18 @@ class StoreWriter:
         # crash of this process may lose of them.
         unwatched = self.settings.persist_unwatched_s if self.store.shared else 0.0
         for run in list(self._active):
-            if run.log.closed:
+            log = run.log
+            if log.closed:
                 self._active.discard(run)  # its final write (retried until it lands) has the rest
-            elif run.log.last_seq <= run.persisted_seq:
+            elif unwatched and now - run.flushed_at < unwatched and now >= run.watched_until:
+                continue  # not due yet: it stays active
+            elif len(log.events) <= run.persisted_seq:
                 self._settle(run)
             elif run.flush_lock is not None and run.flush_lock.locked():
                 busy.append(run)  # its final write is under way: wait for it below
-            elif unwatched and now - run.flushed_at < unwatched and now >= run.watched_until:
-                continue  # not due yet: it stays active
             else:
                 run.flushed_at = now
-                batch.append((run, run.log.read(run.persisted_seq)))
+                batch.append((run, log.read(run.persisted_seq)))
         if batch:
             # (a final write of one of these waits for this batch: ``_flush``)
             self._in_flight.update(run for run, _ in batch)

@@ -184,7 +184,7 @@ class RedisLogs:
             data: list[bytes] = []
             for i in chunk:
                 generation_id, events = logs[i]
-                encoded = [ev.to_json().encode() for ev in events]
+                encoded = [ev.json_bytes() for ev in events]
                 gid = generation_id.encode()
                 numbers.append(f"{events[0].seq} {1 if events[-1].terminal else 0} {len(encoded)} {len(gid)}")
                 numbers += [str(len(e)) for e in encoded]

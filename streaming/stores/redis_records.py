@@ -203,13 +203,13 @@ class RedisRecords:
             c.k("sent", gen_id),
         ]
         keys += [c.k("blk", block_id) for block_id in expiring]
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             gen_id, generation.state.value, generation.model_dump_json(),
             "1" if generation.state.finished else "0", self.owner, ttl,
             events[0].seq if events else 0, "1" if events and events[-1].terminal else "0", len(events),
             file_data, file_ids, "1" if claim and file is not None else "0", reserve,
         ]
-        args += [ev.to_json() for ev in events]
+        args += [ev.json_bytes() for ev in events]
         for block, expires in expiring.values():
             args += (block.model_dump_json(), "1" if expires else "0")
         with c.mapped("put_all"):
