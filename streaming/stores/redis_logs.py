@@ -52,10 +52,12 @@ return -1
 # logs and events it carries (redis-py packs each argument in Python: one per event made
 # the packing cost more than the round trip). ARGV[1] ttl ms (0: none), ARGV[2] the prefix
 # of log keys, ARGV[3] numbers, per log: first seq, 1 if the batch ends the log else 0,
-# the number of events n, the byte length of the generation id, then the byte length of
-# each of its n events; ARGV[4] the bytes they measure: per log its id, then its events'
-# JSON. Returns '' when every log took its events, else "k r k r ...": for the k-th log
-# (from 1) refused, what _APPEND returns (its stored last seq, or -2: closed).
+# the number of events n, the byte length of the generation id; ARGV[4] the bytes: per log
+# its id, then its n events as their SSE frames (``id: …\nevent: …\ndata: <JSON>\n\n``;
+# JSON has no raw newline, so a frame ends at the first blank line, and the JSON stored is
+# what follows ``data: `` up to it: no per-event work in Python). Returns '' when every
+# log took its events, else "k r k r ...": for the k-th log (from 1) refused, what _APPEND
+# returns (its stored last seq, or -2: closed).
 _APPEND_MANY = LOG_END + """
 local ttl = tonumber(ARGV[1])
 local prefix = ARGV[2]
@@ -74,13 +76,13 @@ while t <= #nums do
   local last, closed = log_end(key)
   if closed then res = -2 elseif first ~= last + 1 then res = last end
   for i = 0, n - 1 do
-    local len = nums[t + i]
+    local _, data = string.find(blob, '\\ndata: ', pos, true)
+    local stop = string.find(blob, '\\n\\n', data + 1, true)
     if res == -1 then
-      redis.call('XADD', key, '0-' .. (first + i), 'e', string.sub(blob, pos, pos + len - 1))
+      redis.call('XADD', key, '0-' .. (first + i), 'e', string.sub(blob, data + 1, stop - 1))
     end
-    pos = pos + len
+    pos = stop + 2
   end
-  t = t + n
   if res == -1 then
     if ending ~= 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   else
@@ -184,12 +186,10 @@ class RedisLogs:
             data: list[bytes] = []
             for i in chunk:
                 generation_id, events = logs[i]
-                encoded = [ev.json_bytes() for ev in events]
                 gid = generation_id.encode()
-                numbers.append(f"{events[0].seq} {1 if events[-1].terminal else 0} {len(encoded)} {len(gid)}")
-                numbers += [str(len(e)) for e in encoded]
+                numbers.append(f"{events[0].seq} {1 if events[-1].terminal else 0} {len(events)} {len(gid)}")
                 data.append(gid)
-                data += encoded
+                data += [ev.to_sse() for ev in events]
             try:
                 with c.mapped("append_events"):
                     reply = await c.script(_APPEND_MANY)(
