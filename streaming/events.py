@@ -237,14 +237,6 @@ class Event:
         self._data = None  # parsed again on demand
         return js
 
-    def json_bytes(self) -> bytes:
-        """``to_json()`` as UTF-8: sliced out of the SSE frame when it has one (no decoding
-        and encoding again)."""
-        sse = self._sse
-        if sse is not None:
-            return sse[sse.index(b"\ndata: ") + 7 : -2]
-        return self.to_json().encode()
-
     def to_sse(self) -> bytes:
         """The SSE frame: ``id``, ``event`` and one ``data`` line (JSON has no newline)."""
         sse = self._sse

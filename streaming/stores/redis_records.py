@@ -41,56 +41,78 @@ return put_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
 
 # Everything a generation changed, at once: its new events, blocks, conversation and record
 # (and, once finished with its conversation, the conversation's claim if it still holds it:
-# ``busy:{file}`` = "{id} {owner}", as RedisFileClaims.release drops it).
-# A generation that starts (``Store.put_started``) also claims its new conversation and
-# sets its first sent mark (``sent:{id}``) here.
-# KEYS[1] log, KEYS[2] gen hash, KEYS[3] running hash, KEYS[4] file hash, KEYS[5] the
-# conversation's claim, KEYS[6] the sent mark, KEYS[7..] blocks;
-# ARGV[1..6] as _PUT_GENERATION's, ARGV[7] first seq, ARGV[8] '1' if the events end the log,
-# ARGV[9] number of events n, ARGV[10] file data ('' for no file), ARGV[11] file block ids,
-# ARGV[12] '1' to claim the conversation, ARGV[13] the sent mark (0: none),
-# ARGV[14..13+n] the events, then per block its JSON and '1' if it expires (after ttl ms).
+# ``busy:{file}`` = "{id} {owner}", as RedisFileClaims.release drops it). A generation that
+# starts (``Store.put_started``) also claims its new conversation and sets its first sent
+# mark (``sent:{id}``) here. Packed in three arguments, whatever it carries (redis-py packs
+# each argument in Python, and one per field cost more than the round trip):
+# ARGV[1] numbers: first seq, 1 if the events end the log, the number of events n,
+# 1 if the record is finished, 1 to claim the conversation, the sent mark (0: none), ttl
+# ms (0: none), the byte lengths of the record's JSON, the file's JSON (0: no file) and its
+# block ids, the number of blocks m, then per block the length of its JSON and 1 if it
+# expires (after ttl ms);
+# ARGV[2] names, one a line: the key prefix, the generation's id, the file's id, the
+# owner, the state, then the m block ids;
+# ARGV[3] the bytes: the record's JSON, the file's JSON and block ids, the n events' SSE
+# frames (a frame ends at its first blank line: JSON has no raw newline; what follows
+# ``data: `` is stored), then the blocks' JSON.
 # Returns -1 when written, else (nothing written) what _APPEND returns.
 _PUT_ALL = LOG_END + PUT_RECORD + """
-local ttl = tonumber(ARGV[6])
-local n = tonumber(ARGV[9])
+local nums = {}
+for x in string.gmatch(ARGV[1], '%d+') do nums[#nums + 1] = tonumber(x) end
+local names, at = {}, 1
+while true do
+  local nl = string.find(ARGV[2], '\\n', at, true)
+  if not nl then names[#names + 1] = string.sub(ARGV[2], at); break end
+  names[#names + 1] = string.sub(ARGV[2], at, nl - 1)
+  at = nl + 1
+end
+local first, ending, n, finished, claim, mark, ttl = nums[1], nums[2], nums[3], nums[4], nums[5], nums[6], nums[7]
+local prefix, id, file, owner, state = names[1], names[2], names[3], names[4], names[5]
+local blob = ARGV[3]
+local log, gkey, running = prefix .. 'log:' .. id, prefix .. 'gen:' .. id, prefix .. 'running'
+local fkey, busy = prefix .. 'file:' .. file, prefix .. 'busy:' .. file
+local pos = 1
+local json = string.sub(blob, pos, pos + nums[8] - 1)
+pos = pos + nums[8]
+local fdata = string.sub(blob, pos, pos + nums[9] - 1)
+pos = pos + nums[9]
+local fids = string.sub(blob, pos, pos + nums[10] - 1)
+pos = pos + nums[10]
 if n > 0 then
-  local last, closed = log_end(KEYS[1])
+  local last, closed = log_end(log)
   if closed then return -2 end
-  local first = tonumber(ARGV[7])
   if first ~= last + 1 then return last end
   for i = 0, n - 1 do
-    redis.call('XADD', KEYS[1], '0-' .. (first + i), 'e', ARGV[14 + i])
+    local _, data = string.find(blob, '\\ndata: ', pos, true)
+    local stop = string.find(blob, '\\n\\n', data + 1, true)
+    redis.call('XADD', log, '0-' .. (first + i), 'e', string.sub(blob, data + 1, stop - 1))
+    pos = stop + 2
   end
-  if ARGV[8] ~= '0' and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  if ending ~= 0 and ttl > 0 then redis.call('PEXPIRE', log, ttl) end
 end
-if ARGV[12] == '1' then
-  if ttl > 0 then
-    redis.call('SET', KEYS[5], ARGV[1] .. ' ' .. ARGV[5], 'NX', 'PX', ttl)
-  else
-    redis.call('SET', KEYS[5], ARGV[1] .. ' ' .. ARGV[5], 'NX')
+local mine = id .. ' ' .. owner
+if claim ~= 0 then
+  if ttl > 0 then redis.call('SET', busy, mine, 'NX', 'PX', ttl) else redis.call('SET', busy, mine, 'NX') end
+end
+if mark ~= 0 then
+  local sent = prefix .. 'sent:' .. id
+  if ttl > 0 then redis.call('SET', sent, mark, 'PX', ttl) else redis.call('SET', sent, mark) end
+end
+for k = 1, nums[11] do
+  local len, expires = nums[10 + 2 * k], nums[11 + 2 * k]
+  local key = prefix .. 'blk:' .. names[5 + k]
+  local data = string.sub(blob, pos, pos + len - 1)
+  pos = pos + len
+  if expires ~= 0 and ttl > 0 then redis.call('SET', key, data, 'PX', ttl) else redis.call('SET', key, data) end
+end
+if nums[9] > 0 then
+  redis.call('HSET', fkey, 'data', fdata, 'ids', fids)
+  if ttl > 0 then redis.call('PEXPIRE', fkey, ttl) end
+  if finished ~= 0 and redis.call('GET', busy) == mine then
+    redis.call('DEL', busy)
   end
 end
-if ARGV[13] ~= '0' then
-  if ttl > 0 then redis.call('SET', KEYS[6], ARGV[13], 'PX', ttl) else redis.call('SET', KEYS[6], ARGV[13]) end
-end
-local a = 14 + n
-for k = 7, #KEYS do
-  if ARGV[a + 1] == '1' and ttl > 0 then
-    redis.call('SET', KEYS[k], ARGV[a], 'PX', ttl)
-  else
-    redis.call('SET', KEYS[k], ARGV[a])
-  end
-  a = a + 2
-end
-if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[4], 'data', ARGV[10], 'ids', ARGV[11])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
-  if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] .. ' ' .. ARGV[5] then
-    redis.call('DEL', KEYS[5])
-  end
-end
-put_record(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+put_record(gkey, running, id, state, json, tostring(finished), owner, ttl)
 return -1
 """
 
@@ -185,35 +207,32 @@ class RedisRecords:
             StoreError: code ``log_gap`` or ``log_closed`` (nothing was written).
         """
         c = self.conn
-        ttl = self.ttl_ms
         # Each block once: a block of the conversation expires like the file (put_file);
         # another once it has ended (put_blocks).
         expiring: dict[str, tuple[Block, bool]] = {
             b.id: (b, b.stream_state is not StreamState.STARTED) for b in blocks
         }
-        file_data = file_ids = ""
+        file_data = file_ids = b""
         if file is not None:
             expiring.update((b.id, (b, True)) for b in file.blocks)
-            file_data = file.model_copy(update={"blocks": []}).model_dump_json()
-            file_ids = "\n".join(b.id for b in file.blocks)
+            file_data = file.model_copy(update={"blocks": []}).model_dump_json().encode()
+            file_ids = "\n".join(b.id for b in file.blocks).encode()
         gen_id = generation.id
-        file_id = file.id if file else ""
-        keys = [
-            c.k("log", gen_id), c.k("gen", gen_id), c.k("running"), c.k("file", file_id), c.k("busy", file_id),
-            c.k("sent", gen_id),
+        record = generation.model_dump_json().encode()
+        numbers = [
+            events[0].seq if events else 0, 1 if events and events[-1].terminal else 0, len(events),
+            1 if generation.state.finished else 0, 1 if claim and file is not None else 0, reserve,
+            self.ttl_ms, len(record), len(file_data), len(file_ids), len(expiring),
         ]
-        keys += [c.k("blk", block_id) for block_id in expiring]
-        args: list[str | int | bytes] = [
-            gen_id, generation.state.value, generation.model_dump_json(),
-            "1" if generation.state.finished else "0", self.owner, ttl,
-            events[0].seq if events else 0, "1" if events and events[-1].terminal else "0", len(events),
-            file_data, file_ids, "1" if claim and file is not None else "0", reserve,
-        ]
-        args += [ev.json_bytes() for ev in events]
+        names = [c.prefix, gen_id, file.id if file else "", self.owner, generation.state.value, *expiring]
+        data = [record, file_data, file_ids, *(ev.to_sse() for ev in events)]
         for block, expires in expiring.values():
-            args += (block.model_dump_json(), "1" if expires else "0")
+            js = block.model_dump_json().encode()
+            numbers += (len(js), 1 if expires else 0)
+            data.append(js)
+        args = [" ".join(map(str, numbers)), "\n".join(names), b"".join(data)]
         with c.mapped("put_all"):
-            last = await c.script(_PUT_ALL)(keys=keys, args=args)
+            last = await c.script(_PUT_ALL)(keys=[], args=args)
         refused = refusal(gen_id, int(last), events[0].seq if events else 0)
         if refused is not None:
             raise refused
