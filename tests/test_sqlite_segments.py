@@ -16,7 +16,7 @@ from streaming.log import EventLog
 from streaming.model import Block, File, Generation, GenerationState, StreamState
 from streaming.stores.memory import MemoryStore
 from streaming.stores.sqlite import SqliteStore
-from streaming.stores.sqlite_file import decode_segment, segments_of
+from streaming.stores.sqlite_file import PAGE_SIZE, decode_segment, segments_of
 from tests.test_store_conformance import _play
 
 pytestmark = pytest.mark.anyio
@@ -215,4 +215,23 @@ async def test_append_many_refuses_per_log_as_the_memory_store_does(tmp_path: Pa
         assert [e.to_dict() for e in await store.read_events(gid)] == [
             e.to_dict() for e in await reference.read_events(gid)
         ]
+    await store.close()
+
+
+async def test_a_new_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    new = SqliteStore(f"sqlite:///{tmp_path}/new.db")
+    await new.open()
+    assert (await new._file.query("PRAGMA page_size"))[0][0] == PAGE_SIZE == 16384
+    await new.close()
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE t (x)")  # (an existing file: its page size is fixed)
+    conn.close()
+    store = SqliteStore(f"sqlite:///{old}")
+    await store.open()
+    assert (await store._file.query("PRAGMA page_size"))[0][0] == 4096
+    events = _events("gen_paged", 5)
+    await store.append_events("gen_paged", events)
+    assert [e.to_dict() for e in await store.read_events("gen_paged", 2)] == [e.to_dict() for e in events[2:]]
     await store.close()

@@ -80,6 +80,11 @@ INSERT INTO files (id, data, block_ids) VALUES (?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET data = excluded.data, block_ids = excluded.block_ids
 """
 
+#: bytes per page of a new file. Appending segments of a few KiB (paced streams, a commit
+#: a second), 16 KiB pages cost 0.33 us of commit CPU an event against 4 KiB's 0.56
+#: (a micro-benchmark of 1,000 segments of 20 events a commit, WAL, synchronous=NORMAL)
+PAGE_SIZE = 16384
+
 INSERT_SEGMENT = "INSERT INTO segments (log, last_seq, first_seq, data) VALUES (?, ?, ?, ?)"
 
 #: a log's segments holding events after a seq, in order
@@ -125,6 +130,9 @@ class SqliteFile:
             os.makedirs(folder, exist_ok=True)
             self._take_lock()
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # A new file gets pages of PAGE_SIZE (an existing one keeps its own): a commit
+            # appends a segment of frames per streaming generation, a few KiB each.
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
