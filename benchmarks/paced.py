@@ -37,8 +37,10 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.client import Request, StreamResult, _StreamProtocol
@@ -181,7 +183,9 @@ async def _run_load(load: PacedLoad) -> list[StreamResult]:
 def _child() -> None:
     """``python -m benchmarks.paced --child``: spec on stdin, ``ready``, ``go``, result."""
     raise_nofile()
-    load = PacedLoad(**json.loads(sys.stdin.readline()))
+    spec = json.loads(sys.stdin.readline())
+    result_path = spec.pop("result_path")
+    load = PacedLoad(**spec)
     try:
         import uvloop
 
@@ -204,7 +208,9 @@ def _child() -> None:
         for r in results
     ]
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "streams": streams}), flush=True)
+    # (A file, not stdout: the result of 1,000 streams is a MiB of JSON.)
+    with open(result_path, "w") as f:
+        json.dump({"cpu_s": cpu, "wall_s": wall, "streams": streams}, f)
 
 
 # -- the load, from the harness -------------------------------------------------------------
@@ -227,14 +233,15 @@ async def run_paced(
     shares = [load.streams // n_clients + (1 if i < load.streams % n_clients else 0) for i in range(n_clients)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs: list[asyncio.subprocess.Process] = []
+    results = tempfile.TemporaryDirectory(prefix="paced-")
     try:
-        for share in shares:
+        for n, share in enumerate(shares):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "benchmarks.paced", "--child", cwd=ROOT, env=env,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
             procs.append(proc)
-            spec = {**load.__dict__, "streams": share}
+            spec = {**load.__dict__, "streams": share, "result_path": os.path.join(results.name, f"{n}.json")}
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
             await proc.stdin.drain()
@@ -253,16 +260,20 @@ async def run_paced(
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-        reads = [asyncio.ensure_future(p.stdout.read()) for p in procs if p.stdout is not None]
+        exits = [asyncio.ensure_future(p.wait()) for p in procs]
         rss_peak = rss_before
-        while not all(r.done() for r in reads):
+        while not all(e.done() for e in exits):
             rss_peak = max(rss_peak, tree_rss_kib(pids))
-            await asyncio.wait(reads, timeout=0.1)
+            await asyncio.wait(exits, timeout=0.1)
         load_s = time.perf_counter() - t0
         await asyncio.sleep(settle_s)  # work the server does after the last chunk (write-behind)
         cpu_s = tree_cpu_s(pids) - cpu0
         store_s = tree_cpu_s([store_pid]) - store0 if store_pid else 0.0
-        outputs = [json.loads(r.result()) for r in reads]
+        outputs = []
+        for n, proc in enumerate(procs):
+            if proc.returncode != 0:
+                raise RuntimeError(f"paced client process {n} exited with {proc.returncode}")
+            outputs.append(json.loads(Path(results.name, f"{n}.json").read_text()))  # noqa: ASYNC240 - the load is over
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -271,6 +282,7 @@ async def run_paced(
                 except ProcessLookupError:
                     pass
             await proc.wait()
+        results.cleanup()
 
     streams = [s for o in outputs for s in o["streams"]]
     def status_ok(status: int) -> bool:
