@@ -389,6 +389,30 @@ async def test_a_started_generation_comes_with_its_claim_and_its_first_mark(make
     assert events[-1].type == "generation.failed" and events[-1].seq > machine.log.last_seq + 100
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_generation_that_died_before_its_first_write_ends_past_its_mark(make_store: Factory) -> None:
+    """Started (its record and first sent mark stored), streamed, and dead before any event
+    reached the store: a client that saw seqs up to the mark resumes after them and is told."""
+    first = await make_store()
+    file = File()
+    gen = Generation(generator="echo", file_id=file.id)
+    machine, _ = _play(gen, ["a", "b"], finish=False)
+    mark = machine.log.last_seq + 100
+    await first.put_started(machine.generation, file=file, reserve=mark)
+    await first.close()
+    second = await make_store()
+    assert await second.recover_interrupted() == [gen.id]
+    events = await second.read_events(gen.id)
+    assert events[0].type == "generation.started" and events[-1].type == "generation.failed"
+    assert events[-1].seq > mark
+    # Resuming anywhere up to the mark gets the ending.
+    for after in (1, machine.log.last_seq, mark):
+        assert [e.seq for e in await second.read_events(gen.id, after)] == [e.seq for e in events if e.seq > after]
+    with anyio.fail_after(10):
+        seen = [e async for batch in second.follow(gen.id, machine.log.last_seq) for e in batch]
+    assert seen[-1].type == "generation.failed"
+
+
 # -- shared stores: leases across processes --
 
 

@@ -144,13 +144,24 @@ class RedisLogs:
         self.read_batch = read_batch
 
     async def append(self, generation_id: str, events: Sequence[Event], *, after_loss: bool = False) -> None:
-        """``after_loss``: the recovery's ending, numbered past events that were lost.
+        """``after_loss``: the recovery's ending, numbered past events that were lost. Its
+        events may skip seqs themselves (a log that was never written gets its
+        ``generation.started`` at seq 1, and the rest past the sent mark): each run of
+        consecutive seqs is appended under its own entry ids, in order.
 
         Raises:
             StoreError: code ``log_closed`` or ``log_gap`` (see ``Store.append_events``).
         """
         if not events:
             return
+        if after_loss:
+            run = 1
+            while run < len(events) and events[run].seq == events[run - 1].seq + 1:
+                run += 1
+            if run < len(events):
+                await self.append(generation_id, events[:run], after_loss=True)
+                await self.append(generation_id, events[run:], after_loss=True)
+                return
         c = self.conn
         ending = "2" if after_loss else "1" if events[-1].terminal else "0"
         with c.mapped("append_events"):
