@@ -253,7 +253,6 @@ class RedisControl:
             except asyncio.CancelledError:
                 raise
             except (RedisError, StoreError, OSError) as exc:
-                self._subscribed = False
                 logger.warning("redis control listener: %s; reconnecting in %.2fs", exc, backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
