@@ -16,7 +16,7 @@ from streaming.model import Generation
 from streaming.stores.follow import follow_log
 from streaming.stores.redis_conn import RedisConnection
 
-__all__ = ["LOG_END", "RedisLogs", "raise_swallowed_cancel", "refusal"]
+__all__ = ["LOG_END", "NEXT_FRAME", "RedisLogs", "raise_swallowed_cancel", "refusal"]
 
 # A Lua function of the scripts that append: the last seq of log ``key`` (0: empty) and
 # whether its last event is terminal (the log is closed).
@@ -29,6 +29,17 @@ local function log_end(key)
     or string.find(head, '"generation.failed"', 1, true)
     or string.find(head, '"generation.cancelled"', 1, true)
   return tonumber(string.match(top[1][1], '-(%d+)$')), closed ~= nil
+end
+"""
+
+# A Lua function of the scripts that take events as their SSE frames: the JSON of the frame
+# in ``blob`` at ``pos``, and where the next frame starts. A frame is ``id: …\nevent: …\ndata:
+# <JSON>\n\n``; JSON has no raw newline, so it ends at its first blank line.
+NEXT_FRAME = """
+local function next_frame(blob, pos)
+  local _, data = string.find(blob, '\\ndata: ', pos, true)
+  local stop = string.find(blob, '\\n\\n', data + 1, true)
+  return string.sub(blob, data + 1, stop - 1), stop + 2
 end
 """
 
@@ -53,12 +64,11 @@ return -1
 # the packing cost more than the round trip). ARGV[1] ttl ms (0: none), ARGV[2] the prefix
 # of log keys, ARGV[3] numbers, per log: first seq, 1 if the batch ends the log else 0,
 # the number of events n, the byte length of the generation id; ARGV[4] the bytes: per log
-# its id, then its n events as their SSE frames (``id: …\nevent: …\ndata: <JSON>\n\n``;
-# JSON has no raw newline, so a frame ends at the first blank line, and the JSON stored is
-# what follows ``data: `` up to it: no per-event work in Python). Returns '' when every
-# log took its events, else "k r k r ...": for the k-th log (from 1) refused, what _APPEND
-# returns (its stored last seq, or -2: closed).
-_APPEND_MANY = LOG_END + """
+# its id, then its n events as their SSE frames (the JSON stored is cut out of each:
+# ``NEXT_FRAME``; no per-event work in Python). Returns '' when every log took its events,
+# else "k r k r ...": for the k-th log (from 1) refused, what _APPEND returns (its stored
+# last seq, or -2: closed).
+_APPEND_MANY = LOG_END + NEXT_FRAME + """
 local ttl = tonumber(ARGV[1])
 local prefix = ARGV[2]
 local blob = ARGV[4]
@@ -76,12 +86,9 @@ while t <= #nums do
   local last, closed = log_end(key)
   if closed then res = -2 elseif first ~= last + 1 then res = last end
   for i = 0, n - 1 do
-    local _, data = string.find(blob, '\\ndata: ', pos, true)
-    local stop = string.find(blob, '\\n\\n', data + 1, true)
-    if res == -1 then
-      redis.call('XADD', key, '0-' .. (first + i), 'e', string.sub(blob, data + 1, stop - 1))
-    end
-    pos = stop + 2
+    local json
+    json, pos = next_frame(blob, pos)
+    if res == -1 then redis.call('XADD', key, '0-' .. (first + i), 'e', json) end
   end
   if res == -1 then
     if ending ~= 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end

@@ -412,15 +412,17 @@ class WorkerStore(RedisStore):
         await super().put_generation(generation)
 
     async def put_all(self, generation: Generation, **changes: Any) -> None:
+        await self._confirm_writes(generation, changes)
+        await super().put_all(generation, **changes)
+
+    async def put_started(self, generation: Generation, **changes: Any) -> None:
+        await self._confirm_writes(generation, changes)
+        await super().put_started(generation, **changes)
+
+    async def _confirm_writes(self, generation: Generation, changes: dict[str, Any]) -> None:
+        """The gate of the generations a ``put_all``/``put_started`` writes: its own and
+        those of its blocks and its conversation's."""
         if self.gated:
             file: File | None = changes.get("file")
             blocks = [*changes.get("blocks", ()), *(file.blocks if file else ())]
             await self._confirm({generation.id} | {b.request_id for b in blocks if b.request_id})
-        await super().put_all(generation, **changes)
-
-    async def put_started(self, generation: Generation, **changes: Any) -> None:
-        if self.gated:
-            file: File = changes["file"]
-            blocks = [*changes.get("blocks", ()), *file.blocks]
-            await self._confirm({generation.id} | {b.request_id for b in blocks if b.request_id})
-        await super().put_started(generation, **changes)

@@ -12,7 +12,7 @@ from streaming.model import Block, File, Generation, StreamState
 from streaming.stores.archives import archive_digest, check_archive_key
 from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_conn import RedisConnection
-from streaming.stores.redis_logs import LOG_END, refusal
+from streaming.stores.redis_logs import LOG_END, NEXT_FRAME, refusal
 
 __all__ = ["RedisArchives", "RedisRecords"]
 
@@ -53,10 +53,9 @@ return put_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
 # ARGV[2] names, one a line: the key prefix, the generation's id, the file's id, the
 # owner, the state, then the m block ids;
 # ARGV[3] the bytes: the record's JSON, the file's JSON and block ids, the n events' SSE
-# frames (a frame ends at its first blank line: JSON has no raw newline; what follows
-# ``data: `` is stored), then the blocks' JSON.
+# frames (what follows ``data: `` is stored: ``NEXT_FRAME``), then the blocks' JSON.
 # Returns -1 when written, else (nothing written) what _APPEND returns.
-_PUT_ALL = LOG_END + PUT_RECORD + """
+_PUT_ALL = LOG_END + NEXT_FRAME + PUT_RECORD + """
 local nums = {}
 for x in string.gmatch(ARGV[1], '%d+') do nums[#nums + 1] = tonumber(x) end
 local names, at = {}, 1
@@ -83,10 +82,9 @@ if n > 0 then
   if closed then return -2 end
   if first ~= last + 1 then return last end
   for i = 0, n - 1 do
-    local _, data = string.find(blob, '\\ndata: ', pos, true)
-    local stop = string.find(blob, '\\n\\n', data + 1, true)
-    redis.call('XADD', log, '0-' .. (first + i), 'e', string.sub(blob, data + 1, stop - 1))
-    pos = stop + 2
+    local json
+    json, pos = next_frame(blob, pos)
+    redis.call('XADD', log, '0-' .. (first + i), 'e', json)
   end
   if ending ~= 0 and ttl > 0 then redis.call('PEXPIRE', log, ttl) end
 end
