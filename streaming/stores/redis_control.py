@@ -59,9 +59,8 @@ class RedisControl:
         self._fresh: set[str] = set()
         self._draining_fresh = False
         #: new generations not listened to yet: the subscription (its number, ``_epoch``)
-        #: that was up when each was written; and those a wake-up came for meanwhile
+        #: that was up when each was written (-1: none was, or a wake-up came meanwhile)
         self._expected: dict[str, int] = {}
-        self._woken: set[str] = set()
         self._epoch = 0
         self._subscribed = False
 
@@ -93,20 +92,16 @@ class RedisControl:
         then; else it is read as any other's."""
         if len(self._expected) > 100_000:  # never listened to (they failed to start)
             self._expected.clear()  # (they are then read when they listen: always safe)
-            self._woken.clear()
         self._expected[generation_id] = self._epoch if self._subscribed else -1
 
     def unexpect(self, generation_id: str) -> None:
         self._expected.pop(generation_id, None)
-        self._woken.discard(generation_id)
 
     def _untouched(self, generation_id: str) -> bool:
         """Whether ``generation_id``'s list is known to be empty: it is new, no wake-up
         came for it, and the subscription has stayed up since it was written."""
-        epoch = self._expected.pop(generation_id, None)
-        woken = generation_id in self._woken
-        self._woken.discard(generation_id)
-        return epoch is not None and not woken and self._subscribed and epoch == self._epoch
+        epoch = self._expected.pop(generation_id, -1)
+        return self._subscribed and epoch == self._epoch
 
     @asynccontextmanager
     async def listen(self, generation_id: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
@@ -243,7 +238,7 @@ class RedisControl:
                     gen_id = str(msg["channel"])[len(channel_prefix) :]
                     if gen_id not in self._local:
                         if gen_id in self._expected:
-                            self._woken.add(gen_id)  # read when it listens
+                            self._expected[gen_id] = -1  # read when it listens
                         continue
                     data = str(msg.get("data") or "")
                     if data.startswith("{"):
