@@ -6,8 +6,8 @@ A conversation is a :class:`File`; each message or output is a :class:`Block`; a
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -36,9 +36,17 @@ __all__ = [
 ]
 
 
+_NO_BLOCKS: set[str] = {"blocks"}
+
+
 def new_id(prefix: str) -> str:
-    """A fresh, URL-safe identifier such as ``gen_3f2a…``."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """A fresh, URL-safe identifier such as ``gen_019ad5e2c4f1…``: 32 hex digits, the
+    first 12 the milliseconds since the epoch, the other 20 random (80 bits; UUIDv7's
+    layout without its version bits). Ids minted close in time sort close together, so
+    a store's B-tree index takes each new row on the page the previous ones went to
+    instead of a random page: in sqlite, writing a generation's records dirtied a page
+    per row (16 KiB each in the WAL) with random ids."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 #: Reads every field under its snake_case name or the seed's camelCase one (``mimeType``);
@@ -244,6 +252,11 @@ class File(BaseModel):
     def snapshot(self) -> File:
         """A cheap independent copy of the file and its blocks."""
         return self.model_copy(update={"blocks": [b.snapshot() for b in self.blocks], "tags": list(self.tags)})
+
+    def meta_json(self) -> str:
+        """The file as JSON without its blocks (a store keeps them apart, by id); read back
+        with ``File.model_validate_json``, it has none."""
+        return self.model_dump_json(exclude=_NO_BLOCKS)
 
 
 class Usage(BaseModel):

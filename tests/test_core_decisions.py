@@ -189,3 +189,26 @@ def test_tools_named_by_a_string_must_be_server_tools() -> None:
     assert offered_tools(["weather", Tool(name="clock")], lookup) == {"weather": WEATHER, "clock": Tool(name="clock")}
     with pytest.raises(InvalidRequestError):
         offered_tools(["nope"], lookup)
+
+
+def test_ids_minted_later_sort_later_and_never_repeat() -> None:
+    import re
+    import time
+
+    from streaming.model import new_id
+
+    minted = []
+    for _ in range(5):
+        minted += [new_id("gen") for _ in range(2000)]
+        time.sleep(0.002)
+    assert len(set(minted)) == len(minted)
+    assert all(re.fullmatch(r"gen_[0-9a-f]{32}", i) for i in minted)
+    # Within a millisecond the order is random; across milliseconds it is the minting order
+    # (a B-tree index takes each new id near the previous ones).
+    stamps = [int(i[4:16], 16) for i in minted]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] - time.time() * 1000) < 5_000
+    before = new_id("x")[2:14]
+    time.sleep(0.002)
+    for made in (Block(), Generation(generator="echo")):
+        assert made.id.split("_", 1)[1][:12] > before

@@ -4,6 +4,7 @@ for a while."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -87,6 +88,44 @@ async def test_a_store_only_this_process_reads_gets_no_block_or_record_rewrite_p
     file = await store.get_file(gen.file_id)
     assert file is not None and file.blocks[-1].text == "one two three four "
     assert [e.seq for e in await store.read_events(gen.id)] == list(range(1, stored.last_seq + 1))
+
+
+class BlockCounting(SqliteStore):
+    """Counts how many times each block reaches ``put_blocks`` (a file's blocks included)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, batch_s=0)
+        self.writes: list[list[str]] = []  # the block ids of each put_all / put_started
+
+    async def put_blocks(self, blocks: Sequence[Block]) -> None:
+        if self.writes:
+            self.writes[-1] += [b.id for b in blocks]
+        await super().put_blocks(blocks)
+
+    async def put_all(self, generation: Generation, **changes: Any) -> None:
+        self.writes.append([])
+        await super().put_all(generation, **changes)
+
+
+async def test_the_first_and_the_last_write_hand_each_block_over_once(make_runtime, tmp_path) -> None:
+    store = BlockCounting(f"sqlite:///{tmp_path / 'once.db'}")
+    runtime = await make_runtime(store, persist_interval_s=0.01)
+    first = await runtime.start(GenerateRequest(generator="echo", prompt="one two "))
+    with anyio.fail_after(20):
+        while (stored := await store.get_generation(first.id)) is None or not stored.state.finished:
+            await anyio.sleep(0.02)
+    # The next turn of the conversation: its start writes the whole conversation again.
+    gen = await runtime.start(GenerateRequest(generator="echo", prompt="three ", file_id=first.file_id))
+    with anyio.fail_after(20):
+        while (stored := await store.get_generation(gen.id)) is None or not stored.state.finished:
+            await anyio.sleep(0.02)
+    assert len(store.writes) >= 4  # two starts, two ends (and any block event between)
+    for ids in store.writes:
+        assert len(ids) == len(set(ids)), store.writes
+    file = await store.get_file(gen.file_id)
+    assert file is not None
+    assert [b.text for b in file.blocks] == ["one two ", "one two ", "three ", "three "]
+    assert store.writes[-1] == [b.id for b in file.blocks]  # the last write: all, once each
 
 
 async def test_sqlite_commits_at_most_once_per_batch_interval_and_a_read_commits_at_once(tmp_path) -> None:

@@ -29,7 +29,7 @@ import anyio
 from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event, EventType
 from streaming.metrics import RuntimeMetrics
-from streaming.model import Block
+from streaming.model import Block, File
 from streaming.runtime.run import Run
 from streaming.runtime.settings import RuntimeSettings
 from streaming.stores.base import Store
@@ -52,6 +52,15 @@ _new_lock: Callable[[], anyio.Lock] = (
     if "fast_acquire" in inspect.signature(anyio.Lock).parameters
     else anyio.Lock
 )
+
+
+def _not_in(blocks: list[Block], file: File) -> list[Block]:
+    """Those of ``blocks`` that ``file`` does not hold: a store writes a file's blocks with
+    it, so a list beside it would have them copied and encoded twice."""
+    if not blocks:
+        return blocks
+    held = {b.id for b in file.blocks}
+    return [b for b in blocks if b.id not in held]
 
 
 class StoreWriter:
@@ -95,12 +104,14 @@ class StoreWriter:
         and with its conversation's claim if ``claim``; one round trip on Redis)."""
         if not self.writes_while_running:
             return
+        file = run.file_snapshot()
+        inputs = _not_in(inputs, file)
         if not new:
-            await self.store.put_all(run.generation, blocks=inputs, file=run.file_snapshot())
+            await self.store.put_all(run.generation, blocks=inputs, file=file)
             return
         mark = run.log.last_seq + run.sent_step if run.reserve is not None else 0
         await self.store.put_started(
-            run.generation, blocks=inputs, file=run.file_snapshot(), claim=claim and self.store.shared, reserve=mark
+            run.generation, blocks=inputs, file=file, claim=claim and self.store.shared, reserve=mark
         )
         if mark:
             run.reserved(mark)
@@ -292,8 +303,14 @@ class StoreWriter:
         machine = run.machine
         gen = machine.generation.snapshot()
         gen.last_seq = events[-1].seq if events else run.persisted_seq
+        if final:
+            file = run.file_snapshot()
+            held = {b.id for b in file.blocks}
+            blocks = [machine.block_snapshot(b) for b in machine.order if b not in held]
+            await self.store.put_all(gen, events=events, blocks=blocks, file=file)
+            return
         blocks = [machine.block_snapshot(b) for b in machine.order]
-        await self.store.put_all(gen, events=events, blocks=blocks, file=run.file_snapshot() if final else None)
+        await self.store.put_all(gen, events=events, blocks=blocks)
 
     def _records_changed(self, events: list[Event]) -> bool:
         """Whether a flush of ``events`` also rewrites the run's blocks and record.

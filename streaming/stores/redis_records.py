@@ -213,7 +213,7 @@ class RedisRecords:
         file_data = file_ids = b""
         if file is not None:
             expiring.update((b.id, (b, True)) for b in file.blocks)
-            file_data = file.model_copy(update={"blocks": []}).model_dump_json().encode()
+            file_data = file.meta_json().encode()
             file_ids = "\n".join(b.id for b in file.blocks).encode()
         gen_id = generation.id
         record = generation.model_dump_json().encode()
@@ -297,14 +297,13 @@ class RedisRecords:
 
     async def put_file(self, file: File) -> None:
         c = self.conn
-        meta = file.model_copy(update={"blocks": []})
         key = c.k("file", file.id)
         with c.mapped("put_file"):
             async with c.r.pipeline(transaction=True) as pipe:
                 for block in file.blocks:
                     px = self.ttl_ms if self.ttl_ms > 0 else None
                     pipe.set(c.k("blk", block.id), block.model_dump_json(), px=px)
-                pipe.hset(key, mapping={"data": meta.model_dump_json(), "ids": "\n".join(b.id for b in file.blocks)})
+                pipe.hset(key, mapping={"data": file.meta_json(), "ids": "\n".join(b.id for b in file.blocks)})
                 if self.ttl_ms > 0:
                     pipe.pexpire(key, self.ttl_ms)
                 await pipe.execute()

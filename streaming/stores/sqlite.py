@@ -223,8 +223,7 @@ class SqliteStore(Store):
     async def put_file(self, file: File) -> None:
         await self.put_blocks(file.blocks)
         self._writer.queue()
-        meta = file.model_copy(update={"blocks": []})
-        self._writer.files[file.id] = (meta.model_dump_json(), encode_ids([b.id for b in file.blocks]))
+        self._writer.files[file.id] = (file.meta_json(), encode_ids([b.id for b in file.blocks]))
 
     async def get_file(self, file_id: str) -> File | None:
         rows = await self._query("SELECT data, block_ids FROM files WHERE id = ?", file_id)
