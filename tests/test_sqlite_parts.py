@@ -153,3 +153,43 @@ async def test_the_interval_between_commits_grows_with_the_logs_a_commit_carries
         tg.cancel_scope.cancel()
     assert [e.seq for e in file.read_sync("gen_0")] == [1, 2]
     await file.close()
+
+
+async def test_a_block_made_mid_stream_comes_back_from_its_log_after_a_crash(tmp_path: Path) -> None:
+    """The store writer writes a running generation's blocks and record to sqlite only at
+    its start and end: a block made in between exists only in the log (its
+    ``block.created``) when the process dies. Recovery brings it back, aborted, with the
+    text streamed into it, in its conversation."""
+    from streaming.model import Block, File, MimeTypes, StreamState
+    from streaming.stores.sqlite import SqliteStore
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = SqliteStore(url, batch_s=0)
+    await store.open()
+    prompt = Block(text="hi", mime_type=MimeTypes.TXT)
+    file = File(blocks=[prompt])
+    prompt.file_id = file.id
+    gen = Generation(generator="scripted", state=GenerationState.RUNNING, file_id=file.id)
+    await store.put_started(gen, file=file, reserve=64)
+    made = Block(file_id=file.id, index=1, mime_type=MimeTypes.TXT, stream_state=StreamState.STARTED)
+    await store.append_events(gen.id, [
+        Event("generation.started", 1, gen.id, {"generation": gen.public(), "blocks": [], "capabilities": None}),
+        Event("block.created", 2, gen.id, {"block": made.model_dump(mode="json")}),
+        Event("block.delta", 3, gen.id, {"block_id": made.id, "offset": 0, "text": "made "}),
+        Event("block.delta", 4, gen.id, {"block_id": made.id, "offset": 5, "text": "mid-stream"}),
+    ])
+    await store.close()  # what was flushed is committed; nothing else comes (a kill -9)
+
+    again = SqliteStore(url, batch_s=0)
+    await again.open()
+    assert await again.recover_interrupted() == [gen.id]
+    stored = await again.get_generation(gen.id)
+    assert stored is not None and stored.state is GenerationState.FAILED
+    assert made.id in stored.output_block_ids
+    block = await again.get_block(made.id)
+    assert block is not None
+    assert (block.text, block.stream_state) == ("made mid-stream", StreamState.ABORTED)
+    conversation = await again.get_file(file.id)
+    assert conversation is not None
+    assert [(b.id, b.text) for b in conversation.blocks] == [(prompt.id, "hi"), (made.id, "made mid-stream")]
+    await again.close()

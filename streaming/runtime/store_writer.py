@@ -315,23 +315,26 @@ class StoreWriter:
     def _records_changed(self, events: list[Event]) -> bool:
         """Whether a flush of ``events`` also rewrites the run's blocks and record.
 
-        Only when something other than text happened (a block created or ended, a tool
-        call; ``generation.started`` is written with them by :meth:`write_started`): while
-        a run is live here its readers get its blocks from memory; a reader in another
-        process sharing the store folds the log's text onto the stored blocks
-        (:func:`streaming.stores.recovery.fold_tail`), and a restart rebuilds a block's
-        text from the log (:mod:`streaming.stores.recovery`). Rewriting them for every few
-        chunks of text cost each chunk two model copies, two JSON dumps and, on Redis, two
-        round trips. A shared store whose reads fold (its ``folds_text``, Redis) gets them
-        again every ``REFRESH_EVERY`` events, so the text such a reader folds stays short;
-        any other shared store gets them with every flush.
+        Never on a store only this process reads (sqlite): while a run is live here its
+        readers get it from memory, and a restart rebuilds its blocks (those made
+        mid-stream from their ``block.created``) and their text from the log
+        (:mod:`streaming.stores.recovery`); its first and last writes carry them.
+
+        On a shared store, only when something other than text happened (a block created
+        or ended, a tool call; ``generation.started`` is written with them by
+        :meth:`write_started`): a reader in another process folds the log's text onto
+        the stored blocks (:func:`streaming.stores.recovery.fold_tail`). Rewriting them
+        for every few chunks of text cost each chunk two model copies, two JSON dumps
+        and, on Redis, two round trips. A shared store whose reads fold (its
+        ``folds_text``, Redis) gets them again every ``REFRESH_EVERY`` events, so the text
+        such a reader folds stays short; any other shared store gets them with every flush.
         """
+        if not self.store.shared:
+            return False
         for ev in events:
             kind = ev.type
             if kind != _DELTA and kind != _STARTED:
                 return True
-        if not self.store.shared:
-            return False
         if not getattr(self.store, "folds_text", False):
             return True  # its readers take the stored blocks as they are
         return (events[0].seq - 1) // REFRESH_EVERY != events[-1].seq // REFRESH_EVERY
