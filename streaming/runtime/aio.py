@@ -83,16 +83,17 @@ class TurnMark:
     a trip to the back of the loop's queue.
     """
 
-    __slots__ = ("turned", "_call_soon", "_mark")
+    __slots__ = ("turned", "_call_soon")
 
     def __init__(self) -> None:
         self.turned = False
         self._call_soon = asyncio.get_running_loop().call_soon
-        self._mark = self._set  # (bound once)
 
     def _set(self) -> None:
         self.turned = True
 
     def arm(self) -> None:
         self.turned = False
-        self._call_soon(self._mark)
+        # (Bound at each arm: a bound method kept on the mark would be a reference cycle,
+        # which only the cyclic collector frees, with all it holds.)
+        self._call_soon(self._set)

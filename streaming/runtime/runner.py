@@ -148,6 +148,9 @@ class Runner:
             # next turn must not start from a conversation without this one's blocks).
         finally:
             run.done.set()
+            for block in run.file.blocks:  # (block -> run -> block: a cycle only the cyclic
+                if block._writer is run:  # collector would free, with the run's whole log)
+                    block._writer = None
             self.admission.release(run.owner)
             self.subscriptions.ended(run)
             asyncio.get_running_loop().call_later(self.settings.live_retention_s, self._forget, run)

@@ -60,7 +60,10 @@ class WriteThrough:
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._last = float("-inf")  # when the sink last got events
-        self._on_append = self._appended  # (one bound method: registered, then removed, by identity)
+        # One bound method for every wait (no allocation per event), dropped once done: a
+        # bound method kept on its own object is a reference cycle, which only the cyclic
+        # collector frees (with all it holds: the sink's response, its ASGI callables).
+        self._on_append: Callable[[], None] | None = self._appended
         log.wait(self._on_append)
 
     def _appended(self, later: bool = False) -> None:
@@ -80,20 +83,24 @@ class WriteThrough:
             except Exception:  # (a sink reports its own failures; this one broke its word)
                 wrote = False
             if not wrote:
-                resolve(self.done)
+                self._end()
                 return
             if self.after < len(log.events):  # more than one read's worth was waiting
                 loop.call_soon(self._appended, True)
                 return
         if log.closed:
-            resolve(self.done)  # (the sink has had the terminal event)
+            self._end()  # (the sink has had the terminal event)
             return
-        log.wait(self._on_append)
+        log.wait(self._on_append or self._appended)
 
     def stop(self) -> None:
         """Hand nothing more over (the consumer is leaving)."""
-        self.log.cancel_wait(self._on_append)
+        self.log.cancel_wait(self._appended)  # (a bound method equals another of the same)
+        self._end()
+
+    def _end(self) -> None:
         resolve(self.done)
+        self._on_append = None
 
 
 class Subscriptions:
