@@ -790,14 +790,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     results: dict[str, dict[str, float]] = {}
     servers: dict[str, Any] = {}
-    rounds = max(1, args.paced_rounds if args.paced_rounds is not None else (1 if args.quick else 3))
+    rounds = max(1, args.paced_rounds if args.paced_rounds is not None else (1 if args.quick else 4))
     paced_runs: dict[str, list[dict[str, float]]] = {}  # key -> the paced figures of each round
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         target_list = targets(args, Path(tmp))
         for round_no in range(rounds):
             # Later rounds run only the paced loads, the servers taken in turn again, so that
-            # a slow spell of the machine falls on every server rather than on one.
-            for target in target_list:
+            # a slow spell of the machine falls on every server rather than on one; every
+            # other round in the reverse order, so that the machine's drift over a round
+            # (the floor's own figure moved 29 -> 25 us a chunk across one run's rounds)
+            # does not always favour the servers measured last.
+            for target in (target_list if round_no % 2 == 0 else target_list[::-1]):
                 entry: dict[str, Any] = servers.setdefault(target.key, {"label": target.label})
                 if round_no and ("paced" not in target.phases or target.status != "ok" or target.key not in results):
                     continue
@@ -927,8 +930,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent streams of the paced scenario (repeatable; default 500 and 1,000; quick 10)")
     parser.add_argument("--paced-chunks", type=int, default=None, help="chunks of each paced stream (default 100)")
     parser.add_argument("--paced-rounds", type=int, default=None, metavar="N",
-                        help="rounds of the paced loads, the servers in turn in each; every paced figure is the "
-                        "median of its rounds (default 3; quick 1)")
+                        help="rounds of the paced loads, the servers in turn in each (every other round in the "
+                        "reverse order); every paced figure is the median of its rounds (default 4; quick 1)")
     parser.add_argument("--paced-clients", type=int, default=0, metavar="N",
                         help="client processes of the paced load (default: one per 500 streams)")
     parser.add_argument("--http-server", action="append", default=[], choices=HTTP_SERVERS,
