@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUndefined
 
 from streaming.wire import MimeTypes
 
@@ -37,6 +38,7 @@ __all__ = [
 
 
 _NO_BLOCKS: set[str] = {"blocks"}
+_set_attr = object.__setattr__
 
 
 def new_id(prefix: str) -> str:
@@ -177,19 +179,28 @@ class Block(BaseModel):
             priv["_writer"] = writer
 
     def __copy__(self) -> Block:
+        # Field by field, as pydantic's own copy does without its generic steps (a turn
+        # copies every block of its conversation several times); a copy is a snapshot: it
+        # never writes into the running generation.
+        cls = type(self)
+        copy = cls.__new__(cls)
+        _set_attr(copy, "__dict__", self.__dict__.copy())
+        _set_attr(copy, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        extra = self.__pydantic_extra__
+        _set_attr(copy, "__pydantic_extra__", None if extra is None else dict(extra))
         priv = self.__pydantic_private__
-        if not priv or priv.get("_writer") is None:
-            return super().__copy__()
-        writer = priv["_writer"]
-        priv["_writer"] = None
-        try:
-            return super().__copy__()
-        finally:
-            priv["_writer"] = writer
+        if priv is not None:
+            priv = {k: v for k, v in priv.items() if k != "_writer" and v is not PydanticUndefined}
+            priv["_writer"] = None
+        _set_attr(copy, "__pydantic_private__", priv)
+        return copy
 
     def snapshot(self) -> Block:
         """A cheap independent copy (tags are never changed in place, so they are shared)."""
-        return self.model_copy(update={"tags": list(self.tags)})
+        copy = self.__copy__()
+        copy.__dict__["tags"] = list(self.tags)
+        copy.__pydantic_fields_set__.add("tags")
+        return copy
 
     @property
     def chat_role(self) -> str | None:
