@@ -193,3 +193,78 @@ async def test_a_block_made_mid_stream_comes_back_from_its_log_after_a_crash(tmp
     assert conversation is not None
     assert [(b.id, b.text) for b in conversation.blocks] == [(prompt.id, "hi"), (made.id, "made mid-stream")]
     await again.close()
+
+
+def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() -> None:
+    from streaming.model import Block, File
+    from streaming.stores.file_cache import FileCache
+
+    cache = FileCache(size=2)
+    first = File(blocks=[Block(text="hi"), Block(text="hello")])
+    for b in first.blocks:
+        b.file_id = first.id
+    assert cache.get(first.id) is None
+    assert cache.changed(first) == first.blocks  # nothing kept: every block is written
+    cache.put(first)
+    got = cache.get(first.id)
+    assert got == first and got is not first and got.blocks[0] is not first.blocks[0]
+    got.blocks[0].text = "changed by a caller"
+    got.blocks.append(Block(text="appended by a caller"))
+    assert cache.get(first.id) == first  # callers change their copies only
+
+    turn = first.snapshot()
+    turn.blocks[1].text = "hello there"
+    turn.blocks.append(Block(file_id=first.id, text="new"))
+    assert [b.text for b in cache.changed(turn)] == ["hello there", "new"]
+
+    cache.blocks_written([first.blocks[0]])  # a block written on its own: read it again
+    assert cache.get(first.id) is None
+    cache.put(first)
+    cache.blocks_written([Block(text="whose?")])  # no file_id: nothing is kept
+    assert cache.get(first.id) is None
+
+    version = cache.version
+    cache.put(first)  # a write while a read of the file was under way...
+    cache.read(File(id=first.id), version)  # ...which read the file before the write
+    assert cache.get(first.id) == first
+
+    others = [File(), File()]
+    for other in others:
+        cache.put(other)
+    assert cache.get(first.id) is None  # the least recently used went
+    assert all(cache.get(o.id) == o for o in others)
+
+
+async def test_a_turn_rewrites_only_the_blocks_it_changed_and_reads_come_back_whole(tmp_path: Path) -> None:
+    from streaming.model import Block, File
+    from streaming.stores.sqlite import SqliteStore
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = SqliteStore(url, batch_s=0)
+    await store.open()
+    file = File(blocks=[Block(text=f"block {i}") for i in range(50)])
+    for b in file.blocks:
+        b.file_id = file.id
+    await store.put_file(file)
+    assert len(store._writer.blocks) == 50
+    await store._writer.sync()  # (commits what was queued)
+    assert not store._writer.blocks
+
+    turn = await store.get_file(file.id)
+    assert turn is not None and turn == file
+    turn.blocks.append(Block(file_id=file.id, text="a new message"))
+    turn.blocks[3].text = "edited"
+    await store.put_file(turn)
+    assert sorted(store._writer.blocks) == sorted([turn.blocks[3].id, turn.blocks[-1].id])
+    await store.put_blocks([Block(id=turn.blocks[7].id, file_id=file.id, text="rewritten on its own")])
+    await store.close()
+
+    again = SqliteStore(url, batch_s=0)  # what the file holds, read cold
+    await again.open()
+    stored = await again.get_file(file.id)
+    assert stored is not None
+    assert [b.text for b in stored.blocks] == [
+        *(f"block {i}" for i in range(3)), "edited", *(f"block {i}" for i in range(4, 7)),
+        "rewritten on its own", *(f"block {i}" for i in range(8, 50)), "a new message",
+    ]
+    await again.close()

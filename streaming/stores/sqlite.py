@@ -51,6 +51,7 @@ from streaming.errors import InvalidRequestError, StoreError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
 from streaming.stores.base import Store
+from streaming.stores.file_cache import FileCache
 from streaming.stores.follow import follow_log
 from streaming.stores.memory import MemoryStore
 from streaming.stores.sqlite_file import FINISHED, SqliteFile, decode_ids, encode_ids
@@ -147,6 +148,7 @@ class SqliteStore(Store):
         self._last_seq: dict[str, int] = {}  # of logs still open
         self._claimed: set[tuple[str, str]] = set()
         self._log_changed: dict[str, anyio.Event] = {}
+        self._files = FileCache()  # (this process writes every conversation of the file)
         # Control signals only ever reach this process (one process per file).
         self._local = MemoryStore()
 
@@ -213,6 +215,7 @@ class SqliteStore(Store):
         if not blocks:
             return
         self._writer.queue()
+        self._files.blocks_written(blocks)
         for block in blocks:
             self._writer.blocks[block.id] = block.model_dump_json()
 
@@ -221,11 +224,15 @@ class SqliteStore(Store):
         return Block.model_validate_json(rows[0][0]) if rows else None
 
     async def put_file(self, file: File) -> None:
-        await self.put_blocks(file.blocks)
+        await self.put_blocks(self._files.changed(file))
         self._writer.queue()
         self._writer.files[file.id] = (file.meta_json(), encode_ids([b.id for b in file.blocks]))
+        self._files.put(file)
 
     async def get_file(self, file_id: str) -> File | None:
+        if (cached := self._files.get(file_id)) is not None:
+            return cached
+        version = self._files.version
         rows = await self._query("SELECT data, block_ids FROM files WHERE id = ?", file_id)
         if not rows:
             return None
@@ -238,6 +245,7 @@ class SqliteStore(Store):
                 for bid, data in await self._query(f"SELECT id, data FROM blocks WHERE id IN ({marks})", *ids)
             }
             meta.blocks = [found[i] for i in ids if i in found]
+        self._files.read(meta, version)
         return meta
 
     # -- event logs --
@@ -379,4 +387,6 @@ class SqliteStore(Store):
     async def recover_interrupted(self) -> list[str]:
         """Fail every generation left unfinished by a process that died; return their ids."""
         await self._writer.sync()
-        return await anyio.to_thread.run_sync(self._file.recover_sync, limiter=self._file.limiter)
+        recovered = await anyio.to_thread.run_sync(self._file.recover_sync, limiter=self._file.limiter)
+        self._files.clear()  # (it rewrote conversations in the file)
+        return recovered

@@ -1,0 +1,75 @@
+"""The conversations a store only this process writes has last written or read.
+
+A turn reads its conversation twice (before and after claiming it) and a store that keeps
+JSON decodes every block of it each time: on sqlite, a conversation of 100 blocks cost a
+turn more to read than to stream 100 chunks. A store that is the only writer of its file
+(:class:`~streaming.stores.sqlite.SqliteStore`: one process per file) knows every change
+to a conversation as it makes it, so it can answer a read from what it last wrote: a copy
+of the blocks instead of their decoding; and a write of a conversation rewrites only the
+blocks that changed since.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from streaming.model import Block, File
+
+__all__ = ["FileCache"]
+
+
+class FileCache:
+    """At most ``size`` conversations, the least recently used dropped first. What goes
+    in and what comes out are copies: callers may change them."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._files: OrderedDict[str, File] = OrderedDict()
+        #: counts every change: a read from the file that raced one is not kept
+        self.version = 0
+
+    def get(self, file_id: str) -> File | None:
+        file = self._files.get(file_id)
+        if file is None:
+            return None
+        self._files.move_to_end(file_id)
+        return file.snapshot()
+
+    def changed(self, file: File) -> list[Block]:
+        """The blocks of ``file`` unlike those of the one kept for it (all if none is): a
+        turn rewrites its conversation with a block or two new and the rest as they were."""
+        kept = self._files.get(file.id)
+        if kept is None:
+            return file.blocks
+        known = {b.id: b for b in kept.blocks}
+        return [b for b in file.blocks if known.get(b.id) != b]
+
+    def put(self, file: File) -> None:
+        """``file`` as just written."""
+        self.version += 1
+        self._keep(file)
+
+    def read(self, file: File, version: int) -> None:
+        """``file`` as read from the store, the read having begun at ``version``."""
+        if version == self.version:
+            self._keep(file)
+
+    def blocks_written(self, blocks: Sequence[Block]) -> None:
+        """Blocks written on their own: the conversations holding them are read again."""
+        self.version += 1
+        for block in blocks:
+            if block.file_id is None:  # (whose it is, unknown: none is kept)
+                self._files.clear()
+                return
+            self._files.pop(block.file_id, None)
+
+    def clear(self) -> None:
+        self.version += 1
+        self._files.clear()
+
+    def _keep(self, file: File) -> None:
+        self._files[file.id] = file.snapshot()
+        self._files.move_to_end(file.id)
+        while len(self._files) > self.size:
+            self._files.popitem(last=False)
