@@ -234,6 +234,15 @@ def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() ->
     assert cache.get(first.id) is None  # the least recently used went
     assert all(cache.get(o.id) == o for o in others)
 
+    small = FileCache(size=10, max_blocks=3)  # blocks in all, too
+    small.put(first)  # 2 blocks
+    small.put(File(blocks=[Block()]))
+    small.put(File(blocks=[Block()]))  # 4 in all: the oldest goes
+    assert small.get(first.id) is None
+    big = File(blocks=[Block() for _ in range(4)])
+    small.put(big)  # more than all it may hold: not kept
+    assert small.get(big.id) is None
+
 
 async def test_a_turn_rewrites_only_the_blocks_it_changed_and_reads_come_back_whole(tmp_path: Path) -> None:
     from streaming.model import Block, File

@@ -20,12 +20,15 @@ __all__ = ["FileCache"]
 
 
 class FileCache:
-    """At most ``size`` conversations, the least recently used dropped first. What goes
-    in and what comes out are copies: callers may change them."""
+    """At most ``size`` conversations holding ``max_blocks`` blocks in all, the least
+    recently used dropped first. What goes in and what comes out are copies: callers may
+    change them."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, max_blocks: int = 20_000) -> None:
         self.size = size
+        self.max_blocks = max_blocks
         self._files: OrderedDict[str, File] = OrderedDict()
+        self._blocks = 0  # held by the kept conversations
         #: counts every change: a read from the file that raced one is not kept
         self.version = 0
 
@@ -60,16 +63,26 @@ class FileCache:
         self.version += 1
         for block in blocks:
             if block.file_id is None:  # (whose it is, unknown: none is kept)
-                self._files.clear()
+                self.clear()
                 return
-            self._files.pop(block.file_id, None)
+            self._drop(block.file_id)
 
     def clear(self) -> None:
         self.version += 1
         self._files.clear()
+        self._blocks = 0
 
     def _keep(self, file: File) -> None:
+        self._drop(file.id)
+        if len(file.blocks) > self.max_blocks:
+            return
         self._files[file.id] = file.snapshot()
-        self._files.move_to_end(file.id)
-        while len(self._files) > self.size:
-            self._files.popitem(last=False)
+        self._blocks += len(file.blocks)
+        while len(self._files) > self.size or self._blocks > self.max_blocks:
+            _, dropped = self._files.popitem(last=False)
+            self._blocks -= len(dropped.blocks)
+
+    def _drop(self, file_id: str) -> None:
+        dropped = self._files.pop(file_id, None)
+        if dropped is not None:
+            self._blocks -= len(dropped.blocks)
