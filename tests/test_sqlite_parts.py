@@ -242,6 +242,11 @@ def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() ->
     big = File(blocks=[Block() for _ in range(4)])
     small.put(big)  # more than all it may hold: not kept
     assert small.get(big.id) is None
+    texts = FileCache(size=10, max_chars=10)  # and characters of text in all
+    long, short = File(blocks=[Block(text="x" * 8)]), File(blocks=[Block(text="y" * 4)])
+    texts.put(long)
+    texts.put(short)  # 12 characters in all: the oldest goes
+    assert texts.get(long.id) is None and texts.get(short.id) == short
 
 
 async def test_a_turn_rewrites_only_the_blocks_it_changed_and_reads_come_back_whole(tmp_path: Path) -> None:

@@ -20,15 +20,17 @@ __all__ = ["FileCache"]
 
 
 class FileCache:
-    """At most ``size`` conversations holding ``max_blocks`` blocks in all, the least
-    recently used dropped first. What goes in and what comes out are copies: callers may
-    change them."""
+    """At most ``size`` conversations holding ``max_blocks`` blocks and ``max_chars``
+    characters of text in all, the least recently used dropped first. What goes in and
+    what comes out are copies: callers may change them."""
 
-    def __init__(self, size: int = 256, max_blocks: int = 20_000) -> None:
+    def __init__(self, size: int = 256, max_blocks: int = 20_000, max_chars: int = 8_000_000) -> None:
         self.size = size
         self.max_blocks = max_blocks
+        self.max_chars = max_chars
         self._files: OrderedDict[str, File] = OrderedDict()
-        self._blocks = 0  # held by the kept conversations
+        self._weights: dict[str, tuple[int, int]] = {}  # blocks and characters of each kept
+        self._blocks = self._chars = 0  # in all
         #: counts every change: a read from the file that raced one is not kept
         self.version = 0
 
@@ -70,19 +72,23 @@ class FileCache:
     def clear(self) -> None:
         self.version += 1
         self._files.clear()
-        self._blocks = 0
+        self._weights.clear()
+        self._blocks = self._chars = 0
 
     def _keep(self, file: File) -> None:
         self._drop(file.id)
-        if len(file.blocks) > self.max_blocks:
+        blocks, chars = len(file.blocks), sum(len(b.text) for b in file.blocks)
+        if blocks > self.max_blocks or chars > self.max_chars:
             return
         self._files[file.id] = file.snapshot()
-        self._blocks += len(file.blocks)
-        while len(self._files) > self.size or self._blocks > self.max_blocks:
-            _, dropped = self._files.popitem(last=False)
-            self._blocks -= len(dropped.blocks)
+        self._weights[file.id] = (blocks, chars)
+        self._blocks += blocks
+        self._chars += chars
+        while len(self._files) > self.size or self._blocks > self.max_blocks or self._chars > self.max_chars:
+            self._drop(next(iter(self._files)))
 
     def _drop(self, file_id: str) -> None:
-        dropped = self._files.pop(file_id, None)
-        if dropped is not None:
-            self._blocks -= len(dropped.blocks)
+        if self._files.pop(file_id, None) is not None:
+            blocks, chars = self._weights.pop(file_id)
+            self._blocks -= blocks
+            self._chars -= chars
