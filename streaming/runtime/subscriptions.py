@@ -60,10 +60,10 @@ class WriteThrough:
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._last = float("-inf")  # when the sink last got events
-        # One bound method for every wait (no allocation per event), dropped once done: a
+        # One bound method for every wait (no allocation per event), deleted once done: a
         # bound method kept on its own object is a reference cycle, which only the cyclic
         # collector frees (with all it holds: the sink's response, its ASGI callables).
-        self._on_append: Callable[[], None] | None = self._appended
+        self._on_append: Callable[[], None] = self._appended
         log.wait(self._on_append)
 
     def _appended(self, later: bool = False) -> None:
@@ -91,7 +91,7 @@ class WriteThrough:
         if log.closed:
             self._end()  # (the sink has had the terminal event)
             return
-        log.wait(self._on_append or self._appended)
+        log.wait(self._on_append)
 
     def stop(self) -> None:
         """Hand nothing more over (the consumer is leaving)."""
@@ -100,7 +100,8 @@ class WriteThrough:
 
     def _end(self) -> None:
         resolve(self.done)
-        self._on_append = None
+        if hasattr(self, "_on_append"):  # (stop may come after the end)
+            del self._on_append
 
 
 class Subscriptions:
