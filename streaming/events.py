@@ -3,8 +3,8 @@
 Every event has ``type``, ``seq`` and ``generation_id``; ``seq`` starts at 1 and rises by
 exactly 1 per event of a generation. An event is built once, appended to the generation's
 log, and its JSON (and SSE frame) is computed at most once however many subscribers read
-it. Until that first encoding a ``block.delta`` at the tail of a log may still absorb the
-next chunk of the same block (delta coalescing); encoding seals it.
+it. Until it is first read or encoded, a ``block.delta`` at the tail of a log may still
+absorb the next chunk of the same block (delta coalescing); reading or encoding seals it.
 """
 
 from __future__ import annotations
@@ -164,7 +164,9 @@ class Event:
 
     @property
     def sealed(self) -> bool:
-        return self._json is not None or self._sse is not None
+        """Whether no chunk may join this event any more (read, encoded, or not a delta
+        being written)."""
+        return self._parts is None
 
     def try_extend(self, block_id: str, text: str) -> bool:
         """Absorb ``text`` into this unsealed delta of the same block; False if it cannot,
@@ -183,8 +185,11 @@ class Event:
         return False
 
     def seal(self) -> None:
-        if self._json is None and self._sse is None:
-            self.to_json()
+        """No chunk joins this event any more: its text is final. It is encoded when first
+        read (a ``block.delta`` straight to its SSE frame, for the SSE route)."""
+        if self._parts is not None:
+            self.freeze()
+            self._parts = None
 
     # -- encoding (at most once) --
 
@@ -242,9 +247,23 @@ class Event:
         sse = self._sse
         if sse is None:
             js = self._json
-            if js is None:
-                js = self.to_json()
-            sse = f"id: {self.seq}\nevent: {self.type}\ndata: {js}\n\n".encode()
+            d = self._data
+            if js is None and d is not None and self.type == _DELTA:
+                # The frame of a delta in one step, its JSON as ``to_json`` writes it.
+                if self._parts is not None:
+                    self.seal()
+                seq = self.seq
+                frame = (
+                    f'id: {seq}\nevent: block.delta\ndata: {{"type":"block.delta","seq":{seq},'
+                    f'"generation_id":"{self.generation_id}","block_id":"{d["block_id"]}",'
+                    f'"offset":{d["offset"]},"text":{_encode_str(d["text"])}}}\n\n'
+                )
+                sse = (frame if frame.isascii() else _utf8_safe(frame)).encode()
+                self._data = None  # parsed again on demand
+            else:
+                if js is None:
+                    js = self.to_json()
+                sse = f"id: {self.seq}\nevent: {self.type}\ndata: {js}\n\n".encode()
             self._sse = sse
             self._json = None  # a slice of the frame from now on
         return sse

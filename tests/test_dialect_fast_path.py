@@ -110,6 +110,23 @@ def test_a_deltas_text_json_is_what_encode_json_writes(state: str, text: str) ->
     assert event.delta_json() == ("blk_1", encode_json(text))
 
 
+@pytest.mark.parametrize("state", ["fresh", "sealed"])
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_deltas_frame_made_in_one_step_is_the_frame_of_its_json(state: str, text: str) -> None:
+    """A delta not yet encoded is framed straight from its fields: the same bytes as the
+    frame around its JSON, whole text and all (a coalesced one too)."""
+    framed = Event.delta(7, GEN, "blk_1", 3, text)
+    assert framed.try_extend("blk_1", "more")
+    reference = Event.delta(7, GEN, "blk_1", 3, text)
+    assert reference.try_extend("blk_1", "more")
+    if state == "sealed":
+        framed.seal()
+    js = reference.to_json()
+    assert framed.to_sse() == f"id: 7\nevent: block.delta\ndata: {js}\n\n".encode()
+    assert framed.to_json() == js and not framed.try_extend("blk_1", "late")
+    assert framed.data == {"block_id": "blk_1", "offset": 3, "text": text + "more"}
+
+
 def test_a_coalesced_deltas_text_json_is_its_whole_text_and_does_not_seal_it() -> None:
     event = Event.delta(1, GEN, "b1", 0, 'a"')
     assert event.try_extend("b1", "\\b")

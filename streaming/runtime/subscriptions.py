@@ -70,14 +70,15 @@ class WriteThrough:
         if self.done.done():
             return
         loop = self._loop
-        if not later and loop.time() - self._last < BURST_S:
+        now = loop.time()
+        if not later and now - self._last < BURST_S:
             loop.call_soon(self._appended, True)  # (the appends meanwhile join the tail event)
             return
         log = self.log
         events = log.read(self.after, self.limit)
         if events:
             self.after = events[-1].seq
-            self._last = loop.time()
+            self._last = now
             try:
                 wrote = self.sink(events)
             except Exception:  # (a sink reports its own failures; this one broke its word)
