@@ -38,6 +38,24 @@ async def test_a_raising_finish_listener_skips_no_cleanup(make_runtime, caplog) 
     assert [b.text for b in (await runtime.get_file(gen.file_id)).blocks] == ["a b ", "a b ", "c ", "c "]
 
 
+async def test_a_finished_run_kept_for_its_readers_lets_go_of_its_plugins_copies(make_runtime) -> None:
+    """A finished run stays in memory for live_retention_s (late readers, resumes): with
+    its log, blocks and conversation, but not the copies of the conversation made for its
+    plugin (in a long chat, a copy of every earlier block per turn)."""
+    runtime = await make_runtime(live_retention_s=60)
+    first = await runtime.start(GenerateRequest(generator="echo", prompt="a b "), subscribed=True)
+    assert [e.type async for e in runtime.events(first.id)][-1] == "generation.completed"
+    turn = await runtime.start(GenerateRequest(generator="echo", prompt="c ", file_id=first.file_id), subscribed=True)
+    run = runtime._runner.live[turn.id]
+    assert len(run.conversation) >= 3  # (running: the plugin's view of the conversation)
+    assert [e.type async for e in runtime.events(turn.id)][-1] == "generation.completed"
+    await run.done.wait()
+    assert runtime._runner.live[turn.id] is run  # still kept for its readers
+    assert run.conversation == [] and run.context_blocks == []
+    assert [b.text for b in (await runtime.get_file(first.file_id)).blocks] == ["a b ", "a b ", "c ", "c "]
+    assert [e.type async for e in runtime.events(turn.id)][-1] == "generation.completed"
+
+
 async def test_closing_the_runtime_ends_a_running_generation_with_a_terminal_event(make_runtime) -> None:
     runtime = await make_runtime(shutdown_grace_s=0.05)
     gen = await runtime.start(

@@ -151,6 +151,9 @@ class Runner:
             for block in run.file.blocks:  # (block -> run -> block: a cycle only the cyclic
                 if block._writer is run:  # collector would free, with the run's whole log)
                     block._writer = None
+            # Kept for live_retention_s for its readers (the log, the blocks, the
+            # conversation): not the copies of the conversation its plugin saw.
+            run.context_blocks = run.conversation = []
             self.admission.release(run.owner)
             self.subscriptions.ended(run)
             asyncio.get_running_loop().call_later(self.settings.live_retention_s, self._forget, run)
