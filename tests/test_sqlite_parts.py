@@ -204,8 +204,7 @@ def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() ->
     for b in first.blocks:
         b.file_id = first.id
     assert cache.get(first.id) is None
-    assert cache.changed(first) == first.blocks  # nothing kept: every block is written
-    cache.put(first)
+    assert cache.put(first) == first.blocks  # nothing kept: every block is written
     got = cache.get(first.id)
     assert got == first and got is not first and got.blocks[0] is not first.blocks[0]
     got.blocks[0].text = "changed by a caller"
@@ -215,7 +214,12 @@ def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() ->
     turn = first.snapshot()
     turn.blocks[1].text = "hello there"
     turn.blocks.append(Block(file_id=first.id, text="new"))
-    assert [b.text for b in cache.changed(turn)] == ["hello there", "new"]
+    kept_first = cache._files[first.id].blocks[0]
+    assert [b.text for b in cache.put(turn)] == ["hello there", "new"]  # the ones to write
+    assert cache.get(first.id) == turn
+    kept = cache._files[first.id].blocks
+    assert kept[0] is kept_first  # the unchanged block keeps the copy already kept...
+    assert all(k is not b for k, b in zip(kept, turn.blocks, strict=True))  # ...none of the caller's
 
     cache.blocks_written([first.blocks[0]])  # a block written on its own: read it again
     assert cache.get(first.id) is None

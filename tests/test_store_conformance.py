@@ -135,6 +135,24 @@ async def test_files_keep_block_order(store: Store) -> None:
     assert got is not None and got.blocks[2].text == "edited"
 
 
+async def test_a_store_keeps_none_of_what_it_is_given(store: Store) -> None:
+    """What a store is given it copies or encodes: the caller goes on changing its own
+    objects (the runtime hands over the blocks of the conversation it holds)."""
+    file = File()
+    file.blocks = [Block(file_id=file.id, index=i, text=f"m{i}") for i in range(3)]
+    gen = Generation(generator="echo", file_id=file.id)
+    await store.put_all(gen, blocks=[file.blocks[0]], file=file)
+    file.blocks[1].text = "changed by the caller"
+    file.blocks.append(Block(file_id=file.id, text="appended by the caller"))
+    got = await store.get_file(file.id)
+    assert got is not None and [b.text for b in got.blocks] == ["m0", "m1", "m2"]
+    await store.put_file(file)  # written again: now it holds the change
+    file.blocks[0].text = "changed after the second write"
+    got = await store.get_file(file.id)
+    assert got is not None
+    assert [b.text for b in got.blocks] == ["m0", "changed by the caller", "m2", "appended by the caller"]
+
+
 # -- event logs --
 
 

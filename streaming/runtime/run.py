@@ -158,6 +158,14 @@ class Run:
         blocks = [machine.block_snapshot(b.id) if b.id in machine.blocks else b.model_copy() for b in self.file.blocks]
         return self.file.model_copy(update={"blocks": blocks})
 
+    def file_for_store(self) -> File:
+        """The conversation for a write to the store: this run's blocks as they are now,
+        the others as the run holds them, not copied (a store copies or encodes what it is
+        given, and the run never changes them in place)."""
+        machine = self.machine
+        blocks = [machine.block_snapshot(b.id) if b.id in machine.blocks else b for b in self.file.blocks]
+        return self.file.model_copy(update={"blocks": blocks})
+
     def output_blocks(self) -> list[Block]:
         return [self.machine.block_snapshot(b) for b in self.generation.output_block_ids]
 

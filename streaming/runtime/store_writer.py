@@ -104,7 +104,7 @@ class StoreWriter:
         and with its conversation's claim if ``claim``; one round trip on Redis)."""
         if not self.writes_while_running:
             return
-        file = run.file_snapshot()
+        file = run.file_for_store()
         inputs = _not_in(inputs, file)
         if not new:
             await self.store.put_all(run.generation, blocks=inputs, file=file)
@@ -304,7 +304,7 @@ class StoreWriter:
         gen = machine.generation.snapshot()
         gen.last_seq = events[-1].seq if events else run.persisted_seq
         if final:
-            file = run.file_snapshot()
+            file = run.file_for_store()
             held = {b.id for b in file.blocks}
             blocks = [machine.block_snapshot(b) for b in machine.order if b not in held]
             await self.store.put_all(gen, events=events, blocks=blocks, file=file)

@@ -4,6 +4,10 @@ A store keeps four things: generations, blocks, files (a conversation and the or
 blocks) and each generation's event log; and it carries *control signals* (cancel, tool
 results) to whichever process runs a generation. The runtime writes events in batches
 (``append_events``) and reads them back by cursor (``read_events``, ``follow``).
+
+What a store is given (records, blocks, files) it copies or encodes, and keeps none of it:
+the caller goes on changing its own objects (the runtime hands over the blocks of the
+conversation it holds, uncopied). What it hands out is the caller's to change.
 """
 
 from __future__ import annotations

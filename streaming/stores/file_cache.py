@@ -41,19 +41,27 @@ class FileCache:
         self._files.move_to_end(file_id)
         return file.snapshot()
 
-    def changed(self, file: File) -> list[Block]:
-        """The blocks of ``file`` unlike those of the one kept for it (all if none is): a
-        turn rewrites its conversation with a block or two new and the rest as they were."""
+    def put(self, file: File) -> list[Block]:
+        """``file`` is being written: keep it, and return its blocks unlike those of the one
+        kept for it (all if none was), the ones to write. A turn rewrites its conversation
+        with a block or two new and the rest as they were: those keep the copies already
+        kept (equal, and never handed out)."""
+        self.version += 1
         kept = self._files.get(file.id)
         if kept is None:
+            self._keep(file)
             return file.blocks
         known = {b.id: b for b in kept.blocks}
-        return [b for b in file.blocks if known.get(b.id) != b]
-
-    def put(self, file: File) -> None:
-        """``file`` as just written."""
-        self.version += 1
-        self._keep(file)
+        changed: list[Block] = []
+        same: dict[str, Block] = {}
+        for block in file.blocks:
+            old = known.get(block.id)
+            if old is not None and old == block:
+                same[block.id] = old
+            else:
+                changed.append(block)
+        self._keep(file, same)
+        return changed
 
     def read(self, file: File, version: int) -> None:
         """``file`` as read from the store, the read having begun at ``version``."""
@@ -75,12 +83,17 @@ class FileCache:
         self._weights.clear()
         self._blocks = self._chars = 0
 
-    def _keep(self, file: File) -> None:
+    def _keep(self, file: File, same: dict[str, Block] | None = None) -> None:
+        """Keep a copy of ``file``; ``same``: copies already kept of some of its blocks."""
         self._drop(file.id)
         blocks, chars = len(file.blocks), sum(len(b.text) for b in file.blocks)
         if blocks > self.max_blocks or chars > self.max_chars:
             return
-        self._files[file.id] = file.snapshot()
+        if same:
+            copies = [same.get(b.id) or b.snapshot() for b in file.blocks]
+            self._files[file.id] = file.model_copy(update={"blocks": copies, "tags": list(file.tags)})
+        else:
+            self._files[file.id] = file.snapshot()
         self._weights[file.id] = (blocks, chars)
         self._blocks += blocks
         self._chars += chars

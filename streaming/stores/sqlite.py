@@ -216,18 +216,16 @@ class SqliteStore(Store):
             return
         self._writer.queue()
         self._files.blocks_written(blocks)
-        for block in blocks:
-            self._writer.blocks[block.id] = block.model_dump_json()
+        self._writer.add_blocks(blocks)
 
     async def get_block(self, block_id: str) -> Block | None:
         rows = await self._query("SELECT data FROM blocks WHERE id = ?", block_id)
         return Block.model_validate_json(rows[0][0]) if rows else None
 
     async def put_file(self, file: File) -> None:
-        await self.put_blocks(self._files.changed(file))
-        self._writer.queue()
+        self._writer.queue()  # (raises while commits fail: then nothing is kept either)
+        self._writer.add_blocks(self._files.put(file))  # (the blocks it changed)
         self._writer.files[file.id] = (file.meta_json(), encode_ids([b.id for b in file.blocks]))
-        self._files.put(file)
 
     async def get_file(self, file_id: str) -> File | None:
         if (cached := self._files.get(file_id)) is not None:

@@ -25,6 +25,7 @@ import anyio.to_thread
 
 from streaming.errors import StoreUnavailableError
 from streaming.events import Event
+from streaming.model import Block
 from streaming.stores.sqlite_file import (
     INSERT_SEGMENT,
     PUT_BLOCK,
@@ -91,6 +92,11 @@ class SqliteWriter:
             raise self._unavailable() from self.failure
         self._queued += 1
         self._wake.set()
+
+    def add_blocks(self, blocks: Sequence[Block]) -> None:
+        """Queue ``blocks`` (after :meth:`queue`; a block queued again replaces its JSON)."""
+        for block in blocks:
+            self.blocks[block.id] = block.model_dump_json()
 
     def add_events(self, generation_id: str, events: Sequence[Event]) -> None:
         """Queue ``events`` (in order, right after what was queued of that log before)."""
