@@ -90,7 +90,7 @@ class FileCache:
         if blocks > self.max_blocks or chars > self.max_chars:
             return
         if same:
-            copies = [same.get(b.id) or b.snapshot() for b in file.blocks]
+            copies = [kept if (kept := same.get(b.id)) is not None else b.snapshot() for b in file.blocks]
             self._files[file.id] = file.model_copy(update={"blocks": copies, "tags": list(file.tags)})
         else:
             self._files[file.id] = file.snapshot()
