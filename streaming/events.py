@@ -34,6 +34,15 @@ def _utf8_safe(js: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", js)
 
 
+def _delta_json(seq: int, generation_id: str, data: dict[str, Any]) -> str:
+    """A ``block.delta``'s JSON (its text the last field: see ``Event.delta_json``)."""
+    js = (
+        f'{{"type":"block.delta","seq":{seq},"generation_id":"{generation_id}",'
+        f'"block_id":"{data["block_id"]}","offset":{data["offset"]},"text":{_encode_str(data["text"])}}}'
+    )
+    return js if js.isascii() else _utf8_safe(js)
+
+
 def _dumps(value: Any) -> str:
     text = _encode(value)
     return text if text.isascii() else _utf8_safe(text)
@@ -228,12 +237,7 @@ class Event:
         d = self._data
         assert d is not None  # (an event has its data, its JSON or its frame)
         if self.type == _DELTA:
-            js = (
-                f'{{"type":"block.delta","seq":{self.seq},"generation_id":"{self.generation_id}",'
-                f'"block_id":"{d["block_id"]}","offset":{d["offset"]},"text":{_encode_str(d["text"])}}}'
-            )
-            if not js.isascii():
-                js = _utf8_safe(js)
+            js = _delta_json(self.seq, self.generation_id, d)
         else:
             out: dict[str, Any] = {"type": self.type, "seq": self.seq, "generation_id": self.generation_id}
             out.update(d)
@@ -249,16 +253,12 @@ class Event:
             js = self._json
             d = self._data
             if js is None and d is not None and self.type == _DELTA:
-                # The frame of a delta in one step, its JSON as ``to_json`` writes it.
+                # A delta's frame straight from its fields (its JSON is not kept on the way).
                 if self._parts is not None:
                     self.seal()
                 seq = self.seq
-                frame = (
-                    f'id: {seq}\nevent: block.delta\ndata: {{"type":"block.delta","seq":{seq},'
-                    f'"generation_id":"{self.generation_id}","block_id":"{d["block_id"]}",'
-                    f'"offset":{d["offset"]},"text":{_encode_str(d["text"])}}}\n\n'
-                )
-                sse = (frame if frame.isascii() else _utf8_safe(frame)).encode()
+                js = _delta_json(seq, self.generation_id, d)
+                sse = f"id: {seq}\nevent: block.delta\ndata: {js}\n\n".encode()
                 self._data = None  # parsed again on demand
             else:
                 if js is None:
