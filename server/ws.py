@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -42,6 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from streaming.server.auth import AuthConfig, authorize_generation, new_owner
 from streaming.server.errors import validation_error
 from streaming.server.settings import ServerSettings
+from streaming.server.sse import Resume
 
 from streaming.errors import (
     InvalidRequestError,
@@ -49,7 +52,7 @@ from streaming.errors import (
     PayloadTooLargeError,
     StreamingError,
 )
-from streaming.events import encode_json
+from streaming.events import Event, encode_json
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime import Runtime
 from streaming.textcheck import MAX_DEPTH, loads
@@ -70,6 +73,11 @@ class _Closed(Exception):
 class _Subscription:
     generation_id: str
     scope: anyio.CancelScope
+    #: a write-through that has to wait (the pump finishes it), and the events after it
+    held: Resume | None = None
+    rest: list[Event] = field(default_factory=list)
+    #: what a write-through raised (the pump raises it)
+    broke: BaseException | None = None
 
 
 class WebSocketSession:
@@ -343,15 +351,92 @@ class WebSocketSession:
     async def _pump(self, sub: _Subscription, after: int) -> None:
         with sub.scope:
             try:
-                async with aclosing(self.runtime.subscribe(sub.generation_id, after)) as batches:
-                    async for batch in batches:
+                # (A subscription takes a sink in, whatever the facade's type says.)
+                subscription: AsyncGenerator[list[Event], Any] = self.runtime.subscribe(sub.generation_id, after)
+                async with aclosing(subscription) as batches:
+                    # Once caught up, the subscription writes each event through
+                    # (``_write_through``, where it is appended) while the socket takes it
+                    # at once; the pump sends the first batch, and whatever had to wait.
+                    step = batches.asend if hasattr(batches, "asend") else None
+                    sink = partial(self._write_through, sub) if step is not None else None
+                    batch: list[Event] | None = await anext(batches, None)
+                    while batch is not None:
+                        await self._settle(sub)
                         for event in batch:
                             await self._send_text(event.to_json())
+                        try:
+                            batch = await (step(sink) if step is not None else anext(batches))
+                        except StopAsyncIteration:
+                            batch = None
+                    await self._settle(sub)  # (the terminal event's write may have had to wait)
             except StreamingError as exc:
                 await self._error(exc, generation_id=sub.generation_id)
             finally:
+                if sub.held is not None:  # (leaving with a write unfinished)
+                    sub.held.coro.close()
+                    sub.held = None
                 if self._subs.get(sub.generation_id) is sub:
                     del self._subs[sub.generation_id]
+
+    def _write_through(self, sub: _Subscription, events: list[Event]) -> bool:
+        """The subscription's sink (called where the events are appended): send ``events``
+        now, each frame in one step of ``send_text``. False hands over to the pump, which
+        sends what is left: another write was in progress (nothing was sent), one has to
+        wait (the pump finishes it, then the events after it), or one failed (the pump
+        raises it, as a failed send)."""
+        if self._closed:
+            return False  # (the session is ending: nothing more goes out)
+        if self._send_lock.locked() or sub.held is not None or sub.broke is not None or sub.rest:
+            sub.rest += events  # another write is in progress: the pump sends these after it
+            return False
+        send_text = self.websocket.send_text
+        for n, event in enumerate(events):
+            try:
+                writing = send_text(event.to_json()).__await__()
+                waiting = writing.send(None)
+            except StopIteration:
+                continue  # written
+            except BaseException as exc:  # (the pump raises it in its own task)
+                sub.broke = exc
+                return False
+            sub.held = Resume(writing, waiting)
+            sub.rest = events[n + 1 :]
+            if self._sending_since is None:
+                self._sending_since = asyncio.get_running_loop().time()
+            return False
+        return True
+
+    async def _settle(self, sub: _Subscription) -> None:
+        """What the subscription's last write-through left: a write to finish and the
+        events after it to send, or an error to raise (as a failed send would)."""
+        if sub.broke is not None:
+            broke, sub.broke = sub.broke, None
+            await self._send_failed(broke)
+        held = sub.held
+        if held is not None:
+            await self._finish_held(sub, held)
+        rest, sub.rest = sub.rest, []
+        for event in rest:
+            await self._send_text(event.to_json())
+
+    async def _finish_held(self, sub: _Subscription, held: Resume) -> None:
+        try:
+            async with self._send_lock:
+                self._sending_since = asyncio.get_running_loop().time()
+                try:
+                    await held
+                except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                    await self._send_failed(exc)
+                finally:
+                    self._sending_since = None
+        finally:
+            sub.held = None
+
+    async def _send_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
+            self._end()
+            raise _Closed from exc
+        raise exc
 
 
 def _str_field(frame: dict[str, Any], name: str) -> str:

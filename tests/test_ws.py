@@ -594,3 +594,78 @@ async def test_a_peer_that_stops_reading_is_dropped() -> None:
         sock.close()
     finally:
         server.stop()
+
+
+def _read_ws_frames(
+    sock: socket.socket, until: Callable[[dict[str, Any]], bool], pending: list[bytes]
+) -> list[dict[str, Any]]:
+    """Text frames (JSON) from a raw client socket, until one satisfies ``until``
+    (``pending``: the bytes read past the last frame, kept for the next call)."""
+    buf = pending.pop() if pending else b""
+    frames: list[dict[str, Any]] = []
+    while True:
+        while True:
+            if len(buf) >= 2:
+                n, at = buf[1] & 0x7F, 2
+                if n == 126:
+                    n, at = (int.from_bytes(buf[2:4], "big"), 4) if len(buf) >= 4 else (-1, 0)
+                elif n == 127:
+                    n, at = (int.from_bytes(buf[2:10], "big"), 10) if len(buf) >= 10 else (-1, 0)
+                if n >= 0 and len(buf) >= at + n:
+                    opcode, payload, buf = buf[0] & 0x0F, buf[at : at + n], buf[at + n :]
+                    if opcode in (0x9, 0xA):  # a ping or pong (unanswered here)
+                        continue
+                    assert opcode == 0x1, f"unexpected frame opcode {opcode}"
+                    frames.append(json.loads(payload))
+                    if until(frames[-1]):
+                        pending.append(buf)
+                        return frames
+                    continue
+            break
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the socket"
+        buf += chunk
+
+
+async def test_a_peer_that_pauses_reading_gets_every_event_once_in_order(server: LiveServer) -> None:
+    # Events are written through where they are appended while the socket takes them at
+    # once; a peer that stops reading fills the buffers, a write has to wait, and the
+    # subscription's task finishes it and sends what came after, in order.
+    # (The receive buffer is set before connecting: shrunk after, below loopback's MSS, the
+    # window stops opening and the stream crawls on zero-window probes.)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    word = "w" * 2000 + " "  # 16 MB in all: more than the kernel's buffers hold
+    body = {"type": "generate", "ref": 1, "generator": "echo", "prompt": word * 40,
+            "options": {"repeat": 200, "delay_ms": 0.2}}
+    payload = json.dumps(body).encode()
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
+                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    try:
+        pending: list[bytes] = []
+        ack = (await anyio.to_thread.run_sync(_read_ws_frames, sock, lambda f: f.get("type") == "ack", pending))[-1]
+        gen_id = ack["generation_id"]
+        await anyio.sleep(1.5)  # not reading: the server's writes pile up, then have to wait
+        frames = await anyio.to_thread.run_sync(
+            _read_ws_frames, sock, lambda f: f.get("type") in TERMINAL and f.get("generation_id") == gen_id, pending
+        )
+    finally:
+        sock.close()
+    events = [f for f in frames if f.get("generation_id") == gen_id and "seq" in f]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "events lost, repeated or out of order"
+    assert events[-1]["type"] == "generation.completed"
+    text = "".join(e["text"] for e in events if e["type"] == "block.delta")
+    assert text == word * 40 * 200
+    assert list((await final_blocks(server.url, gen_id)).values())[-1] == text
