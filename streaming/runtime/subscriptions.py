@@ -3,7 +3,7 @@ happens when the last one leaves.
 
 A subscriber reads the run's :class:`~streaming.log.EventLog` by cursor (replay, then live)
 and, when it has caught up, waits on a bare loop future woken by the next append; or, if
-its consumer offers a *write-through* sink (``batches.asend(sink)``: the SSE pump does),
+its consumer offers a *write-through* sink (``batches.asend(sink)``: the SSE and WebSocket pumps do),
 the next appends are handed to that sink as they happen, without waking the consumer's
 task at all (:class:`WriteThrough`). A
 generation with ``on_disconnect=cancel`` that has had no subscriber for
