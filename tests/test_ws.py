@@ -634,26 +634,26 @@ async def test_a_peer_that_pauses_reading_gets_every_event_once_in_order(server:
     # (The receive buffer is set before connecting: shrunk after, below loopback's MSS, the
     # window stops opening and the stream crawls on zero-window probes.)
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101")
     word = "w" * 2000 + " "  # 16 MB in all: more than the kernel's buffers hold
-    body = {"type": "generate", "ref": 1, "generator": "echo", "prompt": word * 40,
-            "options": {"repeat": 200, "delay_ms": 0.2}}
-    payload = json.dumps(body).encode()
-    mask = os.urandom(4)
-    sock.sendall(bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        body = {"type": "generate", "ref": 1, "generator": "echo", "prompt": word * 40,
+                "options": {"repeat": 200, "delay_ms": 0.2}}
+        payload = json.dumps(body).encode()
+        mask = os.urandom(4)
+        sock.sendall(bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
         pending: list[bytes] = []
         ack = (await anyio.to_thread.run_sync(_read_ws_frames, sock, lambda f: f.get("type") == "ack", pending))[-1]
         gen_id = ack["generation_id"]
