@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
@@ -63,6 +63,10 @@ logger = logging.getLogger("streaming.server.ws")
 
 #: frame types a client may send
 CLIENT_FRAMES = ("generate", "subscribe", "unsubscribe", "cancel", "tool.result", "ping")
+
+
+#: what a send raises once the peer is gone (Starlette: RuntimeError once the socket is closed)
+_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class _Closed(Exception):
@@ -137,18 +141,24 @@ class WebSocketSession:
     async def _send_text(self, text: str) -> None:
         if self._closed:
             raise _Closed
+        await self._write(partial(self.websocket.send_text, text))
+
+    async def _write(self, sending: Callable[[], Awaitable[Any]]) -> None:
+        """Await ``sending()`` under the socket's lock, timed by the watchdog."""
         try:
             async with self._send_lock:
                 self._sending_since = asyncio.get_running_loop().time()
                 try:
-                    await self.websocket.send_text(text)
+                    await sending()
                 finally:
                     self._sending_since = None
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            # Starlette raises RuntimeError once the socket is closed; either way the
-            # peer is gone and the whole session ends.
-            self._end()
-            raise _Closed from exc
+        except _GONE as exc:
+            self._gone(exc)
+
+    def _gone(self, exc: BaseException) -> NoReturn:
+        """The peer is gone (a send failed): the whole session ends."""
+        self._end()
+        raise _Closed from exc
 
     async def _watch_sends(self) -> None:
         """A peer that stopped reading blocks only its own session, and only so long: drop
@@ -387,7 +397,9 @@ class WebSocketSession:
         if self._closed:
             return False  # (the session is ending: nothing more goes out)
         if self._send_lock.locked() or sub.held is not None or sub.broke is not None or sub.rest:
-            sub.rest += events  # another write is in progress: the pump sends these after it
+            # Another write is in progress, or one of ours waits: these go after it (the
+            # pump sends them).
+            sub.rest += events
             return False
         send_text = self.websocket.send_text
         for n, event in enumerate(events):
@@ -411,32 +423,16 @@ class WebSocketSession:
         events after it to send, or an error to raise (as a failed send would)."""
         if sub.broke is not None:
             broke, sub.broke = sub.broke, None
-            await self._send_failed(broke)
+            if isinstance(broke, _GONE):
+                self._gone(broke)
+            raise broke
         held = sub.held
         if held is not None:
-            await self._finish_held(sub, held)
+            await self._write(lambda: held)  # (if this raises, the pump's exit closes it)
+            sub.held = None
         rest, sub.rest = sub.rest, []
         for event in rest:
             await self._send_text(event.to_json())
-
-    async def _finish_held(self, sub: _Subscription, held: Resume) -> None:
-        try:
-            async with self._send_lock:
-                self._sending_since = asyncio.get_running_loop().time()
-                try:
-                    await held
-                except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                    await self._send_failed(exc)
-                finally:
-                    self._sending_since = None
-        finally:
-            sub.held = None
-
-    async def _send_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):
-            self._end()
-            raise _Closed from exc
-        raise exc
 
 
 def _str_field(frame: dict[str, Any], name: str) -> str:
