@@ -246,6 +246,12 @@ def test_the_file_cache_hands_out_copies_and_forgets_what_changed_behind_it() ->
     big = File(blocks=[Block() for _ in range(4)])
     small.put(big)  # more than all it may hold: not kept
     assert small.get(big.id) is None
+    handed = File(blocks=[Block(text="q")])
+    assert small.put(handed, handed_over=True) == handed.blocks
+    assert small._files[handed.id] is handed  # kept as it is, not copied
+    assert small.get(handed.id) == handed and small.get(handed.id) is not handed
+    turn = handed.model_copy(update={"blocks": [*handed.blocks, Block(text="a")]})
+    assert small.put(turn, handed_over=True) == turn.blocks[1:]  # the same block, by identity
     texts = FileCache(size=10, max_chars=10)  # and characters of text in all
     long, short = File(blocks=[Block(text="x" * 8)]), File(blocks=[Block(text="y" * 4)])
     texts.put(long)

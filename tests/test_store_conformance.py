@@ -153,6 +153,29 @@ async def test_a_store_keeps_none_of_what_it_is_given(store: Store) -> None:
     assert [b.text for b in got.blocks] == ["m0", "changed by the caller", "m2", "appended by the caller"]
 
 
+async def test_a_file_handed_over_is_stored_and_what_readers_get_are_their_own(store: Store) -> None:
+    """The runtime hands over the conversation it builds for each write (it changes none of
+    it after): a store may keep those objects, yet every reader still gets its own copy, and
+    a second hand-over with one block changed and one new stores exactly that."""
+    file = File()
+    file.blocks = [Block(file_id=file.id, index=i, text=f"m{i}") for i in range(2)]
+    gen = Generation(generator="echo", file_id=file.id)
+    await store.put_all(gen, file=file, handed_over=True)
+    got = await store.get_file(file.id)
+    assert got is not None and [b.text for b in got.blocks] == ["m0", "m1"]
+    got.blocks[0].text = "changed by a reader"
+    got.blocks.append(Block(file_id=file.id, text="appended by a reader"))
+    again = await store.get_file(file.id)
+    assert again is not None and [b.text for b in again.blocks] == ["m0", "m1"]
+    turn = File(id=file.id, blocks=[file.blocks[0], file.blocks[1].model_copy(update={"text": "m1 edited"})])
+    turn.blocks.append(Block(file_id=file.id, index=2, text="new"))
+    await store.put_all(gen, file=turn, handed_over=True)
+    got = await store.get_file(file.id)
+    assert got is not None and [b.text for b in got.blocks] == ["m0", "m1 edited", "new"]
+    block = await store.get_block(turn.blocks[1].id)
+    assert block is not None and block.text == "m1 edited"
+
+
 # -- event logs --
 
 

@@ -159,12 +159,12 @@ class Run:
         return self.file.model_copy(update={"blocks": blocks})
 
     def file_for_store(self) -> File:
-        """The conversation for a write to the store: this run's blocks as they are now,
-        the others as the run holds them, not copied (a store copies or encodes what it is
-        given, and the run never changes them in place)."""
+        """The conversation for a write to the store, handed over to it
+        (``Store.put_handed_over_file``): this run's blocks as they are now (copies), the
+        others as the run holds them, not copied (the run never changes them in place)."""
         machine = self.machine
         blocks = [machine.block_snapshot(b.id) if b.id in machine.blocks else b for b in self.file.blocks]
-        return self.file.model_copy(update={"blocks": blocks})
+        return self.file.model_copy(update={"blocks": blocks, "tags": list(self.file.tags)})
 
     def output_blocks(self) -> list[Block]:
         return [self.machine.block_snapshot(b) for b in self.generation.output_block_ids]

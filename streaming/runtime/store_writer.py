@@ -107,11 +107,11 @@ class StoreWriter:
         file = run.file_for_store()
         inputs = _not_in(inputs, file)
         if not new:
-            await self.store.put_all(run.generation, blocks=inputs, file=file)
+            await self.store.put_all(run.generation, blocks=inputs, file=file, handed_over=True)
             return
         mark = run.log.last_seq + run.sent_step if run.reserve is not None else 0
         await self.store.put_started(
-            run.generation, blocks=inputs, file=file, claim=claim and self.store.shared, reserve=mark
+            run.generation, blocks=inputs, file=file, claim=claim and self.store.shared, reserve=mark, handed_over=True
         )
         if mark:
             run.reserved(mark)
@@ -307,7 +307,7 @@ class StoreWriter:
             file = run.file_for_store()
             held = {b.id for b in file.blocks}
             blocks = [machine.block_snapshot(b) for b in machine.order if b not in held]
-            await self.store.put_all(gen, events=events, blocks=blocks, file=file)
+            await self.store.put_all(gen, events=events, blocks=blocks, file=file, handed_over=True)
             return
         blocks = [machine.block_snapshot(b) for b in machine.order]
         await self.store.put_all(gen, events=events, blocks=blocks)

@@ -60,6 +60,13 @@ class Store(ABC):
     async def put_file(self, file: File) -> None:
         """Store the file's metadata and the order of its blocks (and the blocks)."""
 
+    async def put_handed_over_file(self, file: File) -> None:
+        """As :meth:`put_file`, of a file its caller hands over: it changes neither the file
+        nor its blocks after this call, so a store that keeps objects may keep these as they
+        are instead of copies (the runtime's store writer builds a file for each write). The
+        default is :meth:`put_file`."""
+        await self.put_file(file)
+
     @abstractmethod
     async def get_file(self, file_id: str) -> File | None:
         """The file with its blocks, in order."""
@@ -71,11 +78,13 @@ class Store(ABC):
         events: Sequence[Event] = (),
         blocks: Sequence[Block] = (),
         file: File | None = None,
+        handed_over: bool = False,
     ) -> None:
         """Write what a generation changed, in this order: its new ``events`` (as
         :meth:`append_events`), ``blocks``, its conversation ``file`` (if given), and last
         its record (as :meth:`put_generation`). A store may write it all in one round trip
         (Redis: one script, atomic); the default calls those methods in turn.
+        ``handed_over``: the caller hands ``file`` over, as :meth:`put_handed_over_file`.
 
         Raises:
             StoreError: as :meth:`append_events` (``log_gap``, ``log_closed``: then nothing
@@ -86,7 +95,7 @@ class Store(ABC):
         if blocks:
             await self.put_blocks(blocks)
         if file is not None:
-            await self.put_file(file)
+            await (self.put_handed_over_file(file) if handed_over else self.put_file(file))
         await self.put_generation(generation)
 
     async def put_started(
@@ -97,6 +106,7 @@ class Store(ABC):
         file: File,
         claim: bool = False,
         reserve: int = 0,
+        handed_over: bool = False,
     ) -> None:
         """Write a generation that starts here under an id minted for it: nothing of it is
         stored yet, so its log is empty and no control message can wait for it. Its input
@@ -111,7 +121,7 @@ class Store(ABC):
         """
         if claim:
             await self.claim_file(file.id, generation.id)
-        await self.put_all(generation, blocks=blocks, file=file)
+        await self.put_all(generation, blocks=blocks, file=file, handed_over=handed_over)
         if reserve:
             await self.reserve_seq(generation.id, reserve)
 

@@ -24,7 +24,7 @@ class FileCache:
     characters of text in all, the least recently used dropped first. What goes in and
     what comes out are copies: callers may change them."""
 
-    def __init__(self, size: int = 256, max_blocks: int = 20_000, max_chars: int = 8_000_000) -> None:
+    def __init__(self, size: int = 4096, max_blocks: int = 20_000, max_chars: int = 8_000_000) -> None:
         self.size = size
         self.max_blocks = max_blocks
         self.max_chars = max_chars
@@ -41,26 +41,27 @@ class FileCache:
         self._files.move_to_end(file_id)
         return file.snapshot()
 
-    def put(self, file: File) -> list[Block]:
+    def put(self, file: File, *, handed_over: bool = False) -> list[Block]:
         """``file`` is being written: keep it, and return its blocks unlike those of the one
         kept for it (all if none was), the ones to write. A turn rewrites its conversation
         with a block or two new and the rest as they were: those keep the copies already
-        kept (equal, and never handed out)."""
+        kept (equal, and never handed out). ``handed_over``: the caller changes neither
+        ``file`` nor its blocks after this call, so they are kept as they are."""
         self.version += 1
         kept = self._files.get(file.id)
         if kept is None:
-            self._keep(file)
+            self._keep(file, handed_over=handed_over)
             return file.blocks
         known = {b.id: b for b in kept.blocks}
         changed: list[Block] = []
         same: dict[str, Block] = {}
         for block in file.blocks:
             old = known.get(block.id)
-            if old is not None and old == block:
+            if old is not None and (old is block or old == block):
                 same[block.id] = old
             else:
                 changed.append(block)
-        self._keep(file, same)
+        self._keep(file, same, handed_over=handed_over)
         return changed
 
     def read(self, file: File, version: int) -> None:
@@ -83,13 +84,16 @@ class FileCache:
         self._weights.clear()
         self._blocks = self._chars = 0
 
-    def _keep(self, file: File, same: dict[str, Block] | None = None) -> None:
-        """Keep a copy of ``file``; ``same``: copies already kept of some of its blocks."""
+    def _keep(self, file: File, same: dict[str, Block] | None = None, *, handed_over: bool = False) -> None:
+        """Keep a copy of ``file`` (``handed_over``: ``file`` itself); ``same``: copies
+        already kept of some of its blocks."""
         self._drop(file.id)
         blocks, chars = len(file.blocks), sum(len(b.text) for b in file.blocks)
         if blocks > self.max_blocks or chars > self.max_chars:
             return
-        if same:
+        if handed_over:
+            self._files[file.id] = file
+        elif same:
             copies = [kept if (kept := same.get(b.id)) is not None else b.snapshot() for b in file.blocks]
             self._files[file.id] = file.model_copy(update={"blocks": copies, "tags": list(file.tags)})
         else:

@@ -61,6 +61,13 @@ class MemoryStore(Store):
         meta = file.model_copy(update={"blocks": [], "tags": list(file.tags)})
         self._files[file.id] = (meta, [b.id for b in file.blocks])
 
+    async def put_handed_over_file(self, file: File) -> None:
+        """As :meth:`put_file`, keeping the blocks themselves (not copies)."""
+        blocks = self._blocks
+        for block in file.blocks:
+            blocks[block.id] = block
+        self._files[file.id] = (file.model_copy(update={"blocks": []}), [b.id for b in file.blocks])
+
     async def get_file(self, file_id: str) -> File | None:
         found = self._files.get(file_id)
         if found is None:

@@ -242,6 +242,7 @@ class RedisStore(Store):
         file: File,
         claim: bool = False,
         reserve: int = 0,
+        handed_over: bool = False,
     ) -> None:
         """One script, as :meth:`put_all`, that also claims the conversation and sets
         the first sent mark. Its control list is new too: the control listener will not

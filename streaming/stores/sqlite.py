@@ -39,6 +39,7 @@ it: recovery declares those events lost).
 from __future__ import annotations
 
 import logging
+from functools import partialmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any, TypeVar
@@ -222,10 +223,12 @@ class SqliteStore(Store):
         rows = await self._query("SELECT data FROM blocks WHERE id = ?", block_id)
         return Block.model_validate_json(rows[0][0]) if rows else None
 
-    async def put_file(self, file: File) -> None:
+    async def put_file(self, file: File, *, handed_over: bool = False) -> None:
         self._writer.queue()  # (raises while commits fail: then nothing is kept either)
-        self._writer.add_blocks(self._files.put(file))  # (the blocks it changed)
+        self._writer.add_blocks(self._files.put(file, handed_over=handed_over))  # (the blocks it changed)
         self._writer.files[file.id] = (file.meta_json(), encode_ids([b.id for b in file.blocks]))
+
+    put_handed_over_file = partialmethod(put_file, handed_over=True)  # (kept as it is: not copied)
 
     async def get_file(self, file_id: str) -> File | None:
         if (cached := self._files.get(file_id)) is not None:
