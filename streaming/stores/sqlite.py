@@ -39,9 +39,9 @@ it: recovery declares those events lost).
 from __future__ import annotations
 
 import logging
-from functools import partialmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
+from functools import partialmethod
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
