@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-coalesce", action="store_true", help="one event per chunk, always")
     serve.add_argument(
+        "--ws-compression", action="store_true",
+        help="accept WebSocket clients' permessage-deflate (off: each socket would hold ~50 KiB of "
+        "compression state and each token frame cost ~10 us more CPU to compress)",
+    )
+    serve.add_argument(
         "--shutdown-grace", type=float, default=_env("STREAMING_SHUTDOWN_GRACE", "10"),
         help="seconds running generations get to finish on Ctrl-C or SIGTERM before they are ended",
     )
@@ -226,6 +231,9 @@ def _serve(args: argparse.Namespace) -> int:
         ServerSend(app),  # (SSE bodies written straight to the transport when they can be)
         interface="asgi3",
         log_level=args.log_level,
+        # Browsers offer permessage-deflate on every WebSocket; token frames of a few hundred
+        # bytes pay more in CPU and memory for it than they save (docs/benchmarks.md).
+        ws_per_message_deflate=args.ws_compression,
         # Open streams end by themselves once the runtime has drained (below).
         timeout_graceful_shutdown=args.shutdown_grace + 10,
         # With JSON logs uvicorn's own loggers go through the same JSON handler.
