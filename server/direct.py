@@ -1,5 +1,6 @@
 """A body write that never waits, where the HTTP server allows one: uvicorn's httptools
-protocol, which ``streaming serve`` runs.
+protocol, which ``streaming serve`` runs (and the same for a WebSocket text frame on
+uvicorn's websockets protocol: :class:`DirectFrames`).
 
 An event written through ASGI costs three coroutines (uvicorn's ``send`` and the two
 Starlette wrappers above it), a message dict and uvicorn's checks before the one
@@ -18,17 +19,21 @@ way simply has no direct writes.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["SERVER_SEND", "DirectBody", "ServerSend", "direct_body"]
+__all__ = ["SERVER_SEND", "DirectBody", "DirectFrames", "ServerSend", "direct_body", "direct_frames"]
 
 #: where :class:`ServerSend` puts the server's ``send`` in the scope
 SERVER_SEND = "streaming.server_send"
 
 _HTTPTOOLS_CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
 _CYCLE_FIELDS = ("transport", "flow", "chunked_encoding", "response_started", "response_complete", "disconnected")
+_SANSIO_PROTOCOL = ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
+_PROTOCOL_FIELDS = ("transport", "conn", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
+_CONN_FIELDS = ("state", "extensions", "expect_continuation_frame")
 
 
 class ServerSend:
@@ -86,3 +91,74 @@ def direct_body(scope: Scope) -> DirectBody | None:
     if not all(hasattr(cycle, name) for name in _CYCLE_FIELDS) or not hasattr(cycle.flow, "write_paused"):
         return None  # another uvicorn than the one this was written against: ASGI only
     return DirectBody(cycle)
+
+
+class DirectFrames:
+    """Writes a WebSocket text frame straight to the transport of uvicorn's websockets
+    (sans-I/O) protocol when it can do so at once: the frame ``websockets`` would make for
+    a server's unfragmented, uncompressed text message (a test compares the bytes). It
+    declines, and the caller sends through ASGI, while the handshake is not done, once a
+    close was sent or the peer went, while the transport asks for a pause, when the
+    connection negotiated an extension (``permessage-deflate``: frames are then
+    compressed) or is in a fragmented message."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def write_text(self, data: bytes) -> bool:
+        """Write ``data`` (UTF-8 text) as one text frame now; False (nothing written) if it
+        cannot (see the class's doc)."""
+        protocol = self.protocol
+        conn = protocol.conn
+        transport = protocol.transport
+        if (
+            protocol.disconnected
+            or protocol.close_sent
+            or not protocol.handshake_complete
+            or protocol.initial_response is not None
+            or not protocol.writable.is_set()
+            or conn.extensions
+            or conn.expect_continuation_frame
+            or conn.state is not _OPEN
+            or transport.is_closing()
+        ):
+            return False
+        size = len(data)
+        if size < 126:
+            head = b"\x81%c" % size
+        elif size < 65536:
+            head = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x81, 127, size)
+        transport.write(head + data)
+        return True
+
+
+def direct_frames(scope: Scope) -> DirectFrames | None:
+    """A :class:`DirectFrames` for this WebSocket, if its server is uvicorn's websockets
+    sans-I/O protocol (as handed down by :class:`ServerSend`); None otherwise."""
+    send = scope.get(SERVER_SEND)
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or _OPEN is None:
+        return None
+    kind = type(protocol)
+    if (kind.__module__, kind.__qualname__) != _SANSIO_PROTOCOL:
+        return None
+    if not all(hasattr(protocol, name) for name in _PROTOCOL_FIELDS):
+        return None  # another uvicorn than the one this was written against: ASGI only
+    if not all(hasattr(protocol.conn, name) for name in _CONN_FIELDS):
+        return None
+    return DirectFrames(protocol)
+
+
+def _open_state() -> Any:
+    try:
+        from websockets.protocol import State
+    except ImportError:  # (no websockets: no such protocol either)
+        return None
+    return State.OPEN
+
+
+_OPEN = _open_state()

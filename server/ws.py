@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from streaming.server.auth import AuthConfig, authorize_generation, new_owner
+from streaming.server.direct import direct_frames
 from streaming.server.errors import validation_error
 from streaming.server.settings import ServerSettings
 from streaming.server.sse import Resume
@@ -121,6 +122,8 @@ class WebSocketSession:
         self._subs: dict[str, _Subscription] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
+        #: frames written straight to the server's transport where it allows (streaming serve)
+        self._direct = direct_frames(websocket.scope)
 
     async def run(self) -> None:
         try:
@@ -135,6 +138,7 @@ class WebSocketSession:
             pass
         finally:
             self._closed = True
+            self._direct = None  # (it holds uvicorn's protocol: not past the session)
 
     # -- sending --
 
@@ -390,7 +394,9 @@ class WebSocketSession:
 
     def _write_through(self, sub: _Subscription, events: list[Event]) -> bool:
         """The subscription's sink (called where the events are appended): send ``events``
-        now, each frame in one step of ``send_text``. False hands over to the pump, which
+        now, each frame straight to the transport where the server allows it
+        (:class:`~streaming.server.direct.DirectFrames`), else in one step of ``send_text``.
+        False hands over to the pump, which
         sends what is left: another write was in progress (nothing was sent), one has to
         wait (the pump finishes it, then the events after it), or one failed (the pump
         raises it, as a failed send)."""
@@ -402,7 +408,10 @@ class WebSocketSession:
             sub.rest += events
             return False
         send_text = self.websocket.send_text
+        direct = self._direct
         for n, event in enumerate(events):
+            if direct is not None and direct.write_text(event.to_json().encode()):
+                continue  # written, without the three coroutines of an ASGI send
             try:
                 writing = send_text(event.to_json()).__await__()
                 waiting = writing.send(None)

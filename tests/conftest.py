@@ -34,10 +34,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 class LiveServer:
     """A real uvicorn serving our app in a background thread, bound to 127.0.0.1:0, as
-    ``streaming serve`` serves it (the app under :class:`ServerSend`)."""
+    ``streaming serve`` serves it (the app under :class:`ServerSend`; WebSocket compression
+    declined unless ``ws_per_message_deflate=True``)."""
 
     def __init__(self, app: Any, **config: Any) -> None:
         self.app = app
+        config = {"ws_per_message_deflate": False, **config}
         cfg = uvicorn.Config(
             ServerSend(app), interface="asgi3", host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config
         )

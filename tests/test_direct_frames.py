@@ -1,0 +1,191 @@
+"""Direct WebSocket frames (server/direct.py, ``DirectFrames``): under uvicorn's websockets
+(sans-I/O) protocol, as ``streaming serve`` runs it, a caught-up subscription's event goes
+straight to the transport as the text frame ``websockets`` itself would make; a socket that
+negotiated compression, or cannot take a write now, goes through ASGI.
+
+The clients are a raw socket (the frames parsed by hand: a wrong length or a stray byte
+fails) and the ``websockets`` package offering ``permessage-deflate``, as browsers do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from typing import Any
+
+import pytest
+from streaming.server.app import ServerSettings, create_app
+from streaming.server.direct import SERVER_SEND, DirectFrames, direct_frames
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The payloads :class:`DirectFrames` wrote."""
+    wrote: list[bytes] = []
+    write = DirectFrames.write_text
+
+    def counting(self: DirectFrames, data: bytes) -> bool:
+        done = write(self, data)
+        if done:
+            wrote.append(data)
+        return done
+
+    monkeypatch.setattr(DirectFrames, "write_text", counting)
+    return wrote
+
+
+def _raw_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every frame until a terminal event: (first byte, payload), checked strictly."""
+    buf = b""
+    out: list[tuple[int, bytes]] = []
+    while True:
+        while len(buf) >= 2:
+            assert buf[1] & 0x80 == 0, "a server frame must not be masked"
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+                assert n >= 126, "a 16-bit length for a short payload"
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+                assert n >= 65536, "a 64-bit length for a short payload"
+            if len(buf) < at + n:
+                break
+            first, payload, buf = buf[0], buf[at : at + n], buf[at + n :]
+            if first & 0x0F in (0x9, 0xA):
+                continue  # a ping or pong
+            out.append((first, payload))
+            frame = json.loads(payload)
+            if frame.get("type") in ("generation.completed", "generation.failed", "generation.cancelled"):
+                assert buf == b"", "bytes after the terminal event's frame"
+                return out
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the socket"
+        buf += chunk
+
+
+def _generate_raw(port: int, options: dict[str, Any]) -> list[tuple[int, bytes]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-extensions" not in head.lower()
+        payload = json.dumps({"type": "generate", "generator": "echo", "prompt": "tok ", "options": options}).encode()
+        mask = os.urandom(4)
+        header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask
+        sock.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        return _raw_frames(sock)
+
+
+def test_paced_events_go_straight_to_the_transport_as_websockets_frames_them(counted: list[bytes]) -> None:
+    live = LiveServer(create_app(ServerSettings())).start()
+    try:
+        frames = _generate_raw(live.port, {"repeat": 30, "delay_ms": 5})
+    finally:
+        live.stop()
+    assert all(first == 0x81 for first, _ in frames), "every frame: FIN, text"
+    events = [json.loads(p) for _, p in frames if json.loads(p).get("seq") is not None]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert "".join(e["text"] for e in events if e["type"] == "block.delta") == "tok " * 30
+    # Paced: each delta was written where it was appended, straight to the transport.
+    assert len(counted) >= 25 and set(counted) <= {p for _, p in frames}
+
+
+async def test_a_compressed_socket_goes_through_asgi_and_gets_it_all(counted: list[bytes]) -> None:
+    from websockets.asyncio.client import connect
+
+    live = LiveServer(create_app(ServerSettings()), ws_per_message_deflate=True).start()
+    try:
+        async with connect(f"ws://127.0.0.1:{live.port}/ws", compression="deflate") as ws:
+            assert ws.response is not None
+            assert (ws.response.headers.get("Sec-WebSocket-Extensions") or "").startswith("permessage-deflate")
+            await ws.send(json.dumps({"type": "generate", "generator": "echo", "prompt": "tok ", "options": {"repeat": 30, "delay_ms": 5}}))
+            text = ""
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "block.delta":
+                    text += frame["text"]
+                if frame["type"] == "generation.completed":
+                    break
+    finally:
+        live.stop()
+    assert text == "tok " * 30
+    assert counted == []  # (compressed frames are the extension's to make)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_direct_frame_is_the_one_websockets_makes(size: int) -> None:
+    data = ("é" * (size // 2) + "x" * (size % 2)).encode()  # (UTF-8, ``size`` bytes)
+    assert len(data) == size
+    protocol = FakeProtocol()
+    assert DirectFrames(protocol).write_text(data)
+    assert protocol.written == [Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])]
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.state = State.OPEN
+        self.extensions: list[Any] = []
+        self.expect_continuation_frame = False
+
+
+class FakeProtocol:
+    """What :class:`DirectFrames` reads of uvicorn's websockets protocol."""
+
+    def __init__(self) -> None:
+        self.conn = FakeConn()
+        self.transport = self
+        self.written: list[bytes] = []
+        self.disconnected = False
+        self.close_sent = False
+        self.handshake_complete = True
+        self.initial_response: Any = None
+        self.writable = type("Writable", (), {"is_set": lambda self: True})()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def test_a_direct_frame_declines_whenever_it_cannot_be_written_now() -> None:
+    cases: list[tuple[str, Any, Any]] = [
+        ("disconnected", None, True), ("close_sent", None, True), ("handshake_complete", None, False),
+        ("initial_response", None, (403, [], b"")), ("closing", None, True),
+        ("state", "conn", State.CLOSING), ("extensions", "conn", ["permessage-deflate"]),
+        ("expect_continuation_frame", "conn", True),
+    ]
+    for name, on, value in cases:
+        protocol = FakeProtocol()
+        setattr(protocol.conn if on else protocol, name, value)
+        assert not DirectFrames(protocol).write_text(b"{}") and protocol.written == [], name
+    paused = FakeProtocol()
+    paused.writable = type("Writable", (), {"is_set": lambda self: False})()
+    assert not DirectFrames(paused).write_text(b"{}") and paused.written == []
+
+
+async def test_only_uvicorns_websockets_protocol_gets_direct_frames() -> None:
+    async def plain_send(message: dict[str, Any]) -> None:
+        return None
+
+    assert direct_frames({}) is None
+    assert direct_frames({SERVER_SEND: plain_send}) is None
+    assert direct_frames({SERVER_SEND: FakeProtocol().write}) is None  # a bound method, of something else
