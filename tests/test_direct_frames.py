@@ -9,9 +9,7 @@ fails) and the ``websockets`` package offering ``permessage-deflate``, as browse
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 from typing import Any
 
@@ -22,6 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from tests.conftest import LiveServer
+from tests.raw_ws import handshake, send_json
 
 pytestmark = pytest.mark.anyio
 
@@ -77,19 +76,8 @@ def _raw_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
 
 def _generate_raw(port: int, options: dict[str, Any]) -> list[tuple[int, bytes]]:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-extensions" not in head.lower()
-        payload = json.dumps({"type": "generate", "generator": "echo", "prompt": "tok ", "options": options}).encode()
-        mask = os.urandom(4)
-        header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask
-        sock.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        assert b"sec-websocket-extensions" not in handshake(sock).lower()
+        send_json(sock, {"type": "generate", "generator": "echo", "prompt": "tok ", "options": options})
         return _raw_frames(sock)
 
 

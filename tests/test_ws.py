@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -24,6 +22,7 @@ from streaming import errors as E
 from streaming.runtime import RuntimeSettings
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
+from tests.raw_ws import handshake, send_json
 
 pytestmark = pytest.mark.anyio
 
@@ -571,22 +570,8 @@ async def test_a_peer_that_stops_reading_is_dropped() -> None:
         # A raw socket with a tiny receive buffer that never reads after the handshake.
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert sock.recv(12) == b"HTTP/1.1 101"
-        body = {
-            "type": "generate",
-            "generator": "echo",
-            "prompt": "tok " * 2000,
-            "options": {"repeat": 10000},
-        }
-        payload = json.dumps(body).encode()
-        mask = os.urandom(4)
-        header = bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
-        sock.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        handshake(sock)
+        send_json(sock, {"type": "generate", "generator": "echo", "prompt": "tok " * 2000, "options": {"repeat": 10000}})
         # The server drops the stuck peer; with on_disconnect=cancel its generation ends.
         assert await anyio.to_thread.run_sync(ended.wait, 30), "the stuck peer was never dropped"
         (generation,) = finished
@@ -639,21 +624,9 @@ async def test_a_peer_that_pauses_reading_gets_every_event_once_in_order(server:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
         sock.settimeout(30)
         sock.connect(("127.0.0.1", server.port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101")
-        body = {"type": "generate", "ref": 1, "generator": "echo", "prompt": word * 40,
-                "options": {"repeat": 200, "delay_ms": 0.2}}
-        payload = json.dumps(body).encode()
-        mask = os.urandom(4)
-        sock.sendall(bytes([0x81, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
-                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        handshake(sock)
+        send_json(sock, {"type": "generate", "ref": 1, "generator": "echo", "prompt": word * 40,
+                         "options": {"repeat": 200, "delay_ms": 0.2}})
         pending: list[bytes] = []
         ack = (await anyio.to_thread.run_sync(_read_ws_frames, sock, lambda f: f.get("type") == "ack", pending))[-1]
         gen_id = ack["generation_id"]
