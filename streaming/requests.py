@@ -66,6 +66,16 @@ class GenerateRequest(BaseModel):
     #: with ``file_id``, what to do while another generation is running or waiting on that
     #: conversation (see :data:`Multitask`); without, nothing is in the way
     multitask: Multitask = "reject"
+    #: with ``file_id``, generations of that conversation whose turns (their inputs and
+    #: outputs) leave it before this one starts: a retry of an answer, or an edited
+    #: message answered again (they must have ended)
+    replace: list[str] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _replace_needs_a_conversation(self) -> GenerateRequest:
+        if self.replace and self.file_id is None:
+            raise ValueError("'replace' takes turns out of a conversation: give its 'file_id'")
+        return self
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:

@@ -144,6 +144,30 @@ def test_exact_text_two_turns_in_one_conversation(live: LiveServer, package: str
 
 
 @pytest.mark.parametrize("package", PACKAGES)
+def test_regenerate_answers_again_and_the_conversation_follows_the_chat(live: LiveServer, package: str) -> None:
+    out = run_node("regenerate.mjs", live.url, package)
+    assert out["status"] == "ready" and out["error"] is None
+    three_turns, after_last = out["seen"]
+    # regenerate(): the last answer is replaced by a new message; the rest is as it was.
+    assert after_last[:5] == three_turns[:5] and after_last[5] != three_turns[5]
+    # regenerate({messageId}) of the first answer: the chat keeps only its question.
+    user, answer = out["messages"]
+    assert user["id"] == three_turns[0] and answer["id"] not in three_turns + after_last
+    assert parts(answer) == [{"type": "step-start"}, {"type": "text", "text": "first question", "state": "done"}]
+    requests = out["responses"]
+    assert [r["status"] for r in requests] == [200] * 5
+    for response in requests[3:]:  # the two regenerates: whole streams of new messages
+        assert types(response["chunks"])[:2] == ["start", "start-step"]
+        assert types(response["chunks"])[-3:] == ["finish-step", "finish", "[DONE]"]
+    assert requests[-1]["chunks"][0]["messageId"] == answer["id"]
+    # The server's conversation is the chat's: one question, its answer.
+    last = generation(live, requests[-1]["generationId"])
+    file = httpx.get(f"{live.url}/files/{last['file_id']}", timeout=10).json()
+    assert [b["text"] for b in file["blocks"]] == ["first question", "first question"]
+    assert events(live, last["id"])[-1]["type"] == "generation.completed"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_client_tool_round_trip_continues_the_same_message(live: LiveServer, package: str) -> None:
     run = run_node("tools.mjs", live.url, package)
     out = run["client"]
@@ -317,7 +341,6 @@ def test_malformed_bodies_are_our_errors_and_the_server_carries_on(live: LiveSer
         assert not_json.status_code == 400
         assert not_json.json()["error"]["code"] == "malformed_request"
         for body in ({}, {"id": "c", "model": "echo", "messages": []}, {**chat_body("c", "x"), "model": 3},
-                     {**chat_body("c", "x", model="echo"), "trigger": "regenerate-message"},
                      {**chat_body("c", "x", model="echo"), "messages": [{"id": "u", "role": "user", "parts": []}]}):
             wrong = client.post(url, json=body)
             assert wrong.status_code == 422, body
@@ -328,6 +351,29 @@ def test_malformed_bodies_are_our_errors_and_the_server_carries_on(live: LiveSer
         frames = [line[6:] for line in answer.text.split("\n") if line.startswith("data: ")]
         assert frames[-1] == "[DONE]"
         assert "".join(json.loads(f).get("delta", "") for f in frames[:-1]) == "fine"
+
+
+def test_regenerate_of_no_such_message_is_refused_and_a_chat_the_server_lost_starts_over(live: LiveServer) -> None:
+    url = f"{live.url}/api/chat"
+    with httpx.Client(timeout=10) as client:
+        first = client.post(url, json=chat_body("regen", "hello", model="echo"))
+        assert first.status_code == 200 and first.text.rstrip().endswith("data: [DONE]")
+        again = {**chat_body("regen", "hello", model="echo"), "trigger": "regenerate-message"}
+        for body, param in (
+            ({**again, "messageId": "msg_nope"}, "messageId"),
+            ({**again, "messageId": None, "messages": [*again["messages"], {"id": "a1", "role": "assistant", "parts": [{"type": "text", "text": "hi"}]}]}, "messages"),
+        ):
+            wrong = client.post(url, json=body)
+            assert wrong.status_code == 422, wrong.text
+            error = wrong.json()["error"]
+            assert error["code"] == "invalid_request" and error["param"] == param, error
+        # A chat this server has never seen (its store was wiped): the client's messages
+        # are the conversation, and the last one is answered.
+        fresh = client.post(url, json={**chat_body("never-seen", "from the client", model="echo"), "trigger": "regenerate-message", "messageId": "a0"})
+        assert fresh.status_code == 200
+        frames = [line[6:] for line in fresh.text.split("\n") if line.startswith("data: ")]
+        assert frames[-1] == "[DONE]"
+        assert "".join(json.loads(f).get("delta", "") for f in frames[:-1]) == "from the client"
 
 
 class Chunks:

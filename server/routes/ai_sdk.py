@@ -24,6 +24,12 @@ the next generation on the same conversation and continues the same assistant me
 inside the generation when the model can call tools (their parts come with their outputs,
 ``providerExecuted``).
 
+``regenerate()`` (``trigger: "regenerate-message"``, the answer's ``messageId`` or none for
+the last) answers the user message the request ends with again: the turns that wrote that
+answer, and every turn after it, leave the conversation first (``GenerateRequest.replace``),
+as the client drops them from the chat; a chat the server has not seen starts from all of
+``messages``.
+
 Errors before the stream are our JSON errors (``{"error": {code, message, suggestion}}``):
 an unknown model is ``404 unknown_generator``, a body that is not JSON ``400``, one of the
 wrong shape ``422``. A generation that fails or is cancelled ends its stream with
@@ -240,14 +246,8 @@ def _new_input(body: ChatRequest, file: File | None) -> tuple[list[BlockInput], 
     assistant message (the outputs of its client tools).
 
     Raises:
-        InvalidRequestError: nothing new to answer, or a trigger the server cannot follow.
+        InvalidRequestError: nothing new to answer.
     """
-    if body.trigger == "regenerate-message":
-        raise InvalidRequestError(
-            "regenerating a message is not supported: the chat's conversation is kept on the server",
-            suggestion="send a new message, or start a new chat id",
-            details={"param": "trigger"},
-        )
     last = body.messages[-1]
     if file is None:
         blocks = [b for m in body.messages for b in _message_blocks(m)]
@@ -273,6 +273,40 @@ def _new_input(body: ChatRequest, file: File | None) -> tuple[list[BlockInput], 
         "the last message adds nothing to answer: send a user message, or the outputs of the last message's tool calls",
         details={"param": "messages"},
     )
+
+
+def _regenerated(body: ChatRequest, file: File) -> tuple[list[BlockInput], list[str]]:
+    """What a ``regenerate-message`` request answers again: the last user message it sends
+    (the client drops the answer, and anything after it, before it asks), and the
+    generations whose turns it replaces: those that wrote the assistant message
+    ``messageId`` (the last one if none is named), its question with them, and every turn
+    after it (the client keeps only the messages before that answer).
+
+    Raises:
+        InvalidRequestError: no such message in the chat, or the request ends with no user
+            message to answer.
+    """
+    message_id = body.messageId
+    if message_id is None:
+        message_id = next((m for b in reversed(file.blocks) if (m := _message_tag_of(b)) is not None), None)
+    answering = {b.request_id for b in file.blocks if b.request_id and _message_tag_of(b) == message_id}
+    # The client keeps only the messages before that answer: so does the conversation.
+    first = next((i for i, b in enumerate(file.blocks) if b.request_id in answering), len(file.blocks))
+    replaced = sorted({b.request_id for b in file.blocks[first:] if b.request_id})
+    if not replaced:
+        raise InvalidRequestError(
+            f"chat {body.id!r} has no assistant message {message_id!r} to regenerate",
+            suggestion="name an assistant message of this chat in messageId",
+            details={"param": "messageId"},
+        )
+    last = body.messages[-1]
+    blocks = _message_blocks(last) if last.role == "user" else []
+    if not blocks:
+        raise InvalidRequestError(
+            "a regenerate request ends with the user message to answer again",
+            details={"param": "messages"},
+        )
+    return blocks, replaced
 
 
 def _message_tag(message_id: str) -> Tag:
@@ -348,7 +382,12 @@ async def _start(runtime: Runtime, body: ChatRequest, owner: str | None, file_id
     """Start the generation that answers this request (in the chat's conversation); return
     it and the assistant message it writes."""
     file = await _chat_file(runtime, file_id)
-    blocks, continues = _new_input(body, file)
+    replace: list[str] = []
+    if body.trigger == "regenerate-message" and file is not None:
+        blocks, replace = _regenerated(body, file)
+        continues = False
+    else:  # (a chat this server has not seen starts from all its messages, whatever the trigger)
+        blocks, continues = _new_input(body, file)
     message_id = (body.messageId or body.messages[-1].id or new_id("msg")) if continues else new_id("msg")
     tag = _message_tag(message_id)
     for block in blocks:
@@ -369,6 +408,7 @@ async def _start(runtime: Runtime, body: ChatRequest, owner: str | None, file_id
         on_disconnect=body.on_disconnect,
         client_tools="return",
         multitask=body.multitask,
+        replace=replace,
     )
     return await runtime.start(generate, subscribed=True, owner=owner), message_id
 

@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Collection
 
 import anyio
 
-from streaming.errors import ConflictError, NotFoundError
+from streaming.errors import ConflictError, InvalidRequestError, NotFoundError
 from streaming.model import Block, File, Tag
 from streaming.runtime.aio import LazyEvent
 from streaming.stores.base import Store
 
-__all__ = ["ConversationClaims", "drop_turns", "is_tombstone", "tombstone"]
+__all__ = ["ConversationClaims", "drop_turns", "is_tombstone", "replace_turns", "take_out_turns", "tombstone"]
 
 #: the tag of a block whose turn was rolled back (``multitask: rollback``)
 _DROPPED = Tag(kind="streaming", name="rolled-back")
@@ -37,6 +37,39 @@ def tombstone(block: Block) -> Block:
 
 def is_tombstone(block: Block) -> bool:
     return any(t.kind == _DROPPED.kind and t.name == _DROPPED.name for t in block.tags)
+
+
+async def take_out_turns(store: Store, file: File, generation_ids: Collection[str], generation_id: str) -> File:
+    """Take the turns of ``generation_ids`` out of the claimed conversation ``file`` in the
+    store (the conversation first, so whoever reads it after never sees them; then their
+    blocks' tombstones); the conversation left."""
+    kept, dropped = drop_turns(file, generation_ids)
+    if dropped:
+        await store.put_file(kept)
+        await store.put_blocks([tombstone(b) for b in dropped])
+        logger.info(
+            "conversation %s: %d blocks of %s taken out", file.id, len(dropped), ", ".join(sorted(generation_ids)),
+            extra={"generation_id": generation_id},
+        )
+    return kept
+
+
+async def replace_turns(store: Store, file: File, replaced: Collection[str], generation_id: str) -> File:
+    """The claimed conversation ``file`` without the turns of ``replaced`` (a request's
+    ``replace``), taken out in the store.
+
+    Raises:
+        InvalidRequestError: one of them has no turn in it (nothing is taken out).
+    """
+    turns = {b.request_id for b in file.blocks}
+    missing = [g for g in replaced if g not in turns]
+    if missing:
+        raise InvalidRequestError(
+            f"conversation {file.id} has no turn of {', '.join(missing)}",
+            suggestion="name generations of this conversation (those that wrote its blocks)",
+            details={"param": "replace"},
+        )
+    return await take_out_turns(store, file, set(replaced), generation_id)
 
 
 def drop_turns(file: File, generation_ids: Collection[str]) -> tuple[File, list[Block]]:

@@ -23,7 +23,7 @@ from streaming.plugin.streaming_generator import StreamingGenerator
 from streaming.requests import GenerateRequest, ToolResultRequest
 from streaming.runtime.admission import Admission
 from streaming.runtime.aio import LazyEvent
-from streaming.runtime.claims import ConversationClaims, is_tombstone
+from streaming.runtime.claims import ConversationClaims, is_tombstone, replace_turns
 from streaming.runtime.driver import PluginDriver
 from streaming.runtime.elsewhere import ElsewhereGeneration
 from streaming.runtime.handles import GenerationHandle, LocalGeneration
@@ -285,6 +285,8 @@ class Runtime:
         store is written with the start."""
         request, plugin, tools = checked.request, checked.plugin, checked.tools
         cap_block, cap_response = checked.cap_block, checked.cap_response
+        if request.replace:
+            file = await replace_turns(self.store, file, request.replace, generation_id)
         inputs = request.input_blocks()
         for block in inputs:
             block.file_id = file.id

@@ -24,7 +24,7 @@ from streaming.log import EventLog
 from streaming.model import Block, File, Generation, GenerationState
 from streaming.plugin.service import PluginService
 from streaming.requests import GenerateRequest
-from streaming.runtime.claims import ConversationClaims, drop_turns, tombstone
+from streaming.runtime.claims import ConversationClaims, take_out_turns
 from streaming.runtime.control import presence_window
 from streaming.runtime.run import Run
 from streaming.runtime.runner import Runner
@@ -130,20 +130,11 @@ class Multitask:
         if not rollback:
             return file
         try:
-            kept, dropped = drop_turns(file, set(ended))
-            if dropped:
-                # The conversation first: whoever reads it after this never sees them.
-                await self._store.put_file(kept)
-                await self._store.put_blocks([tombstone(b) for b in dropped])
-                logger.info(
-                    "conversation %s: %d blocks of %s rolled back", file_id, len(dropped), ", ".join(ended),
-                    extra={"generation_id": generation_id},
-                )
+            return await take_out_turns(self._store, file, set(ended), generation_id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._claims.release(file_id, generation_id)
             raise
-        return kept
 
     async def enqueue(self, checked: CheckedRequest, generation_id: str, owner: str | None, subscribed: bool) -> Generation:
         """A generation ``waiting`` for its conversation: subscribable, cancellable, and
