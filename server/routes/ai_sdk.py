@@ -289,13 +289,16 @@ def _regenerated(body: ChatRequest, file: File) -> tuple[list[BlockInput], list[
     message_id = body.messageId
     if message_id is None:
         message_id = next((m for b in reversed(file.blocks) if (m := _message_tag_of(b)) is not None), None)
-    answering = {b.request_id for b in file.blocks if b.request_id and _message_tag_of(b) == message_id}
+    answering = {
+        b.request_id for b in file.blocks if b.request_id and message_id is not None and _message_tag_of(b) == message_id
+    }
     # The client keeps only the messages before that answer: so does the conversation.
     first = next((i for i, b in enumerate(file.blocks) if b.request_id in answering), len(file.blocks))
     replaced = sorted({b.request_id for b in file.blocks[first:] if b.request_id})
     if not replaced:
+        named = f" {message_id!r}" if message_id is not None else ""
         raise InvalidRequestError(
-            f"chat {body.id!r} has no assistant message {message_id!r} to regenerate",
+            f"chat {body.id!r} has no assistant message{named} to regenerate",
             suggestion="name an assistant message of this chat in messageId",
             details={"param": "messageId"},
         )

@@ -21,8 +21,9 @@ __all__ = ["FileCache"]
 
 class FileCache:
     """At most ``size`` conversations holding ``max_blocks`` blocks and ``max_chars``
-    characters of text in all, the least recently used dropped first. What goes in and
-    what comes out are copies: callers may change them."""
+    characters of text in all, the least recently used dropped first. What comes out is a
+    copy, and so is what goes in unless its caller hands it over (changes it no more):
+    callers may change their copies."""
 
     def __init__(self, size: int = 4096, max_blocks: int = 20_000, max_chars: int = 8_000_000) -> None:
         self.size = size
