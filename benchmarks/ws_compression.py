@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,14 +23,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.procs import ServerProcess, free_port, rss_kib
-
-
-def cpu_s(pid: int) -> float:
-    """User and system CPU seconds of ``pid`` so far (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchmarks.procs import ServerProcess, free_port, rss_kib, tree_cpu_s
 
 
 async def _generate(ws: ClientConnection, options: dict[str, Any], *, until: str) -> int:
@@ -63,9 +55,9 @@ async def measure(port: int, pid: int, streams: int, chunks: int, idle: int) -> 
     url = f"ws://127.0.0.1:{port}/ws"
     conns = await _connect(url, streams)
     accepted = conns[0].response.headers.get("Sec-WebSocket-Extensions") if conns[0].response else None
-    before = cpu_s(pid)
+    before = tree_cpu_s([pid])
     got = await asyncio.gather(*(_generate(ws, {"repeat": chunks, "delay_ms": 50}, until="") for ws in conns))
-    cpu_us = 1e6 * (cpu_s(pid) - before) / max(1, sum(got))
+    cpu_us = 1e6 * (tree_cpu_s([pid]) - before) / max(1, sum(got))
     for ws in conns:
         await ws.close()
     await asyncio.sleep(1.0)

@@ -81,16 +81,24 @@ class DirectBody:
 def direct_body(scope: Scope) -> DirectBody | None:
     """A :class:`DirectBody` for this request, if its server is uvicorn's httptools
     protocol (as handed down by :class:`ServerSend`); None otherwise."""
-    send = scope.get(SERVER_SEND)
-    cycle = getattr(send, "__self__", None)
-    if cycle is None:
+    cycle = _server_object(scope, _HTTPTOOLS_CYCLE, _CYCLE_FIELDS)
+    if cycle is None or not hasattr(cycle.flow, "write_paused"):
         return None
-    kind = type(cycle)
-    if (kind.__module__, kind.__qualname__) != _HTTPTOOLS_CYCLE:
-        return None
-    if not all(hasattr(cycle, name) for name in _CYCLE_FIELDS) or not hasattr(cycle.flow, "write_paused"):
-        return None  # another uvicorn than the one this was written against: ASGI only
     return DirectBody(cycle)
+
+
+def _server_object(scope: Scope, kind: tuple[str, str], fields: tuple[str, ...]) -> Any:
+    """The object whose bound method is the server's ``send`` (handed down by
+    :class:`ServerSend`), if it is of ``kind`` (module, class) and has ``fields``; None
+    otherwise (another server, or another uvicorn than the one this was written against:
+    ASGI only)."""
+    found = getattr(scope.get(SERVER_SEND), "__self__", None)
+    if found is None:
+        return None
+    cls = type(found)
+    if (cls.__module__, cls.__qualname__) != kind or not all(hasattr(found, name) for name in fields):
+        return None
+    return found
 
 
 class DirectFrames:
@@ -139,16 +147,8 @@ class DirectFrames:
 def direct_frames(scope: Scope) -> DirectFrames | None:
     """A :class:`DirectFrames` for this WebSocket, if its server is uvicorn's websockets
     sans-I/O protocol (as handed down by :class:`ServerSend`); None otherwise."""
-    send = scope.get(SERVER_SEND)
-    protocol = getattr(send, "__self__", None)
-    if protocol is None or _OPEN is None:
-        return None
-    kind = type(protocol)
-    if (kind.__module__, kind.__qualname__) != _SANSIO_PROTOCOL:
-        return None
-    if not all(hasattr(protocol, name) for name in _PROTOCOL_FIELDS):
-        return None  # another uvicorn than the one this was written against: ASGI only
-    if not all(hasattr(protocol.conn, name) for name in _CONN_FIELDS):
+    protocol = _server_object(scope, _SANSIO_PROTOCOL, _PROTOCOL_FIELDS)
+    if protocol is None or _OPEN is None or not all(hasattr(protocol.conn, name) for name in _CONN_FIELDS):
         return None
     return DirectFrames(protocol)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from streaming.server.cli import ENVIRONMENT, build_parser, redact_url
 
+from tests.raw_ws import answer_offering_deflate
 from tests.redis_server import RedisServer, free_port
 from tests.server_process import ROOT, ServerProcess
 
@@ -99,40 +100,20 @@ def test_the_embedded_default_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
         server.kill()
 
 
-def _ws_answer(url: str) -> tuple[str | None, str]:
-    """A generation over ``/ws`` from a client that offers permessage-deflate, as browsers
-    do: the extension the server accepted, and the streamed text."""
-    import json
-
-    from websockets.sync.client import connect
-
-    with connect(url.replace("http://", "ws://") + "/ws", compression="deflate") as ws:
-        accepted = ws.response.headers.get("Sec-WebSocket-Extensions")
-        ws.send(json.dumps({"type": "generate", "generator": "echo", "prompt": "one two three", "options": {"repeat": 50}}))
-        text = []
-        while True:
-            frame = json.loads(ws.recv(timeout=30))
-            if frame.get("type") == "block.delta":
-                text.append(frame["text"])
-            elif frame.get("type") in ("generation.completed", "generation.failed", "error"):
-                assert frame["type"] == "generation.completed", frame
-                return accepted, "".join(text)
-
-
 def test_websocket_compression_is_off_unless_asked_for(tmp_path: Path) -> None:
     """Token frames are small and many: by default the server declines the permessage-deflate
     a browser offers (its state would cost each socket ~50 KiB, each frame CPU);
     ``--ws-compression`` accepts it. Either way the stream is whole."""
     plain = ServerProcess(tmp_path / "plain.log", store="memory://").start()
     try:
-        accepted, text = _ws_answer(plain.url)
+        accepted, text = answer_offering_deflate(plain.url, "one two three", {"repeat": 50})
         assert accepted is None
         assert text == "one two three" * 50
     finally:
         plain.kill()
     compressed = ServerProcess(tmp_path / "deflate.log", "--ws-compression", store="memory://").start()
     try:
-        accepted, text = _ws_answer(compressed.url)
+        accepted, text = answer_offering_deflate(compressed.url, "one two three", {"repeat": 50})
         assert accepted is not None and accepted.startswith("permessage-deflate")
         assert text == "one two three" * 50
     finally:

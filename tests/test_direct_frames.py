@@ -20,65 +20,28 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from tests.conftest import LiveServer
-from tests.raw_ws import handshake, send_json
+from tests.raw_ws import answer_offering_deflate, handshake, read_frames, record_writes, send_json
 
 pytestmark = pytest.mark.anyio
+
+TERMINAL = ("generation.completed", "generation.failed", "generation.cancelled")
 
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The payloads :class:`DirectFrames` wrote."""
-    wrote: list[bytes] = []
-    write = DirectFrames.write_text
-
-    def counting(self: DirectFrames, data: bytes) -> bool:
-        done = write(self, data)
-        if done:
-            wrote.append(data)
-        return done
-
-    monkeypatch.setattr(DirectFrames, "write_text", counting)
-    return wrote
-
-
-def _raw_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Every frame until a terminal event: (first byte, payload), checked strictly."""
-    buf = b""
-    out: list[tuple[int, bytes]] = []
-    while True:
-        while len(buf) >= 2:
-            assert buf[1] & 0x80 == 0, "a server frame must not be masked"
-            n, at = buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, at = int.from_bytes(buf[2:4], "big"), 4
-                assert n >= 126, "a 16-bit length for a short payload"
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, at = int.from_bytes(buf[2:10], "big"), 10
-                assert n >= 65536, "a 64-bit length for a short payload"
-            if len(buf) < at + n:
-                break
-            first, payload, buf = buf[0], buf[at : at + n], buf[at + n :]
-            if first & 0x0F in (0x9, 0xA):
-                continue  # a ping or pong
-            out.append((first, payload))
-            frame = json.loads(payload)
-            if frame.get("type") in ("generation.completed", "generation.failed", "generation.cancelled"):
-                assert buf == b"", "bytes after the terminal event's frame"
-                return out
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the socket"
-        buf += chunk
+    return record_writes(monkeypatch, DirectFrames, "write_text")
 
 
 def _generate_raw(port: int, options: dict[str, Any]) -> list[tuple[int, bytes]]:
+    """Every frame of an echo generation, up to its terminal event (which ends the bytes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         assert b"sec-websocket-extensions" not in handshake(sock).lower()
         send_json(sock, {"type": "generate", "generator": "echo", "prompt": "tok ", "options": options})
-        return _raw_frames(sock)
+        pending: list[bytes] = []
+        frames = read_frames(sock, lambda f: f.get("type") in TERMINAL, pending)
+    assert pending == [b""], "bytes after the terminal event's frame"
+    return frames
 
 
 def test_paced_events_go_straight_to_the_transport_as_websockets_frames_them(counted: list[bytes]) -> None:
@@ -95,24 +58,13 @@ def test_paced_events_go_straight_to_the_transport_as_websockets_frames_them(cou
     assert len(counted) >= 25 and set(counted) <= {p for _, p in frames}
 
 
-async def test_a_compressed_socket_goes_through_asgi_and_gets_it_all(counted: list[bytes]) -> None:
-    from websockets.asyncio.client import connect
-
+def test_a_compressed_socket_goes_through_asgi_and_gets_it_all(counted: list[bytes]) -> None:
     live = LiveServer(create_app(ServerSettings()), ws_per_message_deflate=True).start()
     try:
-        async with connect(f"ws://127.0.0.1:{live.port}/ws", compression="deflate") as ws:
-            assert ws.response is not None
-            assert (ws.response.headers.get("Sec-WebSocket-Extensions") or "").startswith("permessage-deflate")
-            await ws.send(json.dumps({"type": "generate", "generator": "echo", "prompt": "tok ", "options": {"repeat": 30, "delay_ms": 5}}))
-            text = ""
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "block.delta":
-                    text += frame["text"]
-                if frame["type"] == "generation.completed":
-                    break
+        accepted, text = answer_offering_deflate(live.url, "tok ", {"repeat": 30, "delay_ms": 5})
     finally:
         live.stop()
+    assert (accepted or "").startswith("permessage-deflate")
     assert text == "tok " * 30
     assert counted == []  # (compressed frames are the extension's to make)
 

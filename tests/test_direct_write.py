@@ -17,6 +17,7 @@ import pytest
 from streaming.server.direct import SERVER_SEND, DirectBody, ServerSend, direct_body
 
 from streaming.wire import EventDecoder, GenerationFold
+from tests.raw_ws import record_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -59,16 +60,7 @@ def post_generation(port: int, body: dict[str, Any]) -> bytes:
 
 
 def test_paced_events_are_framed_as_uvicorn_frames_them(make_server, monkeypatch) -> None:
-    wrote: list[bytes] = []
-    write = DirectBody.write
-
-    def counted(self: DirectBody, body: bytes) -> bool:
-        done = write(self, body)
-        if done:
-            wrote.append(body)
-        return done
-
-    monkeypatch.setattr(DirectBody, "write", counted)
+    wrote = record_writes(monkeypatch, DirectBody, "write")
     live = make_server()
     raw = post_generation(live.port, {"generator": "echo", "prompt": "tok ", "options": {"repeat": 30, "delay_ms": 5}})
     head, chunks = dechunk(raw)

@@ -22,7 +22,7 @@ from streaming import errors as E
 from streaming.runtime import RuntimeSettings
 from tests.conftest import LiveServer
 from tests.invariants import check_invariants
-from tests.raw_ws import handshake, send_json
+from tests.raw_ws import handshake, read_frames, send_json
 
 pytestmark = pytest.mark.anyio
 
@@ -584,32 +584,8 @@ async def test_a_peer_that_stops_reading_is_dropped() -> None:
 def _read_ws_frames(
     sock: socket.socket, until: Callable[[dict[str, Any]], bool], pending: list[bytes]
 ) -> list[dict[str, Any]]:
-    """Text frames (JSON) from a raw client socket, until one satisfies ``until``
-    (``pending``: the bytes read past the last frame, kept for the next call)."""
-    buf = pending.pop() if pending else b""
-    frames: list[dict[str, Any]] = []
-    while True:
-        while True:
-            if len(buf) >= 2:
-                n, at = buf[1] & 0x7F, 2
-                if n == 126:
-                    n, at = (int.from_bytes(buf[2:4], "big"), 4) if len(buf) >= 4 else (-1, 0)
-                elif n == 127:
-                    n, at = (int.from_bytes(buf[2:10], "big"), 10) if len(buf) >= 10 else (-1, 0)
-                if n >= 0 and len(buf) >= at + n:
-                    opcode, payload, buf = buf[0] & 0x0F, buf[at : at + n], buf[at + n :]
-                    if opcode in (0x9, 0xA):  # a ping or pong (unanswered here)
-                        continue
-                    assert opcode == 0x1, f"unexpected frame opcode {opcode}"
-                    frames.append(json.loads(payload))
-                    if until(frames[-1]):
-                        pending.append(buf)
-                        return frames
-                    continue
-            break
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the socket"
-        buf += chunk
+    """The JSON of the server's frames, as :func:`tests.raw_ws.read_frames` reads them."""
+    return [json.loads(payload) for _, payload in read_frames(sock, until, pending)]
 
 
 async def test_a_peer_that_pauses_reading_gets_every_event_once_in_order(server: LiveServer) -> None:

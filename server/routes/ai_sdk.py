@@ -289,8 +289,8 @@ def _regenerated(body: ChatRequest, file: File) -> tuple[list[BlockInput], list[
     message_id = body.messageId
     if message_id is None:
         message_id = next((m for b in reversed(file.blocks) if (m := _message_tag_of(b)) is not None), None)
-    answering = {
-        b.request_id for b in file.blocks if b.request_id and message_id is not None and _message_tag_of(b) == message_id
+    answering = set() if message_id is None else {
+        b.request_id for b in file.blocks if b.request_id and _message_tag_of(b) == message_id
     }
     # The client keeps only the messages before that answer: so does the conversation.
     first = next((i for i, b in enumerate(file.blocks) if b.request_id in answering), len(file.blocks))
