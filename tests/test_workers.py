@@ -474,6 +474,38 @@ async def test_double_texting_through_the_api_processes(cluster: Cluster) -> Non
         assert [bl["text"] for bl in conversation["blocks"]] == ["first", "started", "second", "the second answer"]
 
 
+async def test_a_turn_answered_again_through_the_api_processes(cluster: Cluster) -> None:
+    """``replace`` with workers: a name with no turn in the conversation is refused by the
+    API process (422, nothing queued, the conversation unchanged); a turn of it is taken
+    out by the worker that runs the new turn, whichever API process took it."""
+    a, b = cluster.apis
+    async with StreamingClient(a.url) as on_a, httpx.AsyncClient(base_url=b.url, timeout=30) as on_b:
+
+        async def turn(prompt: str, text: str, **more: object) -> httpx.Response:
+            body = {"generator": "scripted", "prompt": prompt, "options": {"rounds": [[{"text": text}]]}, **more}
+            return await on_b.post("/generations", json=body)
+
+        first = await on_a.generate("scripted", prompt="hi", options={"rounds": [[{"text": "hello"}]]})
+        await first.wait()
+        file_id = first.file_id or (await on_a.get_generation(first.id))["generation"]["file_id"]
+        second = (await turn("2+2?", "5", file_id=file_id)).json()["generation"]["id"]
+        assert (await _until_state(on_b, second, {"succeeded"}))["generation"]["state"] == "succeeded"
+        before = [bl["text"] for bl in (await on_a.get_file(file_id))["blocks"]]
+        assert before == ["hi", "hello", "2+2?", "5"]
+
+        refused = await turn("2+2?", "4", file_id=file_id, replace=["gen_nowhere", second])
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "replace" and "gen_nowhere" in error["message"], error
+        assert [bl["text"] for bl in (await on_a.get_file(file_id))["blocks"]] == before
+
+        again = await turn("2+2?", "4", file_id=file_id, replace=[second])
+        assert again.status_code == 201, again.text
+        events = await read_all(on_a, again.json()["generation"]["id"])
+        assert events[-1].type == "generation.completed", events[-1]
+        assert [bl["text"] for bl in (await on_a.get_file(file_id))["blocks"]] == ["hi", "hello", "2+2?", "4"]
+
+
 async def test_sigterm_lets_a_workers_generations_finish(cluster: Cluster) -> None:
     """SIGTERM: the worker stops taking work (its generator is no longer offered) and its
     running generation finishes within the shutdown grace."""

@@ -24,7 +24,9 @@ from streaming.model import Block, File, Tag
 from streaming.runtime.aio import LazyEvent
 from streaming.stores.base import Store
 
-__all__ = ["ConversationClaims", "drop_turns", "is_tombstone", "replace_turns", "take_out_turns", "tombstone"]
+__all__ = [
+    "ConversationClaims", "check_replaced", "drop_turns", "is_tombstone", "replace_turns", "take_out_turns", "tombstone",
+]
 
 #: the tag of a block whose turn was rolled back (``multitask: rollback``)
 _DROPPED = Tag(kind="streaming", name="rolled-back")
@@ -61,6 +63,16 @@ async def replace_turns(store: Store, file: File, replaced: Collection[str], gen
     Raises:
         InvalidRequestError: one of them has no turn in it (nothing is taken out).
     """
+    check_replaced(file, replaced)
+    return await take_out_turns(store, file, set(replaced), generation_id)
+
+
+def check_replaced(file: File, replaced: Collection[str]) -> None:
+    """Refuse a ``replace`` naming a generation that has no turn in ``file``.
+
+    Raises:
+        InvalidRequestError: one of them has no turn in it (``param: "replace"``).
+    """
     turns = {b.request_id for b in file.blocks}
     missing = [g for g in replaced if g not in turns]
     if missing:
@@ -69,7 +81,6 @@ async def replace_turns(store: Store, file: File, replaced: Collection[str], gen
             suggestion="name generations of this conversation (those that wrote its blocks)",
             details={"param": "replace"},
         )
-    return await take_out_turns(store, file, set(replaced), generation_id)
 
 
 def drop_turns(file: File, generation_ids: Collection[str]) -> tuple[File, list[Block]]:

@@ -30,6 +30,7 @@ from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
 from streaming.model import File, Generation, GenerationState, new_id
 from streaming.requests import GenerateRequest
+from streaming.runtime.claims import check_replaced
 from streaming.runtime.elsewhere import ElsewhereGeneration
 from streaming.runtime.registry import GeneratorRegistry
 from streaming.stores.base import Store
@@ -133,6 +134,10 @@ class QueueDispatch:
             file = await self.store.get_file(request.file_id)
             if file is None or file.owner != owner:
                 raise NotFoundError(f"no conversation {request.file_id!r}")
+            if request.replace:
+                # Refused here, as a process running it would (the worker checks again,
+                # under the claim: a turn may leave the conversation meanwhile).
+                check_replaced(file, request.replace)
         else:
             # A new conversation is made here (empty) rather than by the worker: the answer
             # names it, and a next message finds it, and this turn in its way, at once. The
