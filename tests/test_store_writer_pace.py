@@ -85,3 +85,42 @@ async def test_while_nothing_is_watched_the_writer_sleeps_long_and_a_follower_wa
             await anyio.sleep(0.01)
     assert store.writes[gen.id][0] - woken < 0.5
     await runtime.cancel(gen.id)
+
+
+async def test_under_load_runs_nobody_follows_are_written_less_often_up_to_the_cap(make_runtime) -> None:
+    """With hundreds of generations streaming, the interval at which those nobody follows
+    elsewhere are written grows with their number (``persist_unwatched_s`` per 100 of
+    them), up to ``persist_unwatched_max_s``; with a few it stays ``persist_unwatched_s``.
+    Every log is whole in the store either way."""
+    store = Shared()
+    runtime = await make_runtime(
+        store, persist_interval_s=0.01, persist_unwatched_s=0.1, persist_unwatched_max_s=0.25
+    )
+
+    def paced(key: str) -> GenerateRequest:
+        return GenerateRequest(
+            generator="counting", prompt="x", options={"key": key, "limit": 40, "delay_ms": 50}, on_disconnect="continue"
+        )
+
+    async def steady_gaps(count: int) -> list[float]:
+        """The gaps between the writes of each of ``count`` generations streaming at once
+        (their first two writes and their final one left out: the load is still rising or
+        falling then), and every log checked whole."""
+        gens = [await runtime.start(paced(f"load-{count}-{i}")) for i in range(count)]
+        with anyio.fail_after(60):
+            for gen in gens:
+                while (await runtime.get_generation(gen.id)).state.value == "running":
+                    await anyio.sleep(0.05)
+        gaps = []
+        for gen in gens:
+            writes = store.writes[gen.id]
+            gaps += [b - a for a, b in zip(writes[1:-2], writes[2:-1], strict=True)]
+            stored = await store.read_events(gen.id)
+            assert [e.seq for e in stored] == list(range(1, len(stored) + 1)) and stored[-1].terminal
+        return gaps
+
+    light = await steady_gaps(3)
+    assert light and min(light) >= 0.1 * 0.95 and sorted(light)[len(light) // 2] < 0.2, light
+    heavy = await steady_gaps(300)  # 0.1 s per 100 would be 0.3 s: the cap, 0.25 s, holds
+    assert heavy and min(heavy) >= 0.25 * 0.95, min(heavy)
+    assert sorted(heavy)[len(heavy) // 2] < 0.4, sorted(heavy)[len(heavy) // 2]

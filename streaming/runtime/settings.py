@@ -27,6 +27,11 @@ class RuntimeSettings:
     #: events may wait while nobody follows it from another process (one that is followed
     #: there, and a worker's, gets them every ``persist_interval_s``)
     persist_unwatched_s: float = 0.25
+    #: ... which grows with the generations streaming here (``persist_unwatched_s`` for
+    #: every ``UNWATCHED_RUNS`` of them, 100) up to this: a write costs a generation about
+    #: the same whether it carries one chunk or 20. What a crash of this process may lose
+    #: of a generation nobody follows elsewhere grows with it, under that load only.
+    persist_unwatched_max_s: float = 1.0
     #: seconds running generations get to finish on shutdown before they are cancelled
     shutdown_grace_s: float = 10.0
     #: seconds a finished generation stays in memory for late subscribers

@@ -6,8 +6,8 @@ generation's events before it ends (``durable`` or ``shared``); the memory store
 each generation whole when it ends. A run with new events is *dirty*; every
 ``persist_interval_s`` one flusher writes the new events of every dirty run at once
 (``Store.append_many``: one round trip on Redis; on a shared store, a run nobody follows
-from another process only every ``persist_unwatched_s``), and the blocks and record of a run whose
-events changed more than text (a reader elsewhere folds the text of the log onto the
+from another process only every ``persist_unwatched_s``, longer under load), and the
+blocks and record of a run whose events changed more than text (a reader elsewhere folds the text of the log onto the
 stored blocks). The final write adds the conversation, before the record that says the run has
 finished, so whoever sees it finished finds its blocks. A write that fails is counted
 (``store_errors``), retried, and, if the store stays unavailable, ends the run with
@@ -45,6 +45,10 @@ _STARTED = EventType.GENERATION_STARTED.value
 #: a shared store gets a running generation's blocks and record rewritten at least once
 #: every this many events, even if only text happened (see ``_records_changed``)
 REFRESH_EVERY = 1024
+
+#: generations streaming here per ``persist_unwatched_s`` of the interval at which those
+#: nobody follows elsewhere are written to a shared store (see ``StoreWriter._unwatched``)
+UNWATCHED_RUNS = 100
 
 # A flush lock that, free, is taken without a trip through the loop (anyio >= 4.5).
 _new_lock: Callable[[], anyio.Lock] = (
@@ -141,8 +145,22 @@ class StoreWriter:
         is due only each ``persist_unwatched_s``: so is the flusher."""
         tick = max(self.settings.persist_interval_s, getattr(self.store, "commit_interval_s", 0.0))
         if self.store.shared and time.monotonic() >= self._watched_until:
-            tick = max(tick, self.settings.persist_unwatched_s)
+            tick = max(tick, self._unwatched())
         return tick
+
+    def _unwatched(self) -> float:
+        """How often a run nobody follows elsewhere is written to a shared store (0: every
+        tick, on a store no other process reads). ``persist_unwatched_s``, longer in
+        proportion to the runs streaming here past ``UNWATCHED_RUNS``, up to
+        ``persist_unwatched_max_s``: with hundreds of streams, each write of a run cost
+        this process about as much as the chunks it carried (its record in the batch, a
+        check of its log's end in Redis), so the writes per second stay about the same
+        while each carries more chunks."""
+        if not self.store.shared:
+            return 0.0
+        base = self.settings.persist_unwatched_s
+        grown = base * len(self._active) / UNWATCHED_RUNS
+        return min(max(base, self.settings.persist_unwatched_max_s), max(base, grown))
 
     async def _flusher(self) -> None:
         while True:
@@ -172,9 +190,9 @@ class StoreWriter:
         now = time.monotonic()
         # A shared store serves a running generation to other processes: one that someone
         # there follows (their presence, ``Run.watched``; a worker's runs from their start)
-        # gets its events every tick; the others every persist_unwatched_s, which is what a
-        # crash of this process may lose of them.
-        unwatched = self.settings.persist_unwatched_s if self.store.shared else 0.0
+        # gets its events every tick; the others every persist_unwatched_s (grown with the
+        # load: ``_unwatched``), which is what a crash of this process may lose of them.
+        unwatched = self._unwatched()
         for run in list(self._active):
             log = run.log
             if log.closed:
