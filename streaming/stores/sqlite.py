@@ -9,7 +9,8 @@ so a caller always reads its own writes. The database runs in WAL mode with
 ``synchronous=NORMAL``: a process crash loses nothing committed; a power cut may lose the
 last moments. Commits are batched by time and size: at most one commit every ``batch``
 seconds (a read, or a full batch, commits at once), so under load one commit carries
-several chunks of every running generation, and a lone write still commits at once; a
+several chunks of every running generation, and a lone write still commits at once (a
+start: only its own rows, as a row of a journal, see :mod:`streaming.stores.sqlite_writer`); a
 commit that carried many logs makes the next one wait longer, up to ``batch_max`` seconds
 (see :mod:`streaming.stores.sqlite_writer`). Each
 commit rewrites the pages it touches to the WAL, so a log's events that one commit carries
@@ -196,17 +197,15 @@ class SqliteStore(Store):
         if queued is not None and queued[0] in FINISHED:
             return  # final (the SQL guards what is already committed)
         self._writer.queue()
-        self._writer.gens[generation.id] = (
-            generation.state.value,
-            generation.finished_at,
-            generation.model_dump_json(),
-        )
+        self._writer.gens[generation.id] = (generation.state.value, generation.finished_at, generation.model_dump_json())
 
-    async def put_started(self, generation: Generation, **changes: Any) -> None:
-        """As the default, knowing that its log is empty: its first append does not read
-        where the log ends first (a trip to the file's thread per generation)."""
+    async def put_started(self, generation: Generation, *, reserve: int = 0, **changes: Any) -> None:
+        """As the default, its log known empty (its first append reads nothing first); its
+        first sent mark waits for a commit of its own rows when few start at once (``sync_start``)."""
         self._last_seq.setdefault(generation.id, 0)
         await super().put_started(generation, **changes)
+        if reserve:
+            await self._writer.sync_start(generation.id, changes["file"].id, reserve)
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         rows = await self._query("SELECT data FROM generations WHERE id = ?", generation_id)
@@ -285,7 +284,7 @@ class SqliteStore(Store):
         writer = self._writer
         writer.add_events(generation_id, events)
         if writer.queued_events >= self.batch_rows:
-            writer.commit_now.set()
+            writer.commit_soon()
         if events[-1].terminal:
             # Only open logs are cached; a later append reads the (terminal) tail and refuses.
             del self._last_seq[generation_id]

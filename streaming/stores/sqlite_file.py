@@ -16,6 +16,7 @@ with it has its ``events`` table moved into segments, one event each, when it op
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -41,6 +42,7 @@ __all__ = [
     "decode_ids",
     "decode_segment",
     "encode_ids",
+    "replay_starts_sync",
     "rollback",
     "segments_of",
 ]
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS tool_claims (
 CREATE TABLE IF NOT EXISTS archives (key TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sent_marks (
     generation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS starts (no INTEGER PRIMARY KEY, generation_id TEXT NOT NULL, data TEXT NOT NULL);
 """
 
 # A block or file written again is updated in place (its row stays where it was written,
@@ -138,6 +141,7 @@ class SqliteFile:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
             migrate_events_sync(conn, self.path)
+            replay_starts_sync(conn)
         except (OSError, sqlite3.Error) as exc:
             self._release_lock()
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
@@ -191,6 +195,18 @@ class SqliteFile:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+
+    def journal_sync(self, rows: list[tuple[str, str]]) -> None:
+        """Commit journal rows of starts (``(generation id, JSON)``: see
+        :func:`replay_starts_sync`), alone."""
+        conn = self.require()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO starts (generation_id, data) VALUES (?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
 
     # -- event logs (segments) --
 
@@ -366,6 +382,37 @@ def _frame_json(frame: bytes) -> bytes:
         start += 1
     end = frame.find(b"\n", start)
     return frame[start:] if end < 0 else frame[start:end]
+
+
+def replay_starts_sync(conn: sqlite3.Connection) -> None:
+    """Put back the rows of starts that only the journal holds (a crash came before the
+    commit of everything that would have written them), then empty it.
+
+    A journal row is ``[generation id, [state, finished_at, record JSON] or null, [file
+    id, file JSON, block ids] or null, [[block id, block JSON], ...], sent mark]``: what was
+    queued of a start when its rows were committed. A generation whose record is in the
+    file had a commit of everything after its start: what the file holds is newer.
+    """
+    rows = conn.execute("SELECT data FROM starts ORDER BY no").fetchall()
+    if not rows:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for (data,) in rows:
+            gid, gen, file, blocks, mark = json.loads(data)
+            if gen is None or conn.execute("SELECT 1 FROM generations WHERE id = ?", (gid,)).fetchone():
+                continue
+            conn.executemany(PUT_BLOCK, [tuple(b) for b in blocks])
+            if file is not None:
+                conn.execute(PUT_FILE, tuple(file))
+            conn.execute(PUT_GENERATION, (gid, *gen))
+            if mark:
+                conn.execute("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", (gid, mark))
+        conn.execute("DELETE FROM starts")
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
 
 
 def migrate_events_sync(conn: sqlite3.Connection, path: str) -> None:
