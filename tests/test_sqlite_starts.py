@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
+from streaming.errors import StoreUnavailableError
 from streaming.model import File, Generation
 from streaming.stores.sqlite import SqliteStore
+from streaming.stores.sqlite_writer import SqliteWriter
 from streaming.wire import Event, EventDecoder
 from tests.server_process import ServerProcess
+from tests.test_sqlite_parts import _opened
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +114,45 @@ async def test_the_next_commit_of_everything_empties_the_journal(tmp_path: Path)
         assert rows(db, "SELECT COUNT(*) FROM starts") == [(0,)]  # (a read commits everything)
     finally:
         await store.close()
+
+
+async def test_a_start_whose_journal_cannot_be_written_waits_for_everything(tmp_path: Path) -> None:
+    """The journal's commit failing (the disk is full): the start goes with the commit of
+    everything, which retries; if that fails too, the start is told, clearly, and once the
+    disk is back its rows land."""
+    file = _opened(tmp_path / "s.db")
+    writer = SqliteWriter(file, batch_s=30.0, retry_s=0.2)
+    commit, journal = writer.commit_sync, file.journal_sync
+    broken = {"journal": True, "commit": False}
+
+    def failing(what: str, real: Any) -> Any:
+        def call(*args: Any) -> None:
+            if broken[what]:
+                raise OSError("disk full")
+            real(*args)
+        return call
+
+    writer.commit_sync = failing("commit", commit)  # type: ignore[method-assign]
+    file.journal_sync = failing("journal", journal)  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run, 0.05)
+        writer.queue()
+        writer.gens["gen_a"] = ("running", None, '{"id": "gen_a"}')
+        with anyio.fail_after(5):  # (not the 30 s batch: the start asked for its commit)
+            await writer.sync_start("gen_a", "file_a", 4096)
+        assert await file.query("SELECT id FROM generations") == [("gen_a",)]
+        assert await file.query("SELECT COUNT(*) FROM starts") == [(0,)]
+
+        broken["commit"] = True
+        writer.queue()
+        writer.gens["gen_b"] = ("running", None, '{"id": "gen_b"}')
+        with pytest.raises(StoreUnavailableError, match="disk full"):
+            await writer.sync_start("gen_b", "file_b", 4096)
+        broken["commit"] = broken["journal"] = False
+        with anyio.fail_after(5):
+            while writer.failure is not None:
+                await anyio.sleep(0.01)
+        assert sorted(await file.query("SELECT id FROM generations")) == [("gen_a",), ("gen_b",)]
+        assert await file.query("SELECT seq FROM sent_marks WHERE generation_id = 'gen_b'") == [(4096,)]
+        tg.cancel_scope.cancel()
+    await file.close()
