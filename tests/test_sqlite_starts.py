@@ -6,6 +6,7 @@ generation is recovered as any interrupted one). Real ``streaming serve`` proces
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from streaming.errors import StoreUnavailableError
 from streaming.model import File, Generation
 from streaming.stores.sqlite import SqliteStore
+from streaming.stores.sqlite_file import SCHEMA
 from streaming.stores.sqlite_writer import SqliteWriter
 from streaming.wire import Event, EventDecoder
 from tests.server_process import ServerProcess
@@ -155,4 +157,23 @@ async def test_a_start_whose_journal_cannot_be_written_waits_for_everything(tmp_
         assert sorted(await file.query("SELECT id FROM generations")) == [("gen_a",), ("gen_b",)]
         assert await file.query("SELECT seq FROM sent_marks WHERE generation_id = 'gen_b'") == [(4096,)]
         tg.cancel_scope.cancel()
+    await file.close()
+
+
+async def test_an_unreadable_journal_row_is_left_out_and_the_file_opens(tmp_path: Path) -> None:
+    """A journal row that is not what this version writes (hand-edited, another version)
+    does not keep the file from opening; a readable one beside it comes back."""
+    path = tmp_path / "s.db"
+    good = ["gen_ok", ["running", None, '{"id": "gen_ok"}'], ["file_ok", "{}", "blk_ok"], [["blk_ok", "{}"]], 4096]
+    with sqlite3.connect(path) as conn:  # a file a crash left with three journal rows
+        conn.executescript(SCHEMA)
+        conn.executemany(
+            "INSERT INTO starts (generation_id, data) VALUES (?, ?)",
+            [("gen_bad", "not json"), ("gen_short", "[1, 2]"), ("gen_ok", json.dumps(good))],
+        )
+    file = _opened(path)
+    assert rows(path, "SELECT id, state FROM generations") == [("gen_ok", "running")]
+    assert rows(path, "SELECT id FROM blocks") == [("blk_ok",)]
+    assert rows(path, "SELECT seq FROM sent_marks") == [(4096,)]
+    assert rows(path, "SELECT COUNT(*) FROM starts") == [(0,)]
     await file.close()

@@ -7,9 +7,9 @@ each generation whole when it ends. A run with new events is *dirty*; every
 ``persist_interval_s`` one flusher writes the new events of every dirty run at once
 (``Store.append_many``: one round trip on Redis; on a shared store, a run nobody follows
 from another process only every ``persist_unwatched_s``, longer under load), and the
-blocks and record of a run whose events changed more than text (a reader elsewhere folds the text of the log onto the
-stored blocks). The final write adds the conversation, before the record that says the run has
-finished, so whoever sees it finished finds its blocks. A write that fails is counted
+blocks and record of a run whose events changed more than text (a reader elsewhere folds
+the text of the log onto the stored blocks). The final write adds the conversation, before
+the record that says the run has finished, so whoever sees it finished finds its blocks. A write that fails is counted
 (``store_errors``), retried, and, if the store stays unavailable, ends the run with
 ``generation.failed`` for its subscribers here; a final write is retried in the background
 until it lands, and only then is the conversation released.

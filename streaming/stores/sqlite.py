@@ -10,9 +10,9 @@ so a caller always reads its own writes. The database runs in WAL mode with
 last moments. Commits are batched by time and size: at most one commit every ``batch``
 seconds (a read, or a full batch, commits at once), so under load one commit carries
 several chunks of every running generation, and a lone write still commits at once (a
-start: only its own rows, as a row of a journal, see :mod:`streaming.stores.sqlite_writer`); a
-commit that carried many logs makes the next one wait longer, up to ``batch_max`` seconds
-(see :mod:`streaming.stores.sqlite_writer`). Each
+start: only its own rows, as a row of a journal); a commit that carried many logs makes
+the next one wait longer, up to ``batch_max`` seconds (see
+:mod:`streaming.stores.sqlite_writer`). Each
 commit rewrites the pages it touches to the WAL, so a log's events that one commit carries
 are one row (a *segment*, see :mod:`streaming.stores.sqlite_file`), appended at the end of
 the file: with five events of each of 500 generations a commit, an event costs ~1.3 us of

@@ -393,13 +393,17 @@ def replay_starts_sync(conn: sqlite3.Connection) -> None:
     queued of a start when its rows were committed. A generation whose record is in the
     file had a commit of everything after its start: what the file holds is newer.
     """
-    rows = conn.execute("SELECT data FROM starts ORDER BY no").fetchall()
+    rows = conn.execute("SELECT no, data FROM starts ORDER BY no").fetchall()
     if not rows:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for (data,) in rows:
-            gid, gen, file, blocks, mark = json.loads(data)
+        for no, data in rows:
+            try:
+                gid, gen, file, blocks, mark = json.loads(data)
+            except (ValueError, TypeError):  # (not a row this version wrote)
+                logger.warning("sqlite store: journal row %s of a start is unreadable; left out", no)
+                continue
             if gen is None or conn.execute("SELECT 1 FROM generations WHERE id = ?", (gid,)).fetchone():
                 continue
             conn.executemany(PUT_BLOCK, [tuple(b) for b in blocks])
