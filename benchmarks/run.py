@@ -582,8 +582,10 @@ def paced_goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
             if key not in res and key != "runtime":  # a store that did not run: no goal row
                 continue
             ratio = f_cpu / cpu if f_cpu and cpu else None
+            # (two equal medians, each summed from /proc's ticks in floating point, may
+            # divide to 0.9999999999999999: equal is "at most the floor's")
             out.append(Goal(prefix + "cpu_ms_per_1k", key, f"CPU floor/us >= {least:g}",
-                            None if ratio is None else ratio >= least, ratio))
+                            None if ratio is None else ratio >= least - 1e-9, ratio))
             gap_ratio = gap / f_gap if gap is not None and f_gap else None
             out.append(Goal(prefix + "gap_p99_ms", key, f"p99 gap <= {PACED_GAP_GOAL:g}x (a)",
                             None if gap_ratio is None else gap_ratio <= PACED_GAP_GOAL, gap_ratio))
