@@ -2,7 +2,9 @@
 own rows (one row of the ``starts`` table) before its first event goes out; the next commit
 of everything writes them where they belong and empties the journal; a ``kill -9`` in
 between loses none of it (the file, opened again, puts the journal's rows back, and the
-generation is recovered as any interrupted one). Real ``streaming serve`` processes."""
+generation is recovered as any interrupted one): with real ``streaming serve`` processes,
+and on the store and its writer for what is hard to reach from outside (a disk that fails,
+a journal row this version did not write)."""
 
 from __future__ import annotations
 
@@ -161,15 +163,16 @@ async def test_a_start_whose_journal_cannot_be_written_waits_for_everything(tmp_
 
 
 async def test_an_unreadable_journal_row_is_left_out_and_the_file_opens(tmp_path: Path) -> None:
-    """A journal row that is not what this version writes (hand-edited, another version)
-    does not keep the file from opening; a readable one beside it comes back."""
+    """Journal rows that are not what this version writes (hand-edited, another version)
+    do not keep the file from opening; a readable one beside them comes back."""
     path = tmp_path / "s.db"
     good = ["gen_ok", ["running", None, '{"id": "gen_ok"}'], ["file_ok", "{}", "blk_ok"], [["blk_ok", "{}"]], 4096]
-    with sqlite3.connect(path) as conn:  # a file a crash left with three journal rows
+    with sqlite3.connect(path) as conn:  # a file a crash left with four journal rows
         conn.executescript(SCHEMA)
         conn.executemany(
             "INSERT INTO starts (generation_id, data) VALUES (?, ?)",
-            [("gen_bad", "not json"), ("gen_short", "[1, 2]"), ("gen_ok", json.dumps(good))],
+            [("gen_bad", "not json"), ("gen_short", "[1, 2]"), ("gen_ok", json.dumps(good)),
+             ("gen_odd", json.dumps(["gen_odd", ["running"], None, [], 1]))],
         )
     file = _opened(path)
     assert rows(path, "SELECT id, state FROM generations") == [("gen_ok", "running")]

@@ -401,6 +401,10 @@ def replay_starts_sync(conn: sqlite3.Connection) -> None:
         for no, data in rows:
             try:
                 gid, gen, file, blocks, mark = json.loads(data)
+                if gen is not None and (len(gen) != 3 or any(len(b) != 2 for b in blocks)):
+                    raise ValueError("not the shape of a start")
+                if file is not None and len(file) != 3:
+                    raise ValueError("not the shape of a start")
             except (ValueError, TypeError):  # (not a row this version wrote)
                 logger.warning("sqlite store: journal row %s of a start is unreadable; left out", no)
                 continue
