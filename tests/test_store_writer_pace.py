@@ -121,6 +121,7 @@ async def test_under_load_runs_nobody_follows_are_written_less_often_up_to_the_c
 
     light = await steady_gaps(3)
     assert light and min(light) >= 0.1 * 0.95 and sorted(light)[len(light) // 2] < 0.2, light
-    heavy = await steady_gaps(300)  # 0.1 s per 100 would be 0.3 s: the cap, 0.25 s, holds
-    assert heavy and min(heavy) >= 0.25 * 0.95, min(heavy)
-    assert sorted(heavy)[len(heavy) // 2] < 0.4, sorted(heavy)[len(heavy) // 2]
+    # 0.1 s per 100 would be 0.3 s: the cap, 0.25 s, holds (shorter again as runs end).
+    heavy = sorted(await steady_gaps(300))
+    assert heavy and heavy[0] >= 0.1 * 0.95, heavy[0]
+    assert 0.2 <= heavy[len(heavy) // 2] < 0.4, heavy[len(heavy) // 2]
