@@ -80,6 +80,22 @@ def read_frames(
         buf += chunk
 
 
+class FakeTransport:
+    """An asyncio transport standing in for uvicorn's (and, as ``transport``, the object
+    that holds it): what the direct writes wrote, and whether it is closing."""
+
+    def __init__(self) -> None:
+        self.transport = self
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
 def record_writes(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[bytes]:
     """What ``cls.name`` (a direct write: ``(self, data) -> bool``) wrote from now on: the
     data of every call that returned True."""

@@ -20,7 +20,14 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from tests.conftest import LiveServer
-from tests.raw_ws import answer_offering_deflate, handshake, read_frames, record_writes, send_json
+from tests.raw_ws import (
+    FakeTransport,
+    answer_offering_deflate,
+    handshake,
+    read_frames,
+    record_writes,
+    send_json,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -85,25 +92,17 @@ class FakeConn:
         self.expect_continuation_frame = False
 
 
-class FakeProtocol:
+class FakeProtocol(FakeTransport):
     """What :class:`DirectFrames` reads of uvicorn's websockets protocol."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.conn = FakeConn()
-        self.transport = self
-        self.written: list[bytes] = []
         self.disconnected = False
         self.close_sent = False
         self.handshake_complete = True
         self.initial_response: Any = None
         self.writable = type("Writable", (), {"is_set": lambda self: True})()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
 
 
 def test_a_direct_frame_declines_whenever_it_cannot_be_written_now() -> None:

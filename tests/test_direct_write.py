@@ -17,7 +17,7 @@ import pytest
 from streaming.server.direct import SERVER_SEND, DirectBody, ServerSend, direct_body
 
 from streaming.wire import EventDecoder, GenerationFold
-from tests.raw_ws import record_writes
+from tests.raw_ws import FakeTransport, record_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -86,24 +86,16 @@ def test_a_head_request_gets_no_body(make_server) -> None:
     assert head.startswith(b"HTTP/1.1 200") and body == b""
 
 
-class FakeCycle:
+class FakeCycle(FakeTransport):
     """What :class:`DirectBody` reads of uvicorn's request cycle."""
 
     def __init__(self) -> None:
-        self.written: list[bytes] = []
+        super().__init__()
         self.disconnected = False
         self.response_started = True
         self.response_complete = False
         self.chunked_encoding: bool | None = True
         self.flow = type("Flow", (), {"write_paused": False})()
-        self.transport = self
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
 
 
 def test_a_direct_write_declines_whenever_uvicorn_would_not_write_now() -> None:
