@@ -38,6 +38,7 @@ __all__ = [
     "PUT_BLOCK",
     "PUT_FILE",
     "PUT_GENERATION",
+    "PUT_MARK",
     "SqliteFile",
     "decode_ids",
     "decode_segment",
@@ -87,6 +88,8 @@ ON CONFLICT(id) DO UPDATE SET data = excluded.data, block_ids = excluded.block_i
 #: a second), 16 KiB pages cost 0.33 us of commit CPU an event against 4 KiB's 0.56
 #: (a micro-benchmark of 1,000 segments of 20 events a commit, WAL, synchronous=NORMAL)
 PAGE_SIZE = 16384
+
+PUT_MARK = "INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)"
 
 INSERT_SEGMENT = "INSERT INTO segments (log, last_seq, first_seq, data) VALUES (?, ?, ?, ?)"
 
@@ -415,7 +418,7 @@ def replay_starts_sync(conn: sqlite3.Connection) -> None:
                 conn.execute(PUT_FILE, tuple(file))
             conn.execute(PUT_GENERATION, (gid, *gen))
             if mark:
-                conn.execute("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", (gid, mark))
+                conn.execute(PUT_MARK, (gid, mark))
         conn.execute("DELETE FROM starts")
         conn.execute("COMMIT")
     except BaseException:

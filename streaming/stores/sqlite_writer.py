@@ -42,6 +42,7 @@ from streaming.stores.sqlite_file import (
     PUT_BLOCK,
     PUT_FILE,
     PUT_GENERATION,
+    PUT_MARK,
     SqliteFile,
     decode_ids,
     rollback,
@@ -299,7 +300,7 @@ class SqliteWriter:
             if claims:
                 conn.executemany("INSERT OR IGNORE INTO tool_claims (generation_id, call_id) VALUES (?, ?)", claims)
             if marks:
-                conn.executemany("INSERT OR REPLACE INTO sent_marks (generation_id, seq) VALUES (?, ?)", marks.items())
+                conn.executemany(PUT_MARK, marks.items())
             if journaled:
                 conn.execute("DELETE FROM starts")
             conn.execute("COMMIT")
