@@ -126,3 +126,28 @@ def test_a_paced_figure_equal_to_the_floors_meets_its_goal() -> None:
            "runtime": {f"paced_sse{n}_cpu_ms_per_1k": floor + 0.2}}
     met = {g.server: g.met for g in paced_goals(res, sizes) if g.figure == f"paced_sse{n}_cpu_ms_per_1k"}
     assert met["sqlite"] is True and met["runtime"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_paired_runs_two_servers_at_once() -> None:
+    """``benchmarks.paired`` at a tiny size: both servers streamed every chunk in each round
+    (a failed stream stops it with a message), and it prints both medians and the ratio."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.paired", "floor", "sqlite", "--streams", "8", "--chunks", "4",
+         "--delay-ms", "20", "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "floor against sqlite, 8 paced sse streams of 4 chunks each, both at once, 2 rounds:" in done.stdout
+    assert "CPU us a chunk (median): floor " in done.stdout and "floor/sqlite: median " in done.stdout
+    assert done.stderr.count("us a chunk; floor/sqlite") == 2, done.stderr
+
+
+def test_paired_refuses_bad_arguments() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.paired", "floor", "sqlite", "--rounds", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "must be at least 1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
