@@ -11,6 +11,8 @@ for a difference of a few percent: the floor against a store, or a store against
 
     python -m benchmarks.paired floor sqlite                 # floor/us, as the table's column
     python -m benchmarks.paired memory sqlite --streams 1000 --rounds 8
+    git worktree add /tmp/base HEAD~1                        # the code before a change...
+    python -m benchmarks.paired sqlite sqlite --b-checkout /tmp/base   # ...against the code now
 
 Each round starts both servers afresh (a new sqlite file, a new redis-server), gives each
 its own client processes, and starts their loads together; every other round starts them
@@ -40,8 +42,9 @@ KINDS = ("floor", "memory", "sqlite", "redis")
 
 
 @contextlib.contextmanager
-def _server(kind: str, port: int, workdir: Path, name: str) -> Iterator[ServerProcess]:
-    """``kind``'s server on ``port`` (with its own redis-server or sqlite file)."""
+def _server(kind: str, port: int, workdir: Path, name: str, checkout: Path | None = None) -> Iterator[ServerProcess]:
+    """``kind``'s server on ``port`` (with its own redis-server or sqlite file); a runtime
+    from ``checkout`` if given (``benchmarks.from_checkout``)."""
     logs = HERE / "logs"
     if kind == "floor":
         with ServerProcess([sys.executable, "-m", "benchmarks.servers.floor", "--port", str(port)],
@@ -56,8 +59,8 @@ def _server(kind: str, port: int, workdir: Path, name: str) -> Iterator[ServerPr
             url = f"sqlite:///{workdir / f'{name}.db'}"
         else:
             url = "memory://"
-        argv = [sys.executable, "-m", "streaming.server.cli", "serve", "--store", url, "--port", str(port),
-                "--log-level", "warning"]
+        command = ["benchmarks.from_checkout", str(checkout)] if checkout else ["streaming.server.cli"]
+        argv = [sys.executable, "-m", *command, "serve", "--store", url, "--port", str(port), "--log-level", "warning"]
         yield stack.enter_context(ServerProcess(argv, port, name=name, log_dir=logs))
 
 
@@ -67,12 +70,12 @@ def _load(kind: str, port: int, transport: str, streams: int, chunks: int, delay
 
 async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[float, float]:
     """One round: both loads at once; each server's CPU ms per 1,000 chunks (a, b)."""
-    sides = [(args.a, f"paired-a-{number}"), (args.b, f"paired-b-{number}")]
+    sides = [(args.a, f"paired-a-{number}", args.a_checkout), (args.b, f"paired-b-{number}", args.b_checkout)]
     with contextlib.ExitStack() as stack:
         servers = []
-        for kind, name in sides:
+        for kind, name, checkout in sides:
             port = free_port()
-            servers.append((kind, port, stack.enter_context(_server(kind, port, workdir, name))))
+            servers.append((kind, port, stack.enter_context(_server(kind, port, workdir, name, checkout))))
         await asyncio.sleep(1.0)  # both servers idle before the loads begin
         runs = [
             run_paced(_load(kind, port, args.transport, args.streams, args.chunks, args.delay_ms),
@@ -85,7 +88,7 @@ async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[
         if number % 2:
             results.reverse()
     figures = []
-    for (kind, _), result in zip(sides, results, strict=True):
+    for (kind, _, _), result in zip(sides, results, strict=True):
         if result.notes:
             raise SetupError(f"{kind}: {'; '.join(result.notes)}")
         figures.append(result.figures["cpu_ms_per_1k"])
@@ -119,16 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=50.0, help="pace: ms between chunks (default 50)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds (default 6)")
     parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
+    for side in ("a", "b"):
+        parser.add_argument(f"--{side}-checkout", type=Path, metavar="DIR",
+                            help=f"run the runtime {side.upper()} from another checkout of this repository "
+                            "(e.g. a git worktree of an older commit)")
     args = parser.parse_args(argv)
     if args.streams < 1 or args.chunks < 1 or args.rounds < 1 or args.delay_ms < 0:
         parser.error("--streams, --chunks and --rounds must be at least 1, --delay-ms at least 0")
+    for side in ("a", "b"):
+        checkout = getattr(args, f"{side}_checkout")
+        if checkout is None:
+            continue
+        if getattr(args, side) == "floor":
+            parser.error(f"--{side}-checkout: the floor is not ours; name a store for {side.upper()}")
+        if not (checkout / "pyproject.toml").is_file() or not (checkout / "streaming" / "__init__.py").is_file():
+            parser.error(f"--{side}-checkout: {checkout} is not a checkout of this repository")
+        setattr(args, f"{side}_checkout", checkout.resolve())
     raise_nofile()
     try:
         out = asyncio.run(run(args))
     except SetupError as exc:
         print(f"paired: {exc}", file=sys.stderr)
         return 1
-    a, b = args.a, args.b
+    a, b = (f"{kind} ({checkout})" if checkout else kind
+            for kind, checkout in ((args.a, args.a_checkout), (args.b, args.b_checkout)))
     print(f"{a} against {b}, {args.streams} paced {args.transport} streams of {args.chunks} chunks each, "
           f"both at once, {args.rounds} rounds:")
     print(f"  CPU us a chunk (median): {a} {out['median_a']:.1f}, {b} {out['median_b']:.1f}")

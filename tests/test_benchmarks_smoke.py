@@ -144,6 +144,33 @@ def test_paired_runs_two_servers_at_once() -> None:
     assert done.stderr.count("us a chunk; floor/sqlite") == 2, done.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_paired_runs_a_server_from_another_checkout(tmp_path: Path) -> None:
+    """``--b-checkout``: B's runtime is the other checkout's code (its banner, changed in
+    the copy, is what B's log says), A's is this one's."""
+    import shutil
+
+    other = tmp_path / "other"
+    for name in ("streaming", "server", "clients"):
+        shutil.copytree(ROOT / name, other / name, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+    shutil.copy(ROOT / "pyproject.toml", other / "pyproject.toml")
+    cli = other / "server" / "cli.py"
+    source = cli.read_text()
+    assert 'banner = f"streaming: serving on' in source
+    cli.write_text(source.replace('banner = f"streaming: serving on', 'banner = f"streaming (other): serving on'))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.paired", "memory", "memory", "--streams", "4", "--chunks", "3",
+         "--delay-ms", "20", "--rounds", "1", "--b-checkout", str(other)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"memory against memory ({other})" in done.stdout, done.stdout
+    logs = ROOT / "benchmarks" / "logs"
+    assert "streaming (other): serving on" in (logs / "paired-b-0.log").read_text()
+    assert "streaming: serving on" in (logs / "paired-a-0.log").read_text()
+
+
 def test_paired_refuses_bad_arguments() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.paired", "floor", "sqlite", "--rounds", "0"],
@@ -151,3 +178,8 @@ def test_paired_refuses_bad_arguments() -> None:
     )
     assert done.returncode == 2 and "must be at least 1" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    for args, message in ((["floor", "sqlite", "--a-checkout", str(ROOT)], "the floor is not ours"),
+                          (["memory", "sqlite", "--b-checkout", str(ROOT / "docs")], "is not a checkout")):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.paired", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
