@@ -13,10 +13,10 @@ def open_store(url: str) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///path`` or ``redis://host:port/db``.
 
     Raises:
-        InvalidRequestError: the URL's scheme is unknown.
+        InvalidRequestError: the URL's scheme is unknown, or a parameter is bad.
     """
     if url.startswith("memory:"):
-        return MemoryStore()
+        return MemoryStore.from_url(url)
     if url.startswith("sqlite:"):
         from streaming.stores.sqlite import SqliteStore  # type: ignore[import-not-found,unused-ignore]
 

@@ -1,16 +1,26 @@
-"""``memory://``: everything in this process's memory (tests and a quick start)."""
+"""``memory://``: everything in this process's memory (tests and a quick start).
+
+A finished generation's record and event log are kept for ``ttl`` seconds (default one
+day, as on Redis; ``0``: no limit of age) and at most ``keep`` finished generations at
+once (default 10,000), the oldest dropped first, when the next one finishes: the events
+are what a long-running server would otherwise pile up (a few hundred bytes each, for
+every token ever streamed). Its conversation (the file and its blocks) stays. URL
+parameters: ``memory://?ttl=SECONDS&keep=N``.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from streaming.errors import StoreError
+from streaming.errors import InvalidRequestError, StoreError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
 from streaming.stores.base import Store
@@ -20,12 +30,25 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore(Store):
-    """A store in memory; nothing survives the process."""
+    """A store in memory; nothing survives the process.
+
+    Args:
+        ttl_s: seconds a finished generation's record and log are kept (0: no limit).
+        keep: finished generations kept at most (the oldest go first).
+    """
 
     url = "memory://"
     durable = False
 
-    def __init__(self, *, control_buffer: int = 64) -> None:
+    def __init__(self, *, control_buffer: int = 64, ttl_s: float = 86_400.0, keep: int = 10_000) -> None:
+        if not ttl_s >= 0 or keep < 1:  # (NaN is not >= 0)
+            raise InvalidRequestError(
+                f"memory store: ttl must be at least 0 and keep at least 1 (got ttl={ttl_s:g}, keep={keep})"
+            )
+        self.ttl_s = ttl_s
+        self.keep = keep
+        #: finished generations, oldest first, and when they finished (monotonic)
+        self._finished: OrderedDict[str, float] = OrderedDict()
         self._generations: dict[str, Generation] = {}
         self._blocks: dict[str, Block] = {}
         self._files: dict[str, tuple[File, list[str]]] = {}
@@ -38,11 +61,47 @@ class MemoryStore(Store):
 
         self._archives = MemoryArchives()
 
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """``memory://`` with optional ``ttl`` and ``keep`` parameters.
+
+        Raises:
+            InvalidRequestError: an unknown or bad parameter.
+        """
+        params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        unknown = sorted(set(params) - {"ttl", "keep"})
+        if unknown:
+            raise InvalidRequestError(
+                f"memory store URL {url!r}: unknown parameter {unknown[0]!r}", suggestion="use ttl=SECONDS and keep=N"
+            )
+        try:
+            ttl = float(params.get("ttl", 86_400.0))
+            keep = int(params.get("keep", 10_000))
+        except ValueError as exc:
+            raise InvalidRequestError(f"bad memory store URL parameter in {url!r}: {exc}") from exc
+        return cls(ttl_s=ttl, keep=keep)
+
     async def put_generation(self, generation: Generation) -> None:
         stored = self._generations.get(generation.id)
         if stored is not None and stored.state.finished:
             return  # a finished generation is final (a late write never reopens it)
         self._generations[generation.id] = generation.snapshot()
+        if generation.state.finished:
+            self._finished[generation.id] = time.monotonic()
+            self._expire()
+
+    def _expire(self) -> None:
+        """Drop the records and logs of the finished generations past ``keep`` or ``ttl_s``."""
+        finished = self._finished
+        oldest = time.monotonic() - self.ttl_s if self.ttl_s else None
+        while finished:
+            generation_id, at = next(iter(finished.items()))
+            if len(finished) <= self.keep and (oldest is None or at >= oldest):
+                return
+            del finished[generation_id]
+            self._generations.pop(generation_id, None)
+            self._logs.pop(generation_id, None)
+            self._log_changed.pop(generation_id, None)
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         gen = self._generations.get(generation_id)
