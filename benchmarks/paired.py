@@ -92,6 +92,10 @@ async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[
         if result.notes:
             raise SetupError(f"{kind}: {'; '.join(result.notes)}")
         figures.append(result.figures["cpu_ms_per_1k"])
+    if not all(figures):
+        raise SetupError(
+            "a server's CPU over the load was below the clock's resolution (10 ms): "
+            "use more --streams or --chunks")
     return figures[0], figures[1]
 
 

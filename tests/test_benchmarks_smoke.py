@@ -134,12 +134,12 @@ def test_paired_runs_two_servers_at_once() -> None:
     """``benchmarks.paired`` at a tiny size: both servers streamed every chunk in each round
     (a failed stream stops it with a message), and it prints both medians and the ratio."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.paired", "floor", "sqlite", "--streams", "8", "--chunks", "4",
-         "--delay-ms", "20", "--rounds", "2"],
+        [sys.executable, "-m", "benchmarks.paired", "floor", "sqlite", "--streams", "100", "--chunks", "10",
+         "--delay-ms", "10", "--rounds", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "floor against sqlite, 8 paced sse streams of 4 chunks each, both at once, 2 rounds:" in done.stdout
+    assert "floor against sqlite, 100 paced sse streams of 10 chunks each, both at once, 2 rounds:" in done.stdout
     assert "CPU us a chunk (median): floor " in done.stdout and "floor/sqlite: median " in done.stdout
     assert done.stderr.count("us a chunk; floor/sqlite") == 2, done.stderr
 
@@ -160,8 +160,8 @@ def test_paired_runs_a_server_from_another_checkout(tmp_path: Path) -> None:
     assert 'banner = f"streaming: serving on' in source
     cli.write_text(source.replace('banner = f"streaming: serving on', 'banner = f"streaming (other): serving on'))
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.paired", "memory", "memory", "--streams", "4", "--chunks", "3",
-         "--delay-ms", "20", "--rounds", "1", "--b-checkout", str(other)],
+        [sys.executable, "-m", "benchmarks.paired", "memory", "memory", "--streams", "100", "--chunks", "10",
+         "--delay-ms", "10", "--rounds", "1", "--b-checkout", str(other)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
