@@ -101,7 +101,9 @@ class MemoryStore(Store):
             del finished[generation_id]
             self._generations.pop(generation_id, None)
             self._logs.pop(generation_id, None)
-            self._log_changed.pop(generation_id, None)
+            changed = self._log_changed.pop(generation_id, None)
+            if changed is not None:
+                changed.set()  # (a reader waiting on it reads again, and finds it gone)
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         gen = self._generations.get(generation_id)
