@@ -74,12 +74,15 @@ class MemoryStore(Store):
             raise InvalidRequestError(
                 f"memory store URL {url!r}: unknown parameter {unknown[0]!r}", suggestion="use ttl=SECONDS and keep=N"
             )
+        given: dict[str, Any] = {}  # (the others keep the constructor's defaults)
         try:
-            ttl = float(params.get("ttl", 86_400.0))
-            keep = int(params.get("keep", 10_000))
+            if "ttl" in params:
+                given["ttl_s"] = float(params["ttl"])
+            if "keep" in params:
+                given["keep"] = int(params["keep"])
         except ValueError as exc:
             raise InvalidRequestError(f"bad memory store URL parameter in {url!r}: {exc}") from exc
-        return cls(ttl_s=ttl, keep=keep)
+        return cls(**given)
 
     async def put_generation(self, generation: Generation) -> None:
         stored = self._generations.get(generation.id)
