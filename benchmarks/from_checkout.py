@@ -17,7 +17,26 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["install", "main"]
+__all__ = ["install", "main", "package_dirs"]
+
+
+def package_dirs(root: Path) -> dict[str, Path]:
+    """Where the checkout ``root`` keeps each package: ``streaming``, and those its
+    ``pyproject.toml`` maps apart (``[tool.setuptools.package-dir]``).
+
+    Raises:
+        ValueError: ``root`` is not a checkout of this repository (the message says why).
+    """
+    try:
+        config = tomllib.loads((root / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{root} is not a checkout of this repository ({exc})") from exc
+    dirs = {"streaming": root / "streaming"}
+    for name, where in config.get("tool", {}).get("setuptools", {}).get("package-dir", {}).items():
+        dirs[name] = root / where
+    if not (dirs["streaming"] / "__init__.py").is_file():
+        raise ValueError(f"{root} is not a checkout of this repository (no streaming/__init__.py)")
+    return dirs
 
 
 def install(root: Path) -> dict[str, Path]:
@@ -28,14 +47,9 @@ def install(root: Path) -> dict[str, Path]:
         SystemExit: ``root`` is not a checkout of this repository.
     """
     try:
-        config = tomllib.loads((root / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SystemExit(f"from_checkout: {root} is not a checkout of this repository ({exc})") from exc
-    dirs = {"streaming": root / "streaming"}
-    for name, where in config.get("tool", {}).get("setuptools", {}).get("package-dir", {}).items():
-        dirs[name] = root / where
-    if not (dirs["streaming"] / "__init__.py").is_file():
-        raise SystemExit(f"from_checkout: {root} has no streaming/__init__.py")
+        dirs = package_dirs(root)
+    except ValueError as exc:
+        raise SystemExit(f"from_checkout: {exc}") from exc
 
     class CheckoutFinder:
         @staticmethod

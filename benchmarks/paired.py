@@ -32,9 +32,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.from_checkout import package_dirs
 from benchmarks.paced import PacedLoad, run_paced
 from benchmarks.procs import HERE, ServerProcess, SetupError, free_port, raise_nofile, start_redis
-from benchmarks.run import HOST, _floor_paced, _runtime_paced
+from benchmarks.run import HOST, _floor_paced, _runtime_paced, floor_target, serve_argv
 
 __all__ = ["main"]
 
@@ -47,8 +48,7 @@ def _server(kind: str, port: int, workdir: Path, name: str, checkout: Path | Non
     from ``checkout`` if given (``benchmarks.from_checkout``)."""
     logs = HERE / "logs"
     if kind == "floor":
-        with ServerProcess([sys.executable, "-m", "benchmarks.servers.floor", "--port", str(port)],
-                           port, name=name, log_dir=logs) as server:
+        with ServerProcess(floor_target().argv(port), port, name=name, log_dir=logs) as server:
             yield server
         return
     with contextlib.ExitStack() as stack:
@@ -59,8 +59,7 @@ def _server(kind: str, port: int, workdir: Path, name: str, checkout: Path | Non
             url = f"sqlite:///{workdir / f'{name}.db'}"
         else:
             url = "memory://"
-        command = ["benchmarks.from_checkout", str(checkout)] if checkout else ["streaming.server.cli"]
-        argv = [sys.executable, "-m", *command, "serve", "--store", url, "--port", str(port), "--log-level", "warning"]
+        argv = serve_argv(port, url, module=("benchmarks.from_checkout", str(checkout))) if checkout else serve_argv(port, url)
         yield stack.enter_context(ServerProcess(argv, port, name=name, log_dir=logs))
 
 
@@ -139,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if getattr(args, side) == "floor":
             parser.error(f"--{side}-checkout: the floor is not ours; name a store for {side.upper()}")
-        if not (checkout / "pyproject.toml").is_file() or not (checkout / "streaming" / "__init__.py").is_file():
-            parser.error(f"--{side}-checkout: {checkout} is not a checkout of this repository")
+        try:
+            package_dirs(checkout)
+        except ValueError as exc:
+            parser.error(f"--{side}-checkout: {exc}")
         setattr(args, f"{side}_checkout", checkout.resolve())
     raise_nofile()
     try:

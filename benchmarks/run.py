@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -157,6 +157,12 @@ def _runtime_body(n: int, delay_ms: float = 0) -> dict[str, Any]:
     return {"generator": "echo", "prompt": "tok ", "options": options}
 
 
+def serve_argv(port: int, store: str, extra: Sequence[str] = (), module: Sequence[str] = ("streaming.server.cli",)) -> list[str]:
+    """``streaming serve`` on ``port`` with ``store`` (``module``: what ``python -m`` runs,
+    with its own first arguments)."""
+    return [sys.executable, "-m", *module, "serve", "--store", store, "--port", str(port), "--log-level", "warning", *extra]
+
+
 def runtime_target(
     key: str, label: str, store: Callable[[], str], extra: list[str] | None = None, *,
     paced: tuple[str, ...] = ("sse",), http_server: str = "uvicorn",
@@ -169,10 +175,7 @@ def runtime_target(
                 sys.executable, "-m", "benchmarks.servers.runtime_host", "--server", http_server,
                 "--port", str(port), "--store", store(), *(extra or []),
             ]
-        return [
-            sys.executable, "-m", "streaming.server.cli", "serve", "--store", store(), "--port", str(port),
-            "--log-level", "warning", *(extra or []),
-        ]
+        return serve_argv(port, store(), extra or [])
 
     if http_server != "uvicorn":
         key, label = f"{key}@{http_server}", f"{label} [{http_server}]"
