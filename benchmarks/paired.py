@@ -37,7 +37,7 @@ from benchmarks.paced import PacedLoad, run_paced
 from benchmarks.procs import HERE, ServerProcess, SetupError, free_port, raise_nofile, start_redis
 from benchmarks.run import HOST, _floor_paced, _runtime_paced, floor_target, serve_argv
 
-__all__ = ["main"]
+__all__ = ["KINDS", "main", "paired_round"]
 
 KINDS = ("floor", "memory", "sqlite", "redis")
 
@@ -67,9 +67,18 @@ def _load(kind: str, port: int, transport: str, streams: int, chunks: int, delay
     return replace((_floor_paced if kind == "floor" else _runtime_paced)(port, transport, chunks, delay_ms), streams=streams)
 
 
-async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[float, float]:
-    """One round: both loads at once; each server's CPU ms per 1,000 chunks (a, b)."""
-    sides = [(args.a, f"paired-a-{number}", args.a_checkout), (args.b, f"paired-b-{number}", args.b_checkout)]
+async def paired_round(
+    a: str, b: str, *, streams: int, chunks: int, delay_ms: float, workdir: Path, number: int,
+    transport: str = "sse", checkouts: tuple[Path | None, Path | None] = (None, None),
+) -> tuple[float, float]:
+    """One round: the loads of servers ``a`` and ``b`` (of :data:`KINDS`) at once; each
+    server's CPU ms per 1,000 chunks. Every other round (by ``number``) starts ``b``'s
+    load first.
+
+    Raises:
+        SetupError: a server did not start, a stream failed, or the CPU was too little to read.
+    """
+    sides = [(a, f"paired-a-{number}", checkouts[0]), (b, f"paired-b-{number}", checkouts[1])]
     with contextlib.ExitStack() as stack:
         servers = []
         for kind, name, checkout in sides:
@@ -77,8 +86,8 @@ async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[
             servers.append((kind, port, stack.enter_context(_server(kind, port, workdir, name, checkout))))
         await asyncio.sleep(1.0)  # both servers idle before the loads begin
         runs = [
-            run_paced(_load(kind, port, args.transport, args.streams, args.chunks, args.delay_ms),
-                      server_pid=server.pid, chunks=args.chunks, delay_ms=args.delay_ms)
+            run_paced(_load(kind, port, transport, streams, chunks, delay_ms),
+                      server_pid=server.pid, chunks=chunks, delay_ms=delay_ms)
             for kind, port, server in servers
         ]
         if number % 2:
@@ -94,7 +103,7 @@ async def _round(args: argparse.Namespace, workdir: Path, number: int) -> tuple[
     if not all(figures):
         raise SetupError(
             "a server's CPU over the load was below the clock's resolution (10 ms): "
-            "use more --streams or --chunks")
+            "use more streams or chunks")
     return figures[0], figures[1]
 
 
@@ -103,7 +112,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="paired-") as tmp:
         for number in range(args.rounds):
             t0 = time.perf_counter()
-            a, b = await _round(args, Path(tmp), number)
+            a, b = await paired_round(
+                args.a, args.b, streams=args.streams, chunks=args.chunks, delay_ms=args.delay_ms,
+                workdir=Path(tmp), number=number, transport=args.transport,
+                checkouts=(args.a_checkout, args.b_checkout))
             rows.append((a, b))
             print(f"round {number + 1} of {args.rounds}: {args.a} {a:.1f}, {args.b} {b:.1f} us a chunk; "
                   f"{args.a}/{args.b} {a / b:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)

@@ -13,7 +13,10 @@ direct vs through the runtime, where that generator exists.
 
 The paced scenario (:mod:`benchmarks.paced`: many streams at a model's pace, server CPU per
 chunk from /proc) runs on the floor, the runtime (SSE and WebSocket) and the stores, and is
-printed as a second table with its own goals. ``--http-server granian|hypercorn`` adds the
+printed as a second table with its own goals. Its CPU goals are judged on further rounds in
+which each store's load runs beside the floor's, both at once (:mod:`benchmarks.paired`;
+``--paired-rounds``): taken one after another, two servers' figures differ by the
+machine's speed of the moment as much as by their own. ``--http-server granian|hypercorn`` adds the
 runtime under that HTTP server (:mod:`benchmarks.servers.runtime_host`) beside
 ``streaming serve`` (uvicorn).
 """
@@ -74,12 +77,16 @@ class Sizes:
     paced: tuple[int, ...] = (500, 1000)  # concurrent streams of the paced scenario
     paced_chunks: int = 100
     paced_delay_ms: float = 50.0  # 20 chunks/s, a model's pace
+    #: rounds of each store's paced SSE load beside the floor's, both at once, which judge
+    #: the CPU goals (0: judged on the figures measured one server after another)
+    paired_rounds: int = 5
 
 
 FULL = Sizes(single=100_000, ttfd=200, ttfd_chunks=8, conc=((100, 1000), (1000, 100)), idle=10_000)
 QUICK = Sizes(
     single=2_000, ttfd=10, ttfd_chunks=8, conc=((10, 100), (20, 50)), idle=100, warmup=1,
     single_runs=1, model_tokens=16, model_runs=1, paced=(10,), paced_chunks=10, paced_delay_ms=20.0,
+    paired_rounds=0,
 )
 HTTP_SERVERS = ("uvicorn", "granian", "hypercorn")
 
@@ -573,7 +580,9 @@ PACED_GAP_GOAL = 1.5
 
 
 def paced_goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
-    """The issue's goals for the paced scenario (SSE; the floor is the reference)."""
+    """The issue's goals for the paced scenario (SSE; the floor is the reference). The CPU
+    goal is judged on the rounds beside the floor (``paired_ratio``) where they ran, else on
+    the figures measured one server after another."""
     out: list[Goal] = []
     for streams in sizes.paced:
         prefix = f"paced_sse{streams}_"
@@ -584,10 +593,12 @@ def paced_goals(res: dict[str, dict[str, float]], sizes: Sizes) -> list[Goal]:
             cpu, gap = figures.get(prefix + "cpu_ms_per_1k"), figures.get(prefix + "gap_p99_ms")
             if key not in res and key != "runtime":  # a store that did not run: no goal row
                 continue
-            ratio = f_cpu / cpu if f_cpu and cpu else None
+            paired = figures.get(prefix + "paired_ratio")
+            ratio = paired if paired is not None else f_cpu / cpu if f_cpu and cpu else None
             # (two equal medians, each summed from /proc's ticks in floating point, may
             # divide to 0.9999999999999999: equal is "at most the floor's")
-            out.append(Goal(prefix + "cpu_ms_per_1k", key, f"CPU floor/us >= {least:g}",
+            how = ", both at once" if paired is not None else ""
+            out.append(Goal(prefix + "cpu_ms_per_1k", key, f"CPU floor/us >= {least:g}{how}",
                             None if ratio is None else ratio >= least - 1e-9, ratio))
             gap_ratio = gap / f_gap if gap is not None and f_gap else None
             out.append(Goal(prefix + "gap_p99_ms", key, f"p99 gap <= {PACED_GAP_GOAL:g}x (a)",
@@ -614,6 +625,7 @@ def paced_rows(
                     "server": key, "server_label": label, "transport": kind, "streams": streams,
                     "values": values,
                     "floor_over_us_cpu": f_cpu / cpu if f_cpu and cpu else None,
+                    "floor_over_us_paired": figures.get(prefix + "paired_ratio"),
                     "gap_vs_floor": gap / f_gap if gap is not None and f_gap else None,
                     "goals": [{"goal": g.text, "met": g.met} for g in goal_list
                               if g.server == key and g.figure.startswith(prefix)],
@@ -622,7 +634,7 @@ def paced_rows(
 
 
 def render_paced(rows: list[dict[str, Any]]) -> str:
-    header = ["server", "via", "streams", PACED_COLUMNS[0][1], "floor/us", PACED_COLUMNS[1][1], "x (a)",
+    header = ["server", "via", "streams", PACED_COLUMNS[0][1], "floor/us", "at once", PACED_COLUMNS[1][1], "x (a)",
               *(title for _, title, _ in PACED_COLUMNS[2:]), "goals"]
     lines: list[list[str]] = []
     for row in rows:
@@ -637,6 +649,7 @@ def render_paced(rows: list[dict[str, Any]]) -> str:
             row["server_label"], row["transport"], f"{row['streams']:,}",
             cell(*PACED_COLUMNS[0][::2]),
             "-" if row["floor_over_us_cpu"] is None else f"{row['floor_over_us_cpu']:.2f}x",
+            "-" if row.get("floor_over_us_paired") is None else f"{row['floor_over_us_paired']:.3f}x",
             cell(*PACED_COLUMNS[1][::2]),
             "-" if row["gap_vs_floor"] is None else f"{row['gap_vs_floor']:.2f}x",
             *(cell(name, fmt) for name, _, fmt in PACED_COLUMNS[2:]),
@@ -777,6 +790,43 @@ def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(run[k] for run in runs if k in run) for k in keys}
 
 
+#: the paired instrument's name of each server whose paced CPU has a goal
+PAIRED_KINDS = {"runtime": "memory", "sqlite": "sqlite", "redis": "redis"}
+
+
+async def run_paired(
+    sizes: Sizes, workdir: Path, servers: dict[str, Any], results: dict[str, dict[str, float]]
+) -> None:
+    """Each store's paced SSE load beside the floor's, both at once, ``sizes.paired_rounds``
+    times (:mod:`benchmarks.paired`): the median of the rounds' floor/us ratios judges the
+    CPU goal. Measured one after another, each server process carries the machine's speed
+    of its moment (up to 8% apart on a shared VM); at once, both carry the same."""
+    from benchmarks.paired import paired_round
+
+    for streams in sizes.paced:
+        prefix = f"paced_sse{streams}_"
+        for key, kind in PAIRED_KINDS.items():
+            if prefix + "cpu_ms_per_1k" not in results.get(key, {}):
+                continue  # (the store did not run, or its paced load did not)
+            rounds: list[dict[str, float]] = []
+            print(f"-- {servers[key]['label']} beside the floor, {streams} paced streams, both at once "
+                  f"({sizes.paired_rounds} rounds) ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            try:
+                for number in range(sizes.paired_rounds):
+                    floor, ours = await paired_round(
+                        "floor", kind, streams=streams, chunks=sizes.paced_chunks, delay_ms=sizes.paced_delay_ms,
+                        workdir=workdir, number=number)
+                    rounds.append({"floor": floor, "ours": ours, "ratio": floor / ours})
+            except SetupError as exc:
+                servers[key]["note"] = "; ".join(filter(None, [servers[key].get("note"), f"paired {streams}: {exc}"]))
+                continue
+            ratio = statistics.median(r["ratio"] for r in rounds)
+            results[key][prefix + "paired_ratio"] = ratio
+            servers[key].setdefault("paired", {})[f"sse{streams}"] = rounds
+            servers[key]["seconds"] = round(servers[key].get("seconds", 0) + time.perf_counter() - t0, 1)
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -788,6 +838,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes = replace(sizes, paced=tuple(args.paced))
     if args.paced_chunks:
         sizes = replace(sizes, paced_chunks=args.paced_chunks)
+    if args.paired_rounds is not None:
+        sizes = replace(sizes, paired_rounds=max(0, args.paired_rounds))
     nofile = raise_nofile()
     if nofile < sizes.idle + 200:  # the client's sockets (each server has its own limit)
         sizes = Sizes(**{**asdict(sizes), "idle": max(0, nofile - 200)})
@@ -843,6 +895,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if len(runs) > 1 and key in results:
                 results[key].update(median_figures(runs))
                 servers[key]["paced_rounds"] = runs
+        if sizes.paired_rounds > 0 and not args.no_paced:
+            await run_paired(sizes, Path(tmp), servers, results)
         if _wanted(args, "model") and not args.paced_only:
             await run_model(args, sizes, logdir, servers, results)
     labels = {k: v["label"] for k, v in servers.items() if v.get("figures")}
@@ -900,7 +954,10 @@ def report(data: dict[str, Any]) -> str:
             f"(ideal {sizes['paced_chunks'] * sizes['paced_delay_ms'] / 1000:g} s); CPU = the server's, "
             "from /proc; floor/us = the floor's CPU per chunk over this one's; x (a) = ratio to the floor"
             + (f"; each figure the median of {data['meta']['paced_rounds']} rounds"
-               if data["meta"].get("paced_rounds", 1) > 1 else ""),
+               if data["meta"].get("paced_rounds", 1) > 1 else "")
+            + (f"; at once = floor/us, the median of {sizes['paired_rounds']} rounds of the store's SSE load "
+               "beside the floor's, both at once (this judges the CPU goal)"
+               if sizes.get("paired_rounds") else ""),
             "",
             render_paced(data["paced_rows"]),
             "",
@@ -937,6 +994,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-rounds", type=int, default=None, metavar="N",
                         help="rounds of the paced loads, the servers in turn in each (every other round in the "
                         "reverse order); every paced figure is the median of its rounds (default 4; quick 1)")
+    parser.add_argument("--paired-rounds", type=int, default=None, metavar="N",
+                        help="rounds of each store's paced SSE load beside the floor's, both at once, whose median "
+                        "floor/us judges the CPU goals (default 5; quick 0: judged on the figures taken in turn)")
     parser.add_argument("--paced-clients", type=int, default=0, metavar="N",
                         help="client processes of the paced load (default: one per 500 streams)")
     parser.add_argument("--http-server", action="append", default=[], choices=HTTP_SERVERS,
