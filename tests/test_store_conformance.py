@@ -8,6 +8,8 @@ processes (here: between two store instances, each one "process").
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from streaming.errors import StoreError, StoreUnavailableError
+from streaming.errors import InvalidRequestError, StoreError, StoreUnavailableError
 from streaming.events import Event
 from streaming.lifecycle import GenerationMachine
 from streaming.log import EventLog
@@ -557,6 +559,27 @@ def test_open_store_by_url(tmp_path: Path) -> None:
     redis = open_store("redis://127.0.0.1:1/2?ttl=5&lease=3&prefix=p:")
     assert isinstance(redis, RedisStore)
     assert (redis.ttl_ms, redis.lease_s, redis.prefix) == (5000, 3.0, "p:")
+
+
+def test_sqlite_url_parameters_are_read_and_bad_ones_refused(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/p.db?poll=0.1&ttl=60&retry=2&batch=0.5&batch_max=3")
+    assert isinstance(store, SqliteStore)
+    assert (store.poll_interval_s, store.ttl_s, store.retry_s, store.batch_s, store.batch_max_s) == (0.1, 60, 2, 0.5, 3)
+    for query, words in (("tll=60", "unknown parameter 'tll'"), ("ttl=soon", "bad sqlite URL parameter"),
+                         ("ttl=nan", "ttl must be a number of seconds, at least 0"),
+                         ("batch=-1", "batch must be a number of seconds"), ("poll=inf", "poll must be")):
+        with pytest.raises(InvalidRequestError, match=words):
+            open_store(f"sqlite:///{tmp_path}/p.db?{query}")
+
+
+def test_serve_says_what_is_wrong_with_a_bad_sqlite_url(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streaming.server.cli", "serve", "--store", f"sqlite:///{tmp_path}/s.db?tll=60",
+         "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0 and "unknown parameter 'tll'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:

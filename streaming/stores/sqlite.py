@@ -34,12 +34,14 @@ commits are retried before writers are told ``store_unavailable``, default 10) a
 (the writer commits at most once in this many seconds, default 0.25; a read, or 10,000
 queued events, commits at once) and ``batch_max`` (how far that interval grows when each
 commit carries many generations' logs, default 1; what a ``kill -9`` may lose grows with
-it: recovery declares those events lost).
+it: recovery declares those events lost). Any other parameter, or a value that is not a
+number of seconds from 0, is refused (:class:`~streaming.errors.InvalidRequestError`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from functools import partialmethod
@@ -65,6 +67,9 @@ __all__ = ["SqliteStore", "decode_ids", "encode_ids", "parse_sqlite_url"]
 logger = logging.getLogger("streaming.stores.sqlite")
 
 T = TypeVar("T")
+
+#: the query parameters of a ``sqlite:`` URL (any other is refused)
+URL_PARAMETERS = ("poll", "ttl", "retry", "batch", "batch_max")
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -127,14 +132,27 @@ class SqliteStore(Store):
         else:
             path, params = url, {}
             url = f"sqlite:///{path}"
+        unknown = sorted(set(params) - set(URL_PARAMETERS))
+        if unknown:  # (a misspelt ttl would otherwise keep every log forever, silently)
+            raise InvalidRequestError(
+                f"sqlite store URL {url!r}: unknown parameter {unknown[0]!r}",
+                suggestion=f"the parameters are {', '.join(URL_PARAMETERS)} (numbers of seconds)",
+            )
         try:
-            poll = float(params["poll"]) if "poll" in params else 0.05
-            ttl = float(params["ttl"]) if "ttl" in params else None
-            retry = float(params["retry"]) if "retry" in params else 10.0
-            batch = float(params["batch"]) if "batch" in params else 0.25
-            batch_max = float(params["batch_max"]) if "batch_max" in params else 1.0
+            seconds = {name: float(value) for name, value in params.items()}
         except ValueError as exc:
             raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
+        for name, value in seconds.items():
+            if not 0 <= value < math.inf:  # (NaN is not >= 0)
+                raise InvalidRequestError(
+                    f"sqlite store URL {url!r}: {name} must be a number of seconds, at least 0",
+                    suggestion=f"send {name}=SECONDS",
+                )
+        poll = seconds.get("poll", 0.05)
+        ttl = seconds.get("ttl")
+        retry = seconds.get("retry", 10.0)
+        batch = seconds.get("batch", 0.25)
+        batch_max = seconds.get("batch_max", 1.0)
         self.url = url
         self.path = path
         self.poll_interval_s = poll if poll_interval_s is None else poll_interval_s
