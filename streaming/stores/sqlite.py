@@ -97,6 +97,32 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, params
 
 
+def _seconds(url: str, params: dict[str, str]) -> dict[str, float]:
+    """The parameters of a ``sqlite:`` URL, each a number of seconds.
+
+    Raises:
+        InvalidRequestError: an unknown parameter (a misspelt ``ttl`` would otherwise keep
+            every log for good, silently), or a value that is not a number from 0.
+    """
+    unknown = sorted(set(params) - set(URL_PARAMETERS))
+    if unknown:
+        raise InvalidRequestError(
+            f"sqlite store URL {url!r}: unknown parameter {unknown[0]!r}",
+            suggestion=f"the parameters are {', '.join(URL_PARAMETERS)} (numbers of seconds)",
+        )
+    try:
+        seconds = {name: float(value) for name, value in params.items()}
+    except ValueError as exc:
+        raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
+    for name, value in seconds.items():
+        if not 0 <= value < math.inf:  # (NaN is not >= 0)
+            raise InvalidRequestError(
+                f"sqlite store URL {url!r}: {name} must be a number of seconds, at least 0",
+                suggestion=f"send {name}=SECONDS",
+            )
+    return seconds
+
+
 class SqliteStore(Store):
     """Generations, blocks, files and event logs in one SQLite file.
 
@@ -132,22 +158,7 @@ class SqliteStore(Store):
         else:
             path, params = url, {}
             url = f"sqlite:///{path}"
-        unknown = sorted(set(params) - set(URL_PARAMETERS))
-        if unknown:  # (a misspelt ttl would otherwise keep every log forever, silently)
-            raise InvalidRequestError(
-                f"sqlite store URL {url!r}: unknown parameter {unknown[0]!r}",
-                suggestion=f"the parameters are {', '.join(URL_PARAMETERS)} (numbers of seconds)",
-            )
-        try:
-            seconds = {name: float(value) for name, value in params.items()}
-        except ValueError as exc:
-            raise InvalidRequestError(f"bad sqlite URL parameter in {url!r}: {exc}") from exc
-        for name, value in seconds.items():
-            if not 0 <= value < math.inf:  # (NaN is not >= 0)
-                raise InvalidRequestError(
-                    f"sqlite store URL {url!r}: {name} must be a number of seconds, at least 0",
-                    suggestion=f"send {name}=SECONDS",
-                )
+        seconds = _seconds(url, params)
         poll = seconds.get("poll", 0.05)
         ttl = seconds.get("ttl")
         retry = seconds.get("retry", 10.0)
