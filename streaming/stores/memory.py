@@ -4,8 +4,11 @@ A finished generation's record and event log are kept for ``ttl`` seconds (defau
 day, as on Redis; ``0``: no limit of age) and at most ``keep`` finished generations at
 once (default 10,000), the oldest dropped first, when the next one finishes: the events
 are what a long-running server would otherwise pile up (a few hundred bytes each, for
-every token ever streamed). Its conversation (the file and its blocks) stays. URL
-parameters: ``memory://?ttl=SECONDS&keep=N``.
+every token ever streamed). Conversations (a file and its blocks) go the same way: one
+not written for ``ttl`` seconds, or past the ``keep`` most recently written, is dropped
+with its blocks when a generation finishes, unless a generation on it is still running
+(on Redis a conversation expires ``ttl`` after its last write too). A turn that names a
+dropped conversation gets ``not_found``. URL parameters: ``memory://?ttl=SECONDS&keep=N``.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ class MemoryStore(Store):
     """A store in memory; nothing survives the process.
 
     Args:
-        ttl_s: seconds a finished generation's record and log are kept (0: no limit).
-        keep: finished generations kept at most (the oldest go first).
+        ttl_s: seconds a finished generation's record and log, and a conversation not
+            written since, are kept (0: no limit).
+        keep: finished generations kept at most, and conversations (the oldest go first).
     """
 
     url = "memory://"
@@ -52,10 +56,16 @@ class MemoryStore(Store):
         self._generations: dict[str, Generation] = {}
         self._blocks: dict[str, Block] = {}
         self._files: dict[str, tuple[File, list[str]]] = {}
+        #: conversations, least recently written first, and when they were (monotonic)
+        self._written: OrderedDict[str, float] = OrderedDict()
+        #: running generations' conversations: generation id -> file id, and how many
+        #: running generations each of those conversations has
+        self._running: dict[str, str] = {}
+        self._in_use: dict[str, int] = {}
         self._logs: dict[str, list[Event]] = defaultdict(list)
         self._log_changed: dict[str, anyio.Event] = {}
         self._control: dict[str, list[MemoryObjectSendStream[dict[str, Any]]]] = defaultdict(list)
-        self._claimed: set[tuple[str, str]] = set()
+        self._claimed: dict[str, set[str]] = {}  # generation id -> tool calls answered
         self._control_buffer = control_buffer
         from streaming.stores.archives import MemoryArchives
 
@@ -91,22 +101,55 @@ class MemoryStore(Store):
         self._generations[generation.id] = generation.snapshot()
         if generation.state.finished:
             self._finished[generation.id] = time.monotonic()
+            self._leave(generation.id)
             self._expire()
+        elif generation.file_id is not None and generation.id not in self._running:
+            self._running[generation.id] = generation.file_id
+            self._in_use[generation.file_id] = self._in_use.get(generation.file_id, 0) + 1
+
+    def _leave(self, generation_id: str) -> None:
+        """A generation is no longer running: its conversation may go when due."""
+        file_id = self._running.pop(generation_id, None)
+        if file_id is not None:
+            left = self._in_use[file_id] - 1
+            if left:
+                self._in_use[file_id] = left
+            else:
+                del self._in_use[file_id]
 
     def _expire(self) -> None:
-        """Drop the records and logs of the finished generations past ``keep`` or ``ttl_s``."""
+        """Drop the records and logs of the finished generations past ``keep`` or ``ttl_s``,
+        and the conversations not written for ``ttl_s`` or past the ``keep`` most recent
+        (none a running generation is on)."""
+        now = time.monotonic()
+        oldest = now - self.ttl_s if self.ttl_s else None
         finished = self._finished
-        oldest = time.monotonic() - self.ttl_s if self.ttl_s else None
         while finished:
             generation_id, at = next(iter(finished.items()))
             if len(finished) <= self.keep and (oldest is None or at >= oldest):
-                return
+                break
             del finished[generation_id]
             self._generations.pop(generation_id, None)
             self._logs.pop(generation_id, None)
+            self._claimed.pop(generation_id, None)
             changed = self._log_changed.pop(generation_id, None)
             if changed is not None:
                 changed.set()  # (a reader waiting on it reads again, and finds it gone)
+        written = self._written
+        passed = 0  # conversations in use passed over (each goes to the back once)
+        while passed < len(written):
+            file_id, at = next(iter(written.items()))
+            if len(written) <= self.keep and (oldest is None or at >= oldest):
+                return
+            if file_id in self._in_use:  # a generation on it runs: as if written now
+                written[file_id] = now
+                written.move_to_end(file_id)
+                passed += 1
+                continue
+            del written[file_id]
+            _, block_ids = self._files.pop(file_id)
+            for block_id in block_ids:
+                self._blocks.pop(block_id, None)
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         gen = self._generations.get(generation_id)
@@ -123,14 +166,19 @@ class MemoryStore(Store):
     async def put_file(self, file: File) -> None:
         await self.put_blocks(file.blocks)
         meta = file.model_copy(update={"blocks": [], "tags": list(file.tags)})
-        self._files[file.id] = (meta, [b.id for b in file.blocks])
+        self._keep_file(meta, [b.id for b in file.blocks])
 
     async def put_handed_over_file(self, file: File) -> None:
         """As :meth:`put_file`, keeping the blocks themselves (not copies)."""
         blocks = self._blocks
         for block in file.blocks:
             blocks[block.id] = block
-        self._files[file.id] = (file.model_copy(update={"blocks": []}), [b.id for b in file.blocks])
+        self._keep_file(file.model_copy(update={"blocks": []}), [b.id for b in file.blocks])
+
+    def _keep_file(self, meta: File, block_ids: list[str]) -> None:
+        self._files[meta.id] = (meta, block_ids)
+        self._written[meta.id] = time.monotonic()
+        self._written.move_to_end(meta.id)
 
     async def get_file(self, file_id: str) -> File | None:
         found = self._files.get(file_id)
@@ -200,10 +248,10 @@ class MemoryStore(Store):
             send.close()
 
     async def claim_tool_result(self, generation_id: str, call_id: str) -> bool:
-        key = (generation_id, call_id)
-        if key in self._claimed:
+        claimed = self._claimed.setdefault(generation_id, set())
+        if call_id in claimed:
             return False
-        self._claimed.add(key)
+        claimed.add(call_id)
         return True
 
     # -- model archives --
