@@ -121,6 +121,7 @@ class WebSocketSession:
         self._sending_since: float | None = None
         self._subs: dict[str, _Subscription] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._watching = False  # the watchdog runs (from the first write that may wait)
         self._closed = False
         #: frames written straight to the server's transport where it allows (streaming serve)
         self._direct = direct_frames(websocket.scope)
@@ -129,7 +130,6 @@ class WebSocketSession:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._watch_sends)
                 await self._read_frames()
                 tg.cancel_scope.cancel()
         except* _Closed:
@@ -145,6 +145,9 @@ class WebSocketSession:
     async def _send_text(self, text: str) -> None:
         if self._closed:
             raise _Closed
+        direct = self._direct
+        if direct is not None and not self._send_lock.locked() and direct.write_text(text.encode()):
+            return  # (written at once: nothing for the watchdog to time)
         await self._write(partial(self.websocket.send_text, text))
 
     async def _write(self, sending: Callable[[], Awaitable[Any]]) -> None:
@@ -152,6 +155,7 @@ class WebSocketSession:
         try:
             async with self._send_lock:
                 self._sending_since = asyncio.get_running_loop().time()
+                self._watch()
                 try:
                     await sending()
                 finally:
@@ -163,6 +167,13 @@ class WebSocketSession:
         """The peer is gone (a send failed): the whole session ends."""
         self._end()
         raise _Closed from exc
+
+    def _watch(self) -> None:
+        """Start the watchdog, once a write may have to wait (most sessions never have one
+        that does: every frame goes straight to the transport)."""
+        if not self._watching and self._tg is not None and not self._closed:
+            self._watching = True
+            self._tg.start_soon(self._watch_sends)
 
     async def _watch_sends(self) -> None:
         """A peer that stopped reading blocks only its own session, and only so long: drop
@@ -423,6 +434,7 @@ class WebSocketSession:
             sub.held = Resume(writing, waiting)
             sub.rest = events[n + 1 :]
             if self._sending_since is None:
+                # (the pump finishes this write under _write, which starts the watchdog)
                 self._sending_since = asyncio.get_running_loop().time()
             return False
         return True
