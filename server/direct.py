@@ -8,7 +8,10 @@ Starlette wrappers above it), a message dict and uvicorn's checks before the one
 is about a tenth of a token's server CPU. When the response has started with chunked
 encoding and its transport accepts more without pausing, :class:`DirectBody` frames the
 chunk and writes it to the transport itself, exactly as uvicorn would (a test compares
-the bytes); otherwise it declines and the caller sends through ASGI as usual. Nothing else
+the bytes); otherwise it declines and the caller sends through ASGI as usual. Both also
+*abort* the connection for a peer dropped for not reading: ASGI can only return, and the
+server then closes the transport, which waits for the buffered bytes to go first, so a
+peer that never reads would hold the connection and its buffers open for good. Nothing else
 changes: the response's start, its end, heartbeats and a write that has to wait all go
 through ``send``.
 
@@ -77,6 +80,11 @@ class DirectBody:
         transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return True
 
+    def abort(self) -> None:
+        """Drop the connection now, what is buffered for it with it (a reset, not a close
+        that would wait for a peer who does not read to take the buffer first)."""
+        self.cycle.transport.abort()
+
 
 def direct_body(scope: Scope) -> DirectBody | None:
     """A :class:`DirectBody` for this request, if its server is uvicorn's httptools
@@ -142,6 +150,10 @@ class DirectFrames:
             head = struct.pack("!BBQ", 0x81, 127, size)
         transport.write(head + data)
         return True
+
+    def abort(self) -> None:
+        """Drop the connection now, as :meth:`DirectBody.abort`."""
+        self.protocol.transport.abort()
 
 
 def direct_frames(scope: Scope) -> DirectFrames | None:

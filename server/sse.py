@@ -20,7 +20,7 @@ wake-up, a future and every frame of the request's stack per event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -45,6 +45,25 @@ SSE_HEADERS = [
 ]
 
 HEARTBEAT = b": ping\n\n"
+#: the most one write of the pump hands the server: a catch-up batch (a long log read at
+#: once) goes out in writes of this size, so that the server's flow control holds it back
+#: while the client does not read (and the send timeout can drop a client that never
+#: does) instead of taking it all into the transport's buffer in one write
+MAX_WRITE = 1 << 16
+
+
+def pieces(body: bytes, size: int) -> Iterator[bytes]:
+    """``body`` (whole SSE frames) in pieces of at most about ``size`` bytes, each ending
+    where a frame ends (a heartbeat written between two pieces never lands inside a
+    frame); a frame longer than ``size`` is a piece of its own."""
+    at, n = 0, len(body)
+    while at < n:
+        end = body.rfind(b"\n\n", at, at + size)
+        if end < 0:
+            end = body.find(b"\n\n", at + size)
+        end = n if end < 0 else end + 2
+        yield body[at:end]
+        at = end
 
 
 class Resume:
@@ -141,7 +160,12 @@ class EventStreamResponse(ClientWatch):
         except (ClientGone, OSError):
             pass  # the client is gone
         if self.timed_out:
-            return  # the transport is stuck; do not wait on it again
+            # The transport is stuck: do not wait on it again, and do not leave the server
+            # a close that waits for the peer to read (where the server lets us, a reset).
+            if self._direct is not None:
+                self._direct.abort()
+                await asyncio.sleep(0)  # (the server sees the connection lost before we return)
+            return
         try:
             await asyncio.shield(send({"type": "http.response.body", "body": b"", "more_body": False}))
         except OSError:
@@ -165,7 +189,10 @@ class EventStreamResponse(ClientWatch):
                         return  # a cancellation was swallowed under us: stop here
                     if batch:
                         body = frames.batch(batch)
-                        if body:
+                        if len(body) > MAX_WRITE:  # a catch-up: the log so far, in one batch
+                            for piece in pieces(body, MAX_WRITE):
+                                await self._send(send, piece)
+                        elif body:
                             await self._send(send, body)
                     try:
                         batch = await (step(sink) if step is not None else batches.__anext__())

@@ -115,6 +115,8 @@ class WebSocketSession:
         self.send_timeout_s = send_timeout_s
         #: the peer stopped reading and was dropped
         self.timed_out = False
+        #: and its connection reset (where the server allows it: ``DirectFrames``)
+        self.aborted = False
         self._send_lock = asyncio.Lock()
         #: loop time the write in progress began (None: no write waits); the watchdog drops
         #: a peer whose write has waited ``send_timeout_s``, so a send arms no timer of its own
@@ -138,6 +140,11 @@ class WebSocketSession:
             pass
         finally:
             self._closed = True
+            if self.timed_out and self._direct is not None:
+                # A peer that stopped reading: reset the connection rather than leave the
+                # server a close that waits for it to read what is buffered.
+                self._direct.abort()
+                self.aborted = True
             self._direct = None  # (it holds uvicorn's protocol: not past the session)
 
     # -- sending --
@@ -479,6 +486,8 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         max_json_depth=settings.max_json_depth,
     )
     await session.run()
+    if session.aborted:
+        return
     if (
         websocket.application_state.name == "CONNECTED"
         and websocket.client_state.name == "CONNECTED"

@@ -108,6 +108,41 @@ async def test_stuck_consumer_is_dropped_after_the_send_timeout(make_server) -> 
         srv.stop()
 
 
+async def test_a_reader_of_a_long_log_who_never_reads_is_dropped_and_reset(make_server) -> None:
+    """A subscriber that asks for a long log (4 MB at once) and never reads: the catch-up
+    goes out in pieces the server's flow control holds back, the send timeout drops the
+    subscriber, and its connection is reset at once rather than closed after it reads
+    (which it never does: the connection and its buffers would stay for good)."""
+    from streaming.server.app import ServerSettings, create_app
+
+    from tests.conftest import LiveServer
+
+    srv = LiveServer(create_app(ServerSettings(send_timeout_s=0.3))).start()
+    sock = socket.socket()
+    try:
+        async with StreamingClient(srv.url) as client:
+            text = "x" * 200 + " "
+            gen = await client.generate("echo", prompt=text, options={"repeat": 20000})
+            assert await gen.text() == text * 20000  # the whole log is there to read
+            connections = srv.server.server_state.connections
+            before = set(connections)  # (the client's own)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", srv.port))
+            sock.sendall(f"GET /generations/{gen.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            with anyio.fail_after(10):
+                while not (stuck := set(connections) - before):
+                    await anyio.sleep(0.02)
+                while stuck & connections:  # dropped, and gone from the server
+                    await anyio.sleep(0.05)
+            assert srv.runtime.stats().subscribers == 0
+            # The server carries on.
+            again = await client.generate("echo", prompt="after ")
+            assert await again.text() == "after "
+    finally:
+        sock.close()
+        srv.stop()
+
+
 async def test_a_raising_finish_listener_is_logged_and_the_server_carries_on(server, caplog) -> None:
     # What a finish listener raises must be seen, not lost (and it skips no cleanup:
     # tests/test_runtime_runner.py).

@@ -332,3 +332,17 @@ async def test_a_watch_lets_the_server_cancel_the_request() -> None:
         await task
     await asyncio.sleep(0)
     assert not others()
+
+
+def test_a_long_body_goes_out_in_pieces_that_end_where_frames_end() -> None:
+    from streaming.server.sse import pieces
+
+    body = b"".join(b"id: %d\ndata: %s\n\n" % (i, b"x" * (i % 50)) for i in range(5000))
+    out = list(pieces(body, 1000))
+    assert b"".join(out) == body and len(out) > 100
+    assert all(p.endswith(b"\n\n") and len(p) <= 1000 for p in out)
+    # A frame longer than a piece goes whole; a body that does not end a frame loses nothing.
+    long = b"data: " + b"y" * 5000 + b"\n\n"
+    assert list(pieces(long + b"data: z\n\n", 1000)) == [long, b"data: z\n\n"]
+    odd = b"data: a\n\n" + b"no end " * 300
+    assert b"".join(pieces(odd, 100)) == odd

@@ -581,6 +581,48 @@ async def test_a_peer_that_stops_reading_is_dropped() -> None:
         server.stop()
 
 
+async def test_a_peer_that_pings_without_reading_is_dropped_and_its_connection_reset() -> None:
+    """The answers to a peer's own frames (pongs, acks, errors) are timed like events: a
+    peer that keeps sending pings and never reads fills the socket, the pong that has to
+    wait starts the watchdog, the peer is dropped after ``send_timeout_s``, and its
+    connection is reset, not left to a close that would wait for it to read."""
+    server = LiveServer(create_app(ServerSettings(send_timeout_s=0.5))).start()
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        handshake(sock)
+        sock.settimeout(20)
+        pings = 0
+
+        def flood() -> BaseException:
+            nonlocal pings
+            frame = b"".join(_masked({"type": "ping", "ref": i}) for i in range(200))
+            try:
+                while True:  # until the server drops us (a send fails) or 20 s pass
+                    sock.sendall(frame)
+                    pings += 200
+            except OSError as exc:
+                return exc
+
+        gone = await anyio.to_thread.run_sync(flood)
+        assert isinstance(gone, (ConnectionResetError, BrokenPipeError)), f"{gone!r} after {pings} unread pings"
+        assert not server.server.server_state.connections  # nothing of it is left in the server
+        # The server carries on: a new connection is served.
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.send(json.dumps({"type": "ping", "ref": "after"}))
+            assert json.loads(await ws.recv()) == {"type": "pong", "ref": "after"}
+    finally:
+        sock.close()
+        server.stop()
+
+
+def _masked(frame: dict[str, Any]) -> bytes:
+    """``frame`` as one masked text frame (a zero mask: the payload as it is)."""
+    payload = json.dumps(frame).encode()
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
 def _read_ws_frames(
     sock: socket.socket, until: Callable[[dict[str, Any]], bool], pending: list[bytes]
 ) -> list[dict[str, Any]]:
