@@ -63,6 +63,10 @@ def _float(literal: str) -> float:
     return value
 
 
+#: made once (``json.loads`` with hooks makes a decoder, and its scanner, per call)
+_DECODER = json.JSONDecoder(parse_float=_float, parse_constant=_constant)
+
+
 def _lone_surrogate(value: Any) -> bool:
     """Whether any string (key or value) in ``value`` holds a lone surrogate. Iterative."""
     stack = [value]
@@ -103,7 +107,7 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, what: st
             suggestion=f"send JSON nested at most {max_depth} levels deep",
         )
     try:
-        value = json.loads(text, parse_float=_float, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedRequestError(f"{what} is not valid JSON: {exc}", suggestion="send a JSON object") from None
     except RecursionError:  # only if max_depth is set above what the parser can take
