@@ -89,6 +89,28 @@ def _config(value: str) -> tuple[str, dict[str, Any]]:
     return name, config
 
 
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``serve`` and ``worker`` share: server-side tools, the shutdown grace and
+    logging (each process that runs generations takes them alike)."""
+    parser.add_argument(
+        "--tool", action="append", type=_pair, default=[], metavar="NAME=module:function",
+        help="register a server-side tool (repeatable; default: none)%(default).0s",
+    )
+    parser.add_argument(
+        "--shutdown-grace", type=float, default=_env("STREAMING_SHUTDOWN_GRACE", "10"),
+        help="seconds running generations get to finish on Ctrl-C or SIGTERM before they are ended",
+    )
+    parser.add_argument(
+        "--log-level", default=_env("STREAMING_LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"], type=str.lower,
+        help="how much to log",
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default=_env("STREAMING_LOG_FORMAT", "text"),
+        help="json: one object per line, with generation_id as a field",
+    )
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help of every flag, and the epilog kept as written."""
 
@@ -131,10 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--plugin-config", action="append", type=_config, default=[], metavar="NAME=JSON",
         help="config of a plugin instance, a JSON object (repeatable; default: none)%(default).0s",
     )
-    serve.add_argument(
-        "--tool", action="append", type=_pair, default=[], metavar="NAME=module:function",
-        help="register a server-side tool (repeatable; default: none)%(default).0s",
-    )
     serve.add_argument("--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeat comments")
     serve.add_argument(
         "--role", choices=["all", "api"], default="all",
@@ -156,28 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         "compression state and each token frame cost ~10 us more CPU to compress)",
     )
     serve.add_argument(
-        "--shutdown-grace", type=float, default=_env("STREAMING_SHUTDOWN_GRACE", "10"),
-        help="seconds running generations get to finish on Ctrl-C or SIGTERM before they are ended",
-    )
-    serve.add_argument(
         "--api-key", action="append", default=[], metavar="KEY",
         help="require this bearer key (repeatable; also STREAMING_API_KEYS; default: none, no auth)%(default).0s",
     )
     serve.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (repeatable; default: none)%(default).0s"
     )
-    serve.add_argument(
-        "--log-level", default=_env("STREAMING_LOG_LEVEL", "info"),
-        choices=["critical", "error", "warning", "info", "debug"], type=str.lower,
-        help="how much to log",
-    )
-    serve.add_argument(
-        "--log-format", choices=["text", "json"], default=_env("STREAMING_LOG_FORMAT", "text"),
-        help="json: one object per line, with generation_id as a field",
-    )
+    add_process_flags(serve)
     from streaming.server.worker_cli import add_worker_parser
 
-    add_worker_parser(sub, _HelpFormatter, _pair)
+    add_worker_parser(sub, _HelpFormatter, _pair, add_process_flags)
     chat = sub.add_parser(
         "chat", help="chat with a server in the terminal", formatter_class=_HelpFormatter,
         description="A terminal chat over the server's WebSocket: one conversation, tokens as they arrive.",

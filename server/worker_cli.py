@@ -21,7 +21,11 @@ from typing import Any
 __all__ = ["add_worker_parser", "run_worker"]
 
 
-def add_worker_parser(sub: Any, formatter: type[argparse.HelpFormatter], pair: Callable[[str], tuple[str, str]]) -> None:
+def add_worker_parser(
+    sub: Any, formatter: type[argparse.HelpFormatter], pair: Callable[[str], tuple[str, str]],
+    add_process_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """The ``worker`` command; ``add_process_flags`` adds the flags it shares with ``serve``."""
     worker = sub.add_parser(
         "worker", help="run generations taken from a Redis queue (no HTTP)", formatter_class=formatter,
         description="Run generations queued by `streaming serve --role api` processes sharing a Redis store.",
@@ -34,27 +38,12 @@ def add_worker_parser(sub: Any, formatter: type[argparse.HelpFormatter], pair: C
         "--generator", action="append", type=pair, default=[], metavar="NAME=module:Class",
         help="host a generator plugin besides the built-ins (repeatable)%(default).0s",
     )
-    worker.add_argument(
-        "--tool", action="append", type=pair, default=[], metavar="NAME=module:function",
-        help="register a server-side tool (repeatable)%(default).0s",
-    )
     worker.add_argument("--concurrency", type=int, default=16, help="most generations running here at once")
     worker.add_argument(
         "--disconnect-grace", type=float, default=5.0,
         help="seconds a generation with on_disconnect=cancel may have no subscriber anywhere",
     )
-    worker.add_argument(
-        "--shutdown-grace", type=float, default=float(os.environ.get("STREAMING_SHUTDOWN_GRACE", "10")),
-        help="seconds running generations get to finish on SIGTERM",
-    )
-    worker.add_argument(
-        "--log-level", default=os.environ.get("STREAMING_LOG_LEVEL", "info"),
-        choices=["critical", "error", "warning", "info", "debug"], type=str.lower, help="how much to log",
-    )
-    worker.add_argument(
-        "--log-format", choices=["text", "json"], default=os.environ.get("STREAMING_LOG_FORMAT", "text"),
-        help="json: one object per line",
-    )
+    add_process_flags(worker)
 
 
 def run_worker(args: argparse.Namespace) -> int:
