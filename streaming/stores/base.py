@@ -13,14 +13,27 @@ conversation it holds, uncopied). What it hands out is the caller's to change.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from streaming.errors import InvalidRequestError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
 
-__all__ = ["Store"]
+__all__ = ["Store", "refuse_unknown_parameters"]
+
+
+def refuse_unknown_parameters(store: str, url: str, given: Iterable[str], known: Iterable[str], suggestion: str) -> None:
+    """Refuse a store URL with a query parameter the store does not read (a misspelt one
+    would otherwise be ignored, silently).
+
+    Raises:
+        InvalidRequestError: naming the first unknown parameter, alphabetically.
+    """
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise InvalidRequestError(f"{store} store URL {url!r}: unknown parameter {unknown[0]!r}", suggestion=suggestion)
 
 
 class Store(ABC):

@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from streaming.errors import InvalidRequestError, StoreError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
-from streaming.stores.base import Store
+from streaming.stores.base import Store, refuse_unknown_parameters
 from streaming.stores.follow import follow_log
 
 __all__ = ["MemoryStore"]
@@ -79,11 +79,7 @@ class MemoryStore(Store):
             InvalidRequestError: an unknown or bad parameter.
         """
         params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
-        unknown = sorted(set(params) - {"ttl", "keep"})
-        if unknown:
-            raise InvalidRequestError(
-                f"memory store URL {url!r}: unknown parameter {unknown[0]!r}", suggestion="use ttl=SECONDS and keep=N"
-            )
+        refuse_unknown_parameters("memory", url, params, ("ttl", "keep"), "use ttl=SECONDS and keep=N")
         given: dict[str, Any] = {}  # (the others keep the constructor's defaults)
         try:
             if "ttl" in params:

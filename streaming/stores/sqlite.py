@@ -54,7 +54,7 @@ import anyio.to_thread
 from streaming.errors import InvalidRequestError, StoreError
 from streaming.events import Event
 from streaming.model import Block, File, Generation
-from streaming.stores.base import Store
+from streaming.stores.base import Store, refuse_unknown_parameters
 from streaming.stores.file_cache import FileCache
 from streaming.stores.follow import follow_log
 from streaming.stores.memory import MemoryStore
@@ -104,12 +104,9 @@ def _seconds(url: str, params: dict[str, str]) -> dict[str, float]:
         InvalidRequestError: an unknown parameter (a misspelt ``ttl`` would otherwise keep
             every log for good, silently), or a value that is not a number from 0.
     """
-    unknown = sorted(set(params) - set(URL_PARAMETERS))
-    if unknown:
-        raise InvalidRequestError(
-            f"sqlite store URL {url!r}: unknown parameter {unknown[0]!r}",
-            suggestion=f"the parameters are {', '.join(URL_PARAMETERS)} (numbers of seconds)",
-        )
+    refuse_unknown_parameters(
+        "sqlite", url, params, URL_PARAMETERS, f"the parameters are {', '.join(URL_PARAMETERS)} (numbers of seconds)"
+    )
     try:
         seconds = {name: float(value) for name, value in params.items()}
     except ValueError as exc:
