@@ -122,7 +122,7 @@ class MemoryStore(Store):
         finished = self._finished
         while finished:
             generation_id, at = next(iter(finished.items()))
-            if len(finished) <= self.keep and (oldest is None or at >= oldest):
+            if self._kept(len(finished), at, oldest):
                 break
             del finished[generation_id]
             self._generations.pop(generation_id, None)
@@ -135,7 +135,7 @@ class MemoryStore(Store):
         passed = 0  # conversations in use passed over (each goes to the back once)
         while passed < len(written):
             file_id, at = next(iter(written.items()))
-            if len(written) <= self.keep and (oldest is None or at >= oldest):
+            if self._kept(len(written), at, oldest):
                 return
             if file_id in self._in_use:  # a generation on it runs: as if written now
                 written[file_id] = now
@@ -146,6 +146,11 @@ class MemoryStore(Store):
             _, block_ids = self._files.pop(file_id)
             for block_id in block_ids:
                 self._blocks.pop(block_id, None)
+
+    def _kept(self, count: int, at: float, oldest: float | None) -> bool:
+        """Whether the oldest of ``count`` finished generations (or conversations), which
+        finished (or was written) ``at``, stays: within ``keep``, and not before ``oldest``."""
+        return count <= self.keep and (oldest is None or at >= oldest)
 
     async def get_generation(self, generation_id: str) -> Generation | None:
         gen = self._generations.get(generation_id)
