@@ -26,11 +26,11 @@ class Recorder:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
+        out.parent.mkdir(parents=True, exist_ok=True)  # (the summary goes beside it, either way)
         binary = shutil.which("py-spy")
         if binary is None:
             self.error = "py-spy is not installed (pip install py-spy)"
             return
-        out.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
              "--nonblocking", "-o", str(out)],

@@ -4,6 +4,7 @@ assertions; the figures themselves are for benchmarks/results.json)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,16 @@ def test_paired_refuses_bad_arguments() -> None:
         done = subprocess.run([sys.executable, "-m", "benchmarks.paired", *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_profile_without_py_spy_says_so_where_the_summary_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--profile` on a machine without py-spy: the summary file (beside the raw one, in a
+    # folder a fresh checkout lacks) says why there is no profile; the run goes on.
+    from benchmarks.profile import Recorder
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    out = tmp_path / "profiles" / "x.raw"
+    recorder = Recorder(os.getpid(), out)
+    summary = recorder.stop()
+    assert summary is not None and "py-spy is not installed" in summary
+    (out.parent / "x.txt").write_text(summary)  # as benchmarks.run writes it
