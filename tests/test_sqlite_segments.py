@@ -235,3 +235,24 @@ async def test_a_new_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path
     await store.append_events("gen_paged", events)
     assert [e.to_dict() for e in await store.read_events("gen_paged", 2)] == [e.to_dict() for e in events[2:]]
     await store.close()
+
+
+async def test_a_log_begun_by_an_earlier_process_is_continued_under_its_own_number(tmp_path: Path) -> None:
+    # The next process does not know the log's number: appending finds it (the log is not
+    # made a second time), and the reads join what both processes wrote.
+    path = tmp_path / "s.db"
+    events = _events("gen_cont", 12)
+    first = SqliteStore(f"sqlite:///{path}")
+    await first.open()
+    await first.append_events("gen_other", _events("gen_other", 4)[:2])
+    await first.append_events("gen_cont", events[:5])
+    await first.close()
+    second = SqliteStore(f"sqlite:///{path}")
+    await second.open()
+    await second.append_events("gen_cont", events[5:])
+    assert [e.to_dict() for e in await second.read_events("gen_cont")] == [e.to_dict() for e in events]
+    logs = await second._file.query("SELECT no, generation_id FROM logs ORDER BY no")
+    assert [gid for _, gid in logs] == ["gen_other", "gen_cont"]
+    segments = await second._file.query("SELECT DISTINCT log FROM segments WHERE first_seq > 5")
+    assert segments == [(logs[1][0],)]
+    await second.close()

@@ -219,12 +219,14 @@ class SqliteFile:
         no = self.log_nos.get(generation_id)
         if no is not None:
             return no
+        # (A log made here is new: one statement, not a look for it first.)
+        cursor = conn.execute(
+            "INSERT INTO logs (generation_id) VALUES (?) ON CONFLICT (generation_id) DO NOTHING", (generation_id,)
+        )
+        if cursor.rowcount == 1 and cursor.lastrowid is not None:
+            return cursor.lastrowid
         row = conn.execute("SELECT no FROM logs WHERE generation_id = ?", (generation_id,)).fetchone()
-        if row is not None:
-            return int(row[0])
-        cursor = conn.execute("INSERT INTO logs (generation_id) VALUES (?)", (generation_id,))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return int(row[0])
 
     def read_sync(self, generation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """The stored events of a log after ``after`` (at most ``limit``), in order."""
