@@ -60,6 +60,14 @@ def ours(garbage: list[object]) -> Counter[str]:
     return found
 
 
+def connections(garbage: list[object]) -> Counter[str]:
+    """uvicorn's objects of an HTTP request among ``garbage``, by type."""
+    return Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in garbage
+        if type(o).__module__.startswith(("uvicorn.protocols.http.", "uvloop."))
+    )
+
+
 async def test_streams_that_end_or_are_dropped_leave_no_cycle(make_server, saved_garbage) -> None:
     live = make_server(live_retention_s=0.05)
     paced = {"generator": "echo", "prompt": "tok ", "options": {"repeat": 200, "delay_ms": 5}}
@@ -105,4 +113,12 @@ async def test_streams_that_end_or_are_dropped_leave_no_cycle(make_server, saved
     gc.collect()
     assert any(id(o) == witness_id for o in saved_garbage)
     assert ours(saved_garbage) == Counter()
+    # Nor is a request's connection (uvicorn's request cycle, its transport) left to the
+    # collector: the scope no longer holds the server's send once the app has returned.
+    # What is left is the one connection upgraded to a WebSocket: uvicorn's HTTP protocol
+    # object, which hands it over, keeps its parser (whose callbacks are its bound methods).
+    upgraded = Counter({
+        f"uvicorn.protocols.http.{name}": 1 for name in ("httptools_impl.HttpToolsProtocol", "flow_control.FlowControl")
+    })
+    assert connections(saved_garbage) == upgraded + Counter({"uvloop.loop.TCPTransport": 1, "uvloop.loop.PseudoSocket": 1})
 
