@@ -46,10 +46,9 @@ class ServerSend:
     It takes it out again when the app returns: uvicorn's ``send`` is a bound method of its
     request cycle, which holds the scope, so left there the two would make a reference
     cycle, and the connection's objects (its transport, flow control, events and buffers,
-    two dozen a request) would wait for the cyclic collector rather than go when the
-    connection does: under hundreds of streams, the collector's passes over them cost a few
-    percent of the server's CPU, and each full one stopped every stream for a third of a
-    second."""
+    two dozen a request) would outlive the connection until a pass of the cyclic collector
+    over the generation they had reached (under hundreds of streams, the middle one: tens
+    of seconds later), rather than go when it closes."""
 
     __slots__ = ("app",)
 
