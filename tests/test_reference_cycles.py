@@ -50,22 +50,19 @@ PER_GENERATION = (
 PER_CONNECTION = ("streaming.server.ws.WebSocketSession",)
 
 
+def by_type(garbage: list[object], modules: tuple[str, ...]) -> Counter[str]:
+    """The objects of ``modules`` (module name prefixes) among ``garbage``, by type."""
+    return Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in garbage if type(o).__module__.startswith(modules)
+    )
+
+
 def ours(garbage: list[object]) -> Counter[str]:
     """The objects a generation makes among ``garbage``, by type."""
-    found = Counter(
-        f"{type(o).__module__}.{type(o).__qualname__}" for o in garbage if type(o).__module__.startswith(PER_GENERATION)
-    )
+    found = by_type(garbage, PER_GENERATION)
     for name in PER_CONNECTION:
         del found[name]
     return found
-
-
-def connections(garbage: list[object]) -> Counter[str]:
-    """uvicorn's objects of an HTTP request among ``garbage``, by type."""
-    return Counter(
-        f"{type(o).__module__}.{type(o).__qualname__}" for o in garbage
-        if type(o).__module__.startswith(("uvicorn.protocols.http.", "uvloop."))
-    )
 
 
 async def test_streams_that_end_or_are_dropped_leave_no_cycle(make_server, saved_garbage) -> None:
@@ -117,8 +114,9 @@ async def test_streams_that_end_or_are_dropped_leave_no_cycle(make_server, saved
     # collector: the scope no longer holds the server's send once the app has returned.
     # What is left is the one connection upgraded to a WebSocket: uvicorn's HTTP protocol
     # object, which hands it over, keeps its parser (whose callbacks are its bound methods).
-    upgraded = Counter({
-        f"uvicorn.protocols.http.{name}": 1 for name in ("httptools_impl.HttpToolsProtocol", "flow_control.FlowControl")
-    })
-    assert connections(saved_garbage) == upgraded + Counter({"uvloop.loop.TCPTransport": 1, "uvloop.loop.PseudoSocket": 1})
+    upgraded = Counter([
+        "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol", "uvicorn.protocols.http.flow_control.FlowControl",
+        "uvloop.loop.TCPTransport", "uvloop.loop.PseudoSocket",
+    ])
+    assert by_type(saved_garbage, ("uvicorn.protocols.http.", "uvloop.")) == upgraded
 
