@@ -10,11 +10,12 @@ from contextlib import AsyncExitStack
 
 import anyio
 import pytest
+from anyio.lowlevel import checkpoint
 
 from streaming.errors import StoreError, StoreUnavailableError
 from streaming.events import Event
 from streaming.model import Block, File, Generation, GenerationState, StreamState
-from streaming.stores import redis_logs
+from streaming.stores import redis_logs, redis_records
 from streaming.stores.recovery import fold_tail
 from streaming.stores.redis_claims import RedisFileClaims
 from streaming.stores.redis_conn import BACKOFF_CAP_S, RedisConnection, split_url
@@ -105,6 +106,75 @@ async def test_records_put_all_at_once_or_nothing(conn: RedisConnection) -> None
     with pytest.raises(StoreError) as closed:
         await records.put_all(done, [_ev(gen.id, 4)], [], None)
     assert closed.value.code == "log_closed"
+
+
+async def test_writes_made_at_once_share_round_trips_and_keep_their_own_results(conn: RedisConnection) -> None:
+    """A burst of put_all calls goes as a few pipelines, each call its own script run: a
+    refused one fails alone, the others are written."""
+    records = RedisRecords(conn, owner="me", ttl_ms=60_000)
+    logs = RedisLogs(conn, ttl_ms=60_000, read_batch=16)
+    gens = [Generation(generator="echo", state=GenerationState.RUNNING) for _ in range(40)]
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def write(gen: Generation, first_seq: int) -> None:
+        try:
+            await records.put_all(gen, [_ev(gen.id, first_seq)], [], File(blocks=[Block(text=gen.id)]))
+            outcomes[gen.id] = None
+        except StoreError as exc:
+            outcomes[gen.id] = exc
+
+    before = conn.batched(redis_records._PUT_ALL, "put_all").sent
+    async with anyio.create_task_group() as tg:
+        for i, gen in enumerate(gens):
+            tg.start_soon(write, gen, 5 if i == 7 else 1)  # the eighth leaves a gap
+    sent = conn.batched(redis_records._PUT_ALL, "put_all").sent - before
+    assert 1 <= sent <= 4  # not 40 round trips
+    refused = outcomes.pop(gens[7].id)
+    assert isinstance(refused, StoreError) and refused.code == "log_gap"
+    assert set(outcomes) == {g.id for g in gens} - {gens[7].id} and not any(outcomes.values())
+    for gen in gens[:7] + gens[8:]:
+        assert [e.seq for e in await logs.read(gen.id)] == [1]
+        found = await records.read_generation(gen.id)
+        assert found is not None and found[0].id == gen.id and found[0].last_seq == 1
+    assert await logs.read(gens[7].id) == [] and await records.read_generation(gens[7].id) is None
+
+
+async def test_batched_writes_survive_lost_scripts_and_fail_cleanly_when_closed(redis_server: RedisServer) -> None:
+    conn = RedisConnection(redis_server.url, f"u{uuid.uuid4().hex[:8]}:")
+    conn.connect(pool_size=4, max_followers=4, retry_s=0.5)
+    records = RedisRecords(conn, owner="me", ttl_ms=60_000)
+    first = Generation(generator="echo", state=GenerationState.RUNNING)
+    await records.put_all(first, [], [], None)
+    await conn.r.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    again = [Generation(generator="echo", state=GenerationState.RUNNING) for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+        for gen in again:
+            tg.start_soon(records.put_all, gen, [], [], None)
+    for gen in again:
+        assert (await records.read_generation(gen.id) or (None,))[0] == gen
+    # A caller that gives up leaves the others their results.
+    kept = Generation(generator="echo", state=GenerationState.RUNNING)
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as gone:
+            gone.cancel()
+            await records.put_all(Generation(generator="echo"), [], [], None)
+        tg.start_soon(records.put_all, kept, [], [], None)
+    assert (await records.read_generation(kept.id) or (None,))[0] == kept
+    # Closed while calls wait to be sent: they fail as the store being unavailable.
+    errors: list[BaseException] = []
+
+    async def late() -> None:
+        try:
+            await records.put_all(Generation(generator="echo"), [], [], None)
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late)
+        tg.start_soon(late)
+        await checkpoint()  # both queued, their batch's sender not started yet
+        await conn.aclose()
+    assert len(errors) == 2 and all(isinstance(e, StoreUnavailableError) for e in errors)
 
 
 async def test_a_start_claims_its_new_conversation_and_sets_its_first_mark_in_the_same_write(

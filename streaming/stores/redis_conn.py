@@ -3,6 +3,7 @@ one under a prefix), its two pools, its Lua scripts, and how Redis errors become
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,12 +13,12 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming.errors import StoreError, StoreUnavailableError
 
-__all__ = ["RedisConnection", "split_url"]
+__all__ = ["RedisConnection", "ScriptBatch", "split_url"]
 
 #: the URL query parameters the store reads (the rest go to redis-py)
 OURS = ("ttl", "lease", "prefix", "retry", "pool")
@@ -51,6 +52,7 @@ class RedisConnection:
         self.client: Any = None
         self.follow_client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._batches: dict[str, ScriptBatch] = {}
 
     def k(self, *parts: str) -> str:
         """The key (or channel) ``prefix`` + ``parts`` joined by ``:``."""
@@ -69,6 +71,23 @@ class RedisConnection:
         if found is None:
             found = self._scripts[source] = self.r.register_script(source)
         return found
+
+    def batched(self, source: str, what: str) -> ScriptBatch:
+        """The Lua script ``source`` called through a :class:`ScriptBatch` (one per
+        script): calls that overlap share a round trip."""
+        found = self._batches.get(source)
+        if found is None:
+            found = self._batches[source] = ScriptBatch(self, source, what)
+        return found
+
+    def mapped_error(self, exc: BaseException, what: str) -> BaseException:
+        """``exc`` as :meth:`mapped` would raise it."""
+        try:
+            with self.mapped(what):
+                raise exc
+        except BaseException as mapped:  # (what mapped made of it, or exc itself)
+            return mapped
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def mapped(self, what: str) -> Iterator[None]:
@@ -113,7 +132,9 @@ class RedisConnection:
         self._scripts = {}
 
     async def aclose(self) -> None:
-        """Disconnect both clients."""
+        """Disconnect both clients (the calls of a batch still on its way fail first)."""
+        for batch in self._batches.values():
+            await batch.aclose()
         client, self.client = self.client, None
         self._scripts = {}
         if client is not None:
@@ -127,3 +148,101 @@ class RedisConnection:
             await self.r.delete(key)
         except RedisError:
             pass
+
+
+#: calls of one script at most in one pipeline
+BATCH_MAX = 256
+
+
+class ScriptBatch:
+    """Calls of one Lua script made by many tasks, sent to Redis together: a call made
+    while no batch is on its way goes at the end of the loop turn (with the calls made in
+    that turn); calls made while one is on its way go together as the next batch, once it
+    is back (group commit). Each call is its own script run (atomic on its own, its own
+    result or error); a burst of a thousand generations starting at once costs a few
+    round trips instead of a thousand, and a lone call one loop turn.
+
+    A caller cancelled while its call waits gives up its result, not the write: the call
+    may still be sent (as a cancelled command may have been sent before)."""
+
+    def __init__(self, conn: RedisConnection, source: str, what: str) -> None:
+        self.conn = conn
+        self.source = source
+        self.what = what
+        self.sent = 0  # pipelines sent (what tests and probes count)
+        self._queue: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def __call__(self, args: list[Any]) -> Any:
+        """The script's result for ``args`` (no keys: the scripts take theirs in ``args``).
+
+        Raises:
+            StoreUnavailableError: Redis could not be reached (after the client's retries).
+            StoreError: the script raised (this call's own error).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, future))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send(), name=f"redis: {self.what} batches")
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the calls of this loop turn join the first batch
+            while self._queue:
+                batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
+                await self._send_batch(batch)
+        finally:
+            self._sender = None
+            self._fail_queued()  # (cancelled: the connection is closing)
+
+    async def _send_batch(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
+        c = self.conn
+        try:
+            script = c.script(self.source)
+            results = await self._pipeline(script.sha, [args for args, _ in batch])
+            lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if lost:
+                # Redis lost its scripts (it restarted, or SCRIPT FLUSH): load it, send those again.
+                await c.r.script_load(self.source)
+                again = await self._pipeline(script.sha, [batch[i][0] for i in lost])
+                for i, result in zip(lost, again, strict=True):
+                    results[i] = result
+        except BaseException as exc:
+            # (Cancelled: the connection is closing, and the calls' fate is unknown.)
+            failed = exc if isinstance(exc, Exception) else RedisConnectionError("the store closed during the write")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(c.mapped_error(failed, self.what))
+            if failed is not exc:
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # (its caller was cancelled)
+            if isinstance(result, Exception):
+                future.set_exception(c.mapped_error(result, self.what))
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, sha: str, calls: list[list[Any]]) -> list[Any]:
+        self.sent += 1
+        async with self.conn.r.pipeline(transaction=False) as pipe:
+            for args in calls:
+                pipe.execute_command("EVALSHA", sha, 0, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _fail_queued(self) -> None:
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(self.conn.mapped_error(RedisConnectionError("the store closed"), self.what))
+
+    async def aclose(self) -> None:
+        """Stop sending: calls not sent yet fail (``store_unavailable``)."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            await asyncio.wait((sender,))
+        self._fail_queued()  # (a sender cancelled before its first step ran no finally)
