@@ -194,7 +194,8 @@ class ScriptBatch:
                 batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
                 await self._send_batch(batch)
         finally:
-            self._sender = None
+            if self._sender is asyncio.current_task():
+                self._sender = None
             self._fail_queued()  # (cancelled: the connection is closing)
 
     async def _send_batch(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
@@ -209,6 +210,13 @@ class ScriptBatch:
                 again = await self._pipeline(script.sha, [batch[i][0] for i in lost])
                 for i, result in zip(lost, again, strict=True):
                     results[i] = result
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue  # (its caller was cancelled)
+                if isinstance(result, Exception):
+                    future.set_exception(c.mapped_error(result, self.what))
+                else:
+                    future.set_result(result)
         except BaseException as exc:
             # (Cancelled: the connection is closing, and the calls' fate is unknown.)
             failed = exc if isinstance(exc, Exception) else RedisConnectionError("the store closed during the write")
@@ -217,14 +225,6 @@ class ScriptBatch:
                     future.set_exception(c.mapped_error(failed, self.what))
             if failed is not exc:
                 raise
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # (its caller was cancelled)
-            if isinstance(result, Exception):
-                future.set_exception(c.mapped_error(result, self.what))
-            else:
-                future.set_result(result)
 
     async def _pipeline(self, sha: str, calls: list[list[Any]]) -> list[Any]:
         self.sent += 1
