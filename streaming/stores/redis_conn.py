@@ -220,9 +220,7 @@ class ScriptBatch:
         except BaseException as exc:
             # (Cancelled: the connection is closing, and the calls' fate is unknown.)
             failed = exc if isinstance(exc, Exception) else RedisConnectionError("the store closed during the write")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(c.mapped_error(failed, self.what))
+            self._fail(batch, failed)
             if failed is not exc:
                 raise
 
@@ -233,11 +231,15 @@ class ScriptBatch:
                 pipe.execute_command("EVALSHA", sha, 0, *args)
             return list(await pipe.execute(raise_on_error=False))
 
+    def _fail(self, calls: list[tuple[list[Any], asyncio.Future[Any]]], exc: Exception) -> None:
+        """Fail the calls still waiting with ``exc``, as :meth:`RedisConnection.mapped` maps it."""
+        for _, future in calls:
+            if not future.done():
+                future.set_exception(self.conn.mapped_error(exc, self.what))
+
     def _fail_queued(self) -> None:
         queued, self._queue = self._queue, []
-        for _, future in queued:
-            if not future.done():
-                future.set_exception(self.conn.mapped_error(RedisConnectionError("the store closed"), self.what))
+        self._fail(queued, RedisConnectionError("the store closed"))
 
     async def aclose(self) -> None:
         """Stop sending: calls not sent yet fail (``store_unavailable``)."""
